@@ -1,0 +1,67 @@
+"""flowtracker: asyncio-native tracing of one request through one service.
+
+Example:
+    >>> import flowtracker as ft
+    >>> @ft.traced
+    ... async def load_user(uid):
+    ...     async with ft.span("FetchFromDB", db_system="postgres"):
+    ...         ft.add_tag("db.query", "SELECT ...")
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._span import Span as Span
+from ._span import add_event as add_event
+from ._span import add_tag as add_tag
+from ._span import bind as bind
+from ._span import current_span as current_span
+from ._span import current_trace_id as current_trace_id
+from ._span import span as span
+from ._span import start_root_span as start_root_span
+from ._span import start_span as start_span
+from ._stats import ExporterStats as ExporterStats
+from ._stats import TrackerStats as TrackerStats
+from ._trace import Trace as Trace
+from ._traced import traced as traced
+from ._tracker import Tracker as Tracker
+from ._tracker import default_tracker as default_tracker
+from .exporters import ConsoleExporter as ConsoleExporter
+from .exporters import Exporter as Exporter
+from .exporters import FileExporter as FileExporter
+from .exporters import LoggingExporter as LoggingExporter
+from .exporters import MemoryExporter as MemoryExporter
+from .exporters import exporter_from_url as exporter_from_url
+from .exporters import load_exporter as load_exporter
+
+try:
+    __version__ = version("flowtracker")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = (
+    "ConsoleExporter",
+    "Exporter",
+    "ExporterStats",
+    "FileExporter",
+    "LoggingExporter",
+    "MemoryExporter",
+    "Span",
+    "Trace",
+    "Tracker",
+    "TrackerStats",
+    "__version__",
+    "add_event",
+    "add_tag",
+    "bind",
+    "current_span",
+    "current_trace_id",
+    "default_tracker",
+    "exporter_from_url",
+    "load_exporter",
+    "span",
+    "start_root_span",
+    "start_span",
+    "traced",
+)

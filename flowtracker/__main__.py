@@ -1,0 +1,16 @@
+"""``python -m flowtracker`` / the ``flowtracker`` command."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the flowtracker command line."""
+    from .cli import run
+
+    return run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""One exporter's lane: a bounded anyio memory stream and the task that drains it.
+
+Each exporter gets its own lane, so a slow, hanging or failing exporter only
+ever fills its own buffer: the others keep exporting, and handlers never wait
+(``offer`` is ``send_nowait``; a full lane drops the trace and counts it).
+
+The drain task takes one trace with ``receive()`` and then everything already
+waiting with ``receive_nowait()``, up to ``max_batch``: anyio's ``receive()``
+always yields to the loop first, so a consumer taking one item per call falls
+behind a burst, while draining what is ready batches naturally under load and
+adds no latency when idle.
+
+Example:
+    >>> from flowtracker._lane import Lane
+    >>> from flowtracker import MemoryExporter
+    >>> lane = Lane("memory", MemoryExporter(), max_queue=8, max_batch=4, timeout=1.0)
+    >>> lane.stats().queued
+    0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._stats import ExporterStats
+
+if TYPE_CHECKING:
+    from ._trace import Trace
+    from .exporters._base import Exporter
+
+logger = logging.getLogger("flowtracker")
+
+#: Seconds between two warnings about the same exporter (no log storms).
+WARN_INTERVAL = 60.0
+
+
+class Lane:
+    """Buffers traces for one exporter and exports them in batches."""
+
+    def __init__(
+        self, name: str, exporter: Exporter, *, max_queue: int, max_batch: int, timeout: float
+    ) -> None:
+        self.name = name
+        self.exporter = exporter
+        self.max_batch = max_batch
+        self.timeout = timeout
+        self.max_queue = max_queue
+        # Streams are made by ``open()`` when the tracker starts: an unused
+        # stream would warn when collected.
+        self._send: MemoryObjectSendStream[Trace] | None = None
+        self._receive: MemoryObjectReceiveStream[Trace] | None = None
+        self.offered = 0
+        self.exported = 0
+        self.failed = 0
+        self.dropped = 0
+        self._processed = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._last_warning = -WARN_INTERVAL
+        self._suppressed = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def open(self) -> None:
+        """Creates the stream (on the tracker's start)."""
+        self._send, self._receive = anyio.create_memory_object_stream["Trace"](self.max_queue)
+
+    def offer(self, trace: Trace) -> bool:
+        """Queues ``trace`` without ever blocking; False (and counted) when full."""
+        try:
+            self._send.send_nowait(trace)  # type: ignore[union-attr]
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError, AttributeError):
+            self.dropped += 1
+            return False
+        self.offered += 1
+        return True
+
+    def drop(self, count: int) -> None:
+        """Counts traces this lane never received (tracker not running)."""
+        self.dropped += count
+
+    def stats(self) -> ExporterStats:
+        return ExporterStats(self.exported, self.failed, self.dropped, self.offered - self._processed)
+
+    async def run(self) -> None:
+        """Drains the lane until its stream is closed."""
+        receive = self._receive
+        assert receive is not None, "open() first"
+        while True:
+            try:
+                batch = [await receive.receive()]
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+            await self._export(batch)
+
+    async def _export(self, batch: list[Trace]) -> None:
+        try:
+            with anyio.fail_after(self.timeout):
+                await self.exporter.export(batch)
+        except TimeoutError:
+            self.failed += len(batch)
+            self._warn("exporter %s timed out after %.1fs; %d traces failed", self.timeout, len(batch))
+        except Exception as error:  # an exporter must never take the pipeline down
+            self.failed += len(batch)
+            self._warn("exporter %s failed: %r; %d traces failed", error, len(batch))
+        else:
+            self.exported += len(batch)
+        finally:
+            self._advance(len(batch))
+
+    def _advance(self, count: int) -> None:
+        self._processed += count
+        if self._waiters:
+            keep = []
+            for target, future in self._waiters:
+                if self._processed >= target:
+                    if not future.done():
+                        future.set_result(None)
+                else:
+                    keep.append((target, future))
+            self._waiters = keep
+
+    async def wait_processed(self) -> None:
+        """Waits until every trace offered so far has been exported or failed."""
+        target = self.offered
+        if self._processed >= target:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, future))
+        await future
+
+    def close(self) -> None:
+        """Closes the stream; what is still queued is counted as dropped."""
+        if self._send is None or self._receive is None:
+            return
+        self._send.close()
+        while True:
+            try:
+                self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            self.dropped += 1
+            self._advance(1)
+        self._receive.close()
+
+    def _warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last_warning < WARN_INTERVAL:
+            self._suppressed += 1
+            return
+        suffix = f" ({self._suppressed} similar messages suppressed)" if self._suppressed else ""
+        self._last_warning = now
+        self._suppressed = 0
+        logger.warning(message + suffix, self.name, *args)

@@ -1,0 +1,448 @@
+"""Spans, the current-span ContextVar, and the module-level helpers.
+
+This is the hot path. Every span costs one object (slotted), one
+``ContextVar.set``/``reset`` pair, two clock reads and one random int; ids are
+formatted, times converted and tags checked only at export, off the request
+path. The kwargs dict that carries a span's tags is kept as is, not copied.
+
+One ``ContextVar`` holds the current span. asyncio copies the context into
+every task (``create_task``, ``gather``, ``TaskGroup``) and ``asyncio.to_thread``
+/ ``anyio.to_thread.run_sync`` copy it into worker threads, so a child finds its
+parent with no explicit passing; :func:`bind` covers ``run_in_executor`` and
+raw threads, which do not copy it.
+
+Example:
+    >>> import flowtracker as ft
+    >>> with ft.span("outer", user="u1") as outer:
+    ...     with ft.span("inner") as inner:
+    ...         ft.add_tag("rows", 3)
+    ...     inner.parent_id == outer.span_id
+    True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from contextvars import ContextVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import _clock
+from ._trace import TraceState
+
+if TYPE_CHECKING:
+    from ._tracker import Tracker
+
+__all__ = (
+    "Span",
+    "add_event",
+    "add_tag",
+    "bind",
+    "current_span",
+    "current_trace_id",
+    "span",
+    "start_span",
+)
+
+_T = TypeVar("_T")
+
+_current: ContextVar[Span | None] = ContextVar("flowtracker.current_span", default=None)
+_get_current = _current.get
+
+# Hot-path copies of the clock and id source (a global lookup beats a module
+# attribute lookup); refreshed when ``flowtracker.testing`` swaps them.
+_now = _clock.now_ns
+_bits = _clock.random_bits
+
+
+def _refresh_sources() -> None:
+    global _now, _bits
+    _now = _clock.now_ns
+    _bits = _clock.random_bits
+
+
+_clock.on_change(_refresh_sources)
+
+#: Span statuses, as written in the output.
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+STATUS_CANCELLED = "cancelled"
+STATUS_UNFINISHED = "unfinished"
+
+
+class Span:
+    """One timed operation: a name, tags, events, a status and its place in a trace.
+
+    Create spans with :func:`span` (``with``/``async with``) or
+    :func:`start_span`; a ``Span`` is itself a context manager.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> s = ft.start_span("manual", step=1)
+        >>> s.set_tag("rows", 3)
+        >>> s.finish(); s.finish()  # idempotent
+        >>> s.status
+        'ok'
+    """
+
+    __slots__ = (
+        "name",
+        "span_id",
+        "parent_id",
+        "kind",
+        "status",
+        "error",
+        "start_ns",
+        "end_ns",
+        "_tags",
+        "_events",
+        "_state",
+        "_token",
+        "_parent",
+        "_recording",
+        "_dropped",
+    )
+
+    def __init__(self, name: str, tags: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self._tags: dict[Any, Any] = {} if tags is None else tags
+        self._state: TraceState | None = None
+        self._token: contextvars.Token[Span | None] | None = None
+        self._events: list[tuple[str, int, dict[str, Any]]] | None = None
+        self.end_ns: int | None = None
+        self.status = STATUS_OK
+        self.error: BaseException | None = None
+        self.kind = "internal"
+        self._dropped: int = 0
+        self._recording = True
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _start(self, parent: Span | None) -> None:
+        if parent is None:
+            _start_root(self, None, None, None, None, None)
+            return
+        state = parent._state
+        assert state is not None
+        self._state = state
+        self._parent = parent
+        self.parent_id = parent.span_id
+        self.span_id = _bits(64) or 1
+        if parent._recording:
+            spans = state.spans
+            if len(spans) < state.max_spans:
+                if not spans:  # first span since the last emission: a late one
+                    state.tracker._open_traces.add(state)
+                spans.append(self)
+                self._recording = True
+            else:
+                state.dropped_spans += 1
+                state.tracker._spans_dropped += 1
+                self._recording = False
+        else:
+            self._recording = False
+        self.start_ns = _now()
+
+    def _end(self, status: str, error: BaseException | None) -> None:
+        if self.end_ns is not None or self._state is None:
+            return
+        self.end_ns = _now()
+        self.status = status
+        self.error = error
+        if self._recording:
+            state = self._state
+            if next(state.ended) == len(state.spans):
+                state.tracker._maybe_complete(state)
+
+    def finish(self) -> None:
+        """Ends the span with status ``ok``; a second call does nothing."""
+        self._end(STATUS_OK, None)
+
+    def __enter__(self) -> Span:
+        if self._state is None:
+            self._start(_get_current())
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token = self._token
+        if token is not None:
+            self._token = None
+            try:
+                _current.reset(token)
+            except (ValueError, RuntimeError):
+                # Exited in another context than entered (e.g. another task):
+                # restore the parent only where this span is still current.
+                if _current.get() is self:
+                    _current.set(self._parent)
+        if exc is None:
+            self._end(STATUS_OK, None)
+        else:
+            self._end_with(exc)
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def _end_with(self, exc: BaseException) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            self._end(STATUS_CANCELLED, None)
+        elif isinstance(exc, GeneratorExit):  # a generator closed early: not a failure
+            self._end(STATUS_OK, None)
+        else:
+            self._end(STATUS_ERROR, exc)
+
+    # -- data --------------------------------------------------------------
+
+    def set_tag(self, key: str, value: Any) -> None:
+        """Sets a tag; ignored once the span has ended.
+
+        Over the tracker's ``max_tags_per_span`` a new key is not kept and is
+        counted in the span's ``dropped_tags``.
+        """
+        if self.end_ns is not None or not self._recording:
+            return
+        tags = self._tags
+        state = self._state
+        if state is not None and len(tags) >= state.tracker.max_tags_per_span and key not in tags:
+            self._dropped += 1
+            state.tracker._tags_dropped += 1
+            return
+        tags[key] = value
+
+    def add_event(self, name: str, **attributes: Any) -> None:
+        """Records a timestamped event (``name`` plus attributes) on this span."""
+        if self.end_ns is not None or not self._recording:
+            return
+        events = self._events
+        if events is None:
+            events = self._events = []
+        state = self._state
+        if state is not None and len(events) >= state.tracker.max_events_per_span:
+            state.tracker._events_dropped += 1
+            return
+        events.append((name, _now(), attributes))
+
+    @property
+    def tags(self) -> dict[Any, Any]:
+        """The span's tags (a live dict; use :meth:`set_tag` to change it)."""
+        return self._tags
+
+    @property
+    def events(self) -> list[tuple[str, int, dict[str, Any]]]:
+        """The span's events as ``(name, monotonic_ns, attributes)`` tuples."""
+        return self._events or []
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace id as 32 lowercase hex characters (``None`` before start)."""
+        state = self._state
+        return None if state is None else f"{state.trace_id:032x}"
+
+    @property
+    def span_id_hex(self) -> str:
+        """The span id as 16 lowercase hex characters."""
+        return f"{self.span_id:016x}"
+
+    @property
+    def sampled(self) -> bool:
+        """Whether this span is recorded and will be exported."""
+        return self._state is not None and self._recording
+
+    @property
+    def duration_ms(self) -> float | None:
+        """Milliseconds from start to end (``None`` while open)."""
+        if self.end_ns is None:
+            return None
+        return (self.end_ns - self.start_ns) / 1e6
+
+    def __repr__(self) -> str:
+        return f"<Span {self.name!r} status={self.status}>"
+
+
+def _start_root(
+    root: Span,
+    tracker: Tracker | None,
+    trace_id: int | None,
+    parent_id: int | None,
+    sampled: bool | None,
+    tracestate: str | None,
+) -> None:
+    """Starts ``root`` as the first span of a new trace (or a remote continuation)."""
+    from ._tracker import resolve_tracker
+
+    if tracker is None:
+        tracker = resolve_tracker()
+    now = _now()
+    if trace_id is None:
+        trace_id = _bits(128) or 1
+    recording = tracker._sample_root(trace_id, sampled)
+    state = TraceState(tracker, trace_id, now, recording, tracestate)
+    root._state = state
+    root._parent = None
+    root.parent_id = parent_id
+    root.span_id = _bits(64) or 1
+    root._recording = recording
+    if recording:
+        tracker._open_traces.add(state)
+        state.spans.append(root)
+    root.start_ns = now
+
+
+def span(name: str, /, **tags: Any) -> Span:
+    """A span for ``with`` / ``async with``; every keyword argument is a tag.
+
+    The span starts when the block is entered and becomes the current span
+    inside it. On an exception it ends with status ``error`` (or ``cancelled``
+    for task cancellation) and the exception propagates unchanged.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> async def handler():
+        ...     async with ft.span("FetchFromDB", db_system="postgres") as s:
+        ...         s.set_tag("rows", 3)
+    """
+    return Span(name, tags)
+
+
+def start_span(name: str, /, **tags: Any) -> Span:
+    """Starts a span now, as a child of the current span, without making it current.
+
+    For code that cannot use ``with``: call :meth:`Span.finish` when done
+    (idempotent), or enter the returned span with ``with`` to make it current.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> s = ft.start_span("manual")
+        >>> s.finish()
+    """
+    new = Span(name, tags)
+    new._start(_get_current())
+    return new
+
+
+def start_root_span(
+    name: str,
+    tags: dict[str, Any] | None = None,
+    *,
+    tracker: Tracker | None = None,
+    trace_id: int | None = None,
+    parent_id: int | None = None,
+    sampled: bool | None = None,
+    tracestate: str | None = None,
+    kind: str = "internal",
+) -> Span:
+    """Starts a new trace's root span, ignoring the current span; for integrations.
+
+    ``trace_id``/``parent_id`` continue a remote trace (W3C ``traceparent``);
+    ``sampled`` carries the caller's sampled flag; ``tracestate`` is kept for
+    pass-through on outgoing calls.
+    """
+    root = Span(name, tags)
+    root.kind = kind
+    _start_root(root, tracker, trace_id, parent_id, sampled, tracestate)
+    return root
+
+
+def current_span() -> Span | None:
+    """The current span, or ``None`` outside any span.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> ft.current_span() is None
+        True
+    """
+    return _get_current()
+
+
+def current_trace_id() -> str | None:
+    """The current trace id as 32 lowercase hex characters, or ``None``."""
+    current = _get_current()
+    if current is None or current._state is None:
+        return None
+    return f"{current._state.trace_id:032x}"
+
+
+def add_tag(key: str, value: Any) -> None:
+    """Tags the current span; does nothing outside a span.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> ft.add_tag("ignored", True)  # no span: a silent no-op
+    """
+    current = _get_current()
+    if current is not None:
+        current.set_tag(key, value)
+
+
+def add_event(name: str, /, **attributes: Any) -> None:
+    """Adds a timestamped event to the current span; does nothing outside a span."""
+    current = _get_current()
+    if current is not None:
+        current.add_event(name, **attributes)
+
+
+def bind(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Binds ``fn`` to the current span, for places that do not copy the context.
+
+    ``loop.run_in_executor`` and ``threading.Thread`` start with an empty
+    context; spans opened inside a bound function become children of the span
+    that was current when ``bind`` was called.
+
+    Example:
+        >>> import flowtracker as ft, threading
+        >>> with ft.span("parent"):
+        ...     worker = threading.Thread(target=ft.bind(lambda: ft.span("child").__enter__().finish()))
+        ...     worker.start(); worker.join()
+    """
+    parent = _get_current()
+    tracker_binding = _tracker_binding()
+
+    @functools.wraps(fn)
+    def bound(*args: Any, **kwargs: Any) -> _T:
+        def run() -> _T:
+            _current.set(parent)
+            if tracker_binding is not None:
+                tracker_binding[0].set(tracker_binding[1])
+            return fn(*args, **kwargs)
+
+        return contextvars.copy_context().run(run)
+
+    return bound
+
+
+def _silent_span() -> None:
+    """Makes the current context's span a non-recording one (exporter tasks)."""
+    state = TraceState.__new__(TraceState)
+    state.trace_id = 0
+    state.spans = []
+    silent = Span("flowtracker.silent")
+    silent._state = state
+    silent._parent = None
+    silent.parent_id = None
+    silent.span_id = 0
+    silent._recording = False
+    silent.start_ns = 0
+    _current.set(silent)
+
+
+def _tracker_binding() -> tuple[ContextVar[Any], Any] | None:
+    from ._tracker import _context_tracker
+
+    bound = _context_tracker.get()
+    return None if bound is None else (_context_tracker, bound)

@@ -1,0 +1,156 @@
+"""A trace while it is being assembled (``TraceState``) and once finished (``Trace``).
+
+Completion is decided without locks. Starting a span appends it to
+``TraceState.spans`` and ending one takes the next number from
+``TraceState.ended`` (an ``itertools.count``); both are single C calls, atomic
+under the GIL, so spans may start and end in any thread. The span whose end
+number equals the number of started spans *may* be the last one: it asks the
+tracker to check, and the tracker decides on its own event loop thread (the
+only place a trace is ever emitted), after the callbacks already scheduled on
+the loop have run, so a fire-and-forget task that starts a child span right
+after its parent ended still lands in the same trace.
+
+Reference cycles: while a trace is open, ``state.spans`` holds the spans and
+each span holds ``state``. On emission the span list moves into the ``Trace``
+record and ``state.spans`` is replaced by a fresh list, so a finished trace is
+an acyclic graph that reference counting frees at once, not the cyclic
+garbage collector (whose pauses show up in request p99).
+
+Example:
+    >>> import flowtracker as ft
+    >>> from flowtracker.testing import capture_traces
+    >>> with capture_traces() as traces:
+    ...     with ft.span("root"):
+    ...         pass
+    >>> traces[0]["spans"][0]["name"]
+    'root'
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._span import Span
+    from ._tracker import Tracker
+
+
+class TraceState:
+    """One trace under assembly. Internal: users see ``Span`` and ``Trace``."""
+
+    __slots__ = (
+        "trace_id",
+        "tracker",
+        "spans",
+        "ended",
+        "dropped_spans",
+        "created_ns",
+        "emitted",
+        "sampled",
+        "tracestate",
+        "max_spans",
+    )
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        trace_id: int,
+        created_ns: int,
+        sampled: bool = True,
+        tracestate: str | None = None,
+    ) -> None:
+        self.trace_id = trace_id
+        self.tracker = tracker
+        self.spans: list[Span] = []
+        self.ended: Iterator[int] = itertools.count(1)
+        self.dropped_spans = 0
+        self.created_ns = created_ns
+        self.emitted = False
+        self.sampled = sampled
+        self.tracestate = tracestate
+        self.max_spans = tracker.max_spans_per_trace
+
+    def all_ended(self) -> bool:
+        """True when every recorded span has ended (newest first: they end last)."""
+        spans = self.spans
+        for index in range(len(spans) - 1, -1, -1):
+            if spans[index].end_ns is None:
+                return False
+        return bool(spans)
+
+    def take(self) -> list[Span]:
+        """Moves the spans out for emission and resets for late (follow-up) spans."""
+        spans = self.spans
+        self.spans = []
+        self.ended = itertools.count(1)
+        return spans
+
+
+class Trace:
+    """A finished trace, as exporters receive it.
+
+    Attributes:
+        trace_id: 32 lowercase hex characters.
+        service: The tracker's ``service`` name, or ``None``.
+        spans: The finished spans, in start order.
+        dropped_spans: Spans not kept because the trace hit ``max_spans_per_trace``.
+        follow_up: True for a record of spans that ended after the trace was
+            already emitted (same ``trace_id``).
+        unfinished: Number of spans still open when the trace was emitted
+            (trace-age limit or shutdown); they carry status ``unfinished``.
+
+    Example:
+        >>> record.to_dict()["trace_id"]  # doctest: +SKIP
+        '4bf92f3577b34da6a3ce929d0e0e4736'
+    """
+
+    __slots__ = (
+        "trace_id",
+        "service",
+        "spans",
+        "dropped_spans",
+        "follow_up",
+        "unfinished",
+        "_dict",
+        "_json",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        trace_id: str,
+        service: str | None,
+        spans: list[Span],
+        dropped_spans: int = 0,
+        follow_up: bool = False,
+        unfinished: int = 0,
+    ) -> None:
+        self.trace_id = trace_id
+        self.service = service
+        self.spans = spans
+        self.dropped_spans = dropped_spans
+        self.follow_up = follow_up
+        self.unfinished = unfinished
+        self._dict: dict[str, Any] | None = None
+        self._json: bytes | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The trace in the wire format of ``design.md`` (built once, then cached)."""
+        if self._dict is None:
+            from ._wire import trace_to_dict
+
+            self._dict = trace_to_dict(self)
+        return self._dict
+
+    def to_json(self) -> bytes:
+        """The trace as compact JSON bytes (encoded once, then cached)."""
+        if self._json is None:
+            from ._wire import encode
+
+            self._json = encode(self.to_dict())
+        return self._json
+
+    def __repr__(self) -> str:
+        return f"<Trace {self.trace_id} spans={len(self.spans)}>"

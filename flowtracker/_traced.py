@@ -1,0 +1,164 @@
+"""``@traced``: a span around every call of a function.
+
+Works on sync and async functions, generators and async generators. For a
+generator the span covers the whole iteration and ends when it is exhausted,
+fails, or is closed early; the span is current only while the generator's own
+code runs, never in the consumer between two items.
+
+Example:
+    >>> import flowtracker as ft
+    >>> @ft.traced
+    ... def load(uid):
+    ...     return {"id": uid}
+    >>> @ft.traced("db.query", db_system="postgres")
+    ... async def query(sql):
+    ...     return []
+    >>> load(1)
+    {'id': 1}
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import Any, ParamSpec, TypeVar, overload
+
+from ._span import Span, _current, _get_current
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@overload
+def traced(fn: Callable[_P, _R], /) -> Callable[_P, _R]: ...
+
+
+@overload
+def traced(
+    name: str | None = None, /, **tags: Any
+) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
+
+
+def traced(name: Any = None, /, **tags: Any) -> Any:
+    """Wraps a function so each call runs in a span.
+
+    Use bare (``@traced``: the span is named after the function's qualified
+    name) or called (``@traced("name", **tags)``).
+
+    Example:
+        >>> import flowtracker as ft
+        >>> @ft.traced
+        ... async def load_user(uid): ...
+    """
+    if callable(name):
+        return _wrap(name, None, {})
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"@traced takes a span name (str), got {type(name).__name__}")
+
+    def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        return _wrap(fn, name, tags)
+
+    return decorate
+
+
+def _wrap(fn: Callable[..., Any], name: str | None, tags: dict[str, Any]) -> Any:
+    span_name = name or getattr(fn, "__qualname__", None) or repr(fn)
+    has_tags = bool(tags)
+
+    def new_span() -> Span:
+        return Span(span_name, dict(tags) if has_tags else None)
+
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+            return _traced_agen(fn(*args, **kwargs), new_span())
+
+        return agen_wrapper
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            return (yield from _traced_gen(fn(*args, **kwargs), new_span()))
+
+        return gen_wrapper
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with new_span():
+                return await fn(*args, **kwargs)
+
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        with new_span():
+            return fn(*args, **kwargs)
+
+    return sync_wrapper
+
+
+def _traced_gen(gen: Generator[Any, Any, Any], span: Span) -> Generator[Any, Any, Any]:
+    span._start(_get_current())
+    sent: Any = None
+    thrown: BaseException | None = None
+    try:
+        while True:
+            token = _current.set(span)
+            try:
+                item = gen.send(sent) if thrown is None else gen.throw(thrown)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                _current.reset(token)
+            thrown = None
+            try:
+                sent = yield item
+            except GeneratorExit:
+                token = _current.set(span)
+                try:
+                    gen.close()
+                finally:
+                    _current.reset(token)
+                raise
+            except BaseException as error:  # thrown in by the consumer: pass it on
+                thrown = error
+    except BaseException as error:
+        span._end_with(error)
+        raise
+    finally:
+        span._end("ok", None)
+
+
+async def _traced_agen(agen: AsyncGenerator[Any, Any], span: Span) -> AsyncGenerator[Any, Any]:
+    span._start(_get_current())
+    sent: Any = None
+    thrown: BaseException | None = None
+    try:
+        while True:
+            token = _current.set(span)
+            try:
+                item = await (agen.asend(sent) if thrown is None else agen.athrow(thrown))
+            except StopAsyncIteration:
+                return
+            finally:
+                _current.reset(token)
+            thrown = None
+            try:
+                sent = yield item
+            except GeneratorExit:
+                token = _current.set(span)
+                try:
+                    await agen.aclose()
+                finally:
+                    _current.reset(token)
+                raise
+            except BaseException as error:
+                thrown = error
+    except BaseException as error:
+        span._end_with(error)
+        raise
+    finally:
+        span._end("ok", None)

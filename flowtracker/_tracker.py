@@ -1,0 +1,549 @@
+"""The Tracker: turns ended spans into whole traces and feeds the exporter lanes.
+
+A tracker runs on one event loop: the app's (``async with tracker`` /
+``await tracker.start()``) or a private one in a daemon thread
+(``with tracker`` / ``tracker.start_in_thread()``). Every decision that a
+trace is complete, and every hand-off to the lanes, happens on that loop's
+thread; spans ending in other threads pass their trace over with
+``call_soon_threadsafe`` (one wake-up per burst, not per trace).
+
+Which tracker gets a new trace: the one given explicitly (middlewares), else
+the one bound to the current context by ``async with tracker``, else the most
+recently started one that is still running, else the default tracker.
+
+The default tracker starts on first use, in a daemon thread with its own loop,
+so it works in sync code, in threads, and across any number of event loops
+coming and going (``asyncio.run`` twice, one loop per test). Its exporters come
+from ``FLOWTRACKER_EXPORTERS`` (console when unset). At interpreter exit an
+``atexit`` hook flushes it (at most ``close_timeout`` seconds).
+
+Example:
+    >>> import asyncio, flowtracker as ft
+    >>> memory = ft.MemoryExporter()
+    >>> async def main():
+    ...     async with ft.Tracker(exporters=[memory], service="orders"):
+    ...         async with ft.span("checkout"):
+    ...             pass
+    >>> asyncio.run(main())
+    >>> memory.traces[0]["service"]
+    'orders'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import contextvars
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from . import _clock
+from ._lane import Lane
+from ._stats import TrackerStats
+from ._trace import Trace, TraceState
+
+if TYPE_CHECKING:
+    from .exporters._base import Exporter
+
+logger = logging.getLogger("flowtracker")
+
+_context_tracker: ContextVar[Tracker | None] = ContextVar("flowtracker.tracker", default=None)
+_running: list[Tracker] = []
+_default: Tracker | None = None
+_default_lock = threading.Lock()
+
+
+class Tracker:
+    """Assembles finished traces and exports them, off the request path.
+
+    Args:
+        exporters: Where traces go. ``None``: from ``FLOWTRACKER_EXPORTERS``,
+            else one :class:`~flowtracker.ConsoleExporter`. ``[]``: nowhere
+            (traces are still assembled and counted).
+        service: Written as ``service`` in every trace.
+        max_queue: Traces buffered per exporter lane before new ones are
+            dropped and counted. Default 8192.
+        max_batch: Traces handed to one ``export()`` call at most. Default 512.
+        export_timeout: Seconds one ``export()`` call may take before its batch
+            counts as failed. Default 30.
+        close_timeout: Seconds ``aclose()`` waits for the lanes to drain, and
+            then for each exporter's ``aclose()``. Default 10.
+        max_spans_per_trace: Spans kept per trace; the rest are counted
+            (``dropped_spans`` in the trace). Default 10,000.
+        max_tags_per_span: Distinct tag keys per span. Default 128.
+        max_events_per_span: Events per span. Default 128.
+        max_trace_age: Seconds after which a trace with spans still open is
+            exported anyway, those spans marked ``unfinished``. Default 300.
+        completion_delay: Extra seconds to wait, after a trace's last span
+            ended, for fire-and-forget children. Default 0: the trace is
+            emitted once the loop's already-scheduled callbacks have run.
+        sample_rate: Head sampling: the share of new root traces recorded,
+            decided from the trace id. An incoming ``traceparent``'s sampled
+            flag wins. Default 1.0.
+        tail_sampler: Called with each finished :class:`Trace`; return False to
+            drop it (counted in ``traces_sampled_out``). Default: keep all.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> tracker = ft.Tracker(exporters=[ft.MemoryExporter()], service="orders")
+        >>> tracker.stats.traces_completed
+        0
+    """
+
+    def __init__(
+        self,
+        exporters: Iterable[Exporter] | None = None,
+        *,
+        service: str | None = None,
+        max_queue: int = 8192,
+        max_batch: int = 512,
+        export_timeout: float = 30.0,
+        close_timeout: float = 10.0,
+        max_spans_per_trace: int = 10_000,
+        max_tags_per_span: int = 128,
+        max_events_per_span: int = 128,
+        max_trace_age: float = 300.0,
+        completion_delay: float = 0.0,
+        sample_rate: float = 1.0,
+        tail_sampler: Callable[[Trace], bool] | None = None,
+    ) -> None:
+        if exporters is None:
+            from .exporters import exporters_from_env
+
+            exporters = exporters_from_env()
+        if max_queue < 1 or max_batch < 1:
+            raise ValueError("max_queue and max_batch must be at least 1")
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be between 0 and 1, got {sample_rate!r}")
+        self.service = service
+        self.max_spans_per_trace = max_spans_per_trace
+        self.max_tags_per_span = max_tags_per_span
+        self.max_events_per_span = max_events_per_span
+        self.max_trace_age = max_trace_age
+        self.completion_delay = completion_delay
+        self.close_timeout = close_timeout
+        self.sample_rate = sample_rate
+        self._sample_threshold = int(sample_rate * (1 << 56))
+        self.tail_sampler = tail_sampler
+        self._lanes: list[Lane] = []
+        for exporter in exporters:
+            name = _unique_name(exporter, {lane.name for lane in self._lanes})
+            self._lanes.append(
+                Lane(name, exporter, max_queue=max_queue, max_batch=max_batch, timeout=export_timeout)
+            )
+        self._max_pending = max_queue
+        # Counters (read by ``stats``).
+        self._traces_completed = 0
+        self._traces_dropped = 0
+        self._spans_dropped = 0
+        self._tags_dropped = 0
+        self._events_dropped = 0
+        self._sampled_out = 0
+        self._unfinished = 0
+        # Assembly state.
+        self._open_traces: set[TraceState] = set()
+        self._pending: list[TraceState] = []
+        self._pending_scheduled = False
+        self._handed_over: collections.deque[TraceState] = collections.deque()
+        self._handover_scheduled = False
+        # Loop binding.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._closed = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._context_token: contextvars.Token[Tracker | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_stop: asyncio.Event | None = None
+
+    # -- public ------------------------------------------------------------
+
+    @property
+    def exporters(self) -> tuple[Exporter, ...]:
+        """The exporters, in lane order."""
+        return tuple(lane.exporter for lane in self._lanes)
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and ``aclose()``."""
+        return self._loop is not None and not self._closed
+
+    @property
+    def stats(self) -> TrackerStats:
+        """An immutable snapshot of the counters; see :class:`TrackerStats`."""
+        return TrackerStats(
+            traces_completed=self._traces_completed,
+            traces_dropped=self._traces_dropped,
+            spans_dropped=self._spans_dropped,
+            tags_dropped=self._tags_dropped,
+            events_dropped=self._events_dropped,
+            traces_sampled_out=self._sampled_out,
+            traces_unfinished=self._unfinished,
+            exporters=MappingProxyType({lane.name: lane.stats() for lane in self._lanes}),
+        )
+
+    async def start(self) -> None:
+        """Runs the export pipeline on the current event loop (idempotent)."""
+        if self._closed:
+            raise RuntimeError("this Tracker was closed; create a new one")
+        loop = asyncio.get_running_loop()
+        if self._loop is not None:
+            if self._loop is not loop:
+                raise RuntimeError("this Tracker already runs on another event loop")
+            return
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        # Exporter tasks run in a context of their own whose current span is
+        # non-recording: spans an exporter opens (say, through an instrumented
+        # HTTP client) must not become traces that are exported in turn.
+        quiet = contextvars.Context()
+        quiet.run(_silence_context)
+        for lane in self._lanes:
+            lane.open()
+            self._tasks.append(quiet.run(loop.create_task, lane.run()))
+        self._tasks.append(quiet.run(loop.create_task, self._sweep()))
+        _running.append(self)
+        if self._handed_over:
+            self._schedule_handover()
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Exports every trace completed so far; True unless ``timeout`` ran out.
+
+        Example:
+            >>> async def handler(tracker):
+            ...     await tracker.flush(timeout=5)
+        """
+        if self._loop is None or self._closed:
+            return True
+        await asyncio.sleep(0)  # lets completion checks already scheduled run
+        self._take_handed_over()
+        self._complete_pending()
+        with anyio.move_on_after(timeout) as scope:
+            for lane in self._lanes:
+                await lane.wait_processed()
+        return not scope.cancelled_caught
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Flushes, emits still-open traces as unfinished, closes the exporters.
+
+        Waits at most ``timeout`` (default ``close_timeout``) for the lanes, and
+        as long again for the exporters' own ``aclose()``. Idempotent.
+        """
+        if self._closed:
+            return
+        if self._loop is None:
+            self._closed = True
+            self._drop_handed_over()
+            await self._close_exporters(timeout)
+            return
+        timeout = self.close_timeout if timeout is None else timeout
+        await asyncio.sleep(0)
+        self._take_handed_over()
+        self._complete_pending()
+        for state in list(self._open_traces):
+            self._emit_unfinished(state)
+        await self.flush(timeout)
+        self._closed = True
+        if self in _running:
+            _running.remove(self)
+        for lane in self._lanes:
+            lane.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                cancelling = getattr(current, "cancelling", None)  # Python 3.11+
+                if cancelling is not None and cancelling():
+                    raise
+        self._tasks.clear()
+        await self._close_exporters(timeout)
+        self._loop = None
+        self._loop_thread = None
+        self._drop_handed_over()
+
+    async def __aenter__(self) -> Tracker:
+        await self.start()
+        self._context_token = _context_tracker.set(self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token, self._context_token = self._context_token, None
+        if token is not None:
+            try:
+                _context_tracker.reset(token)
+            except (ValueError, RuntimeError):
+                _context_tracker.set(None)
+        await self.aclose()
+
+    def start_in_thread(self, name: str = "flowtracker-export") -> None:
+        """Runs the pipeline on a private event loop in a daemon thread.
+
+        For sync programs, and for the default tracker. Stop it with
+        :meth:`close_thread` (or leave ``with tracker``).
+        """
+        if self._thread is not None:
+            return
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def main() -> None:
+            try:
+                await self.start()
+                self._thread_stop = asyncio.Event()
+            except BaseException as error:  # reported to the starting thread
+                failure.append(error)
+                ready.set()
+                return
+            ready.set()
+            await self._thread_stop.wait()
+            await self.aclose()
+
+        self._thread = threading.Thread(target=asyncio.run, args=(main(),), name=name, daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+
+    def close_thread(self, timeout: float | None = None) -> None:
+        """Flushes and stops a tracker started with :meth:`start_in_thread`."""
+        thread, loop, stop = self._thread, self._loop, self._thread_stop
+        if thread is None or loop is None or stop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(stop.set)
+        except RuntimeError:  # loop already closed
+            return
+        thread.join(timeout if timeout is not None else 3 * self.close_timeout)
+
+    def __enter__(self) -> Tracker:
+        self.start_in_thread()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close_thread()
+
+    # -- called from the span hot path --------------------------------------
+
+    def _sample_root(self, trace_id: int, sampled: bool | None) -> bool:
+        if sampled is not None:
+            return sampled
+        if self._sample_threshold >= 1 << 56:
+            return True
+        return (trace_id & ((1 << 56) - 1)) < self._sample_threshold
+
+    def _maybe_complete(self, state: TraceState) -> None:
+        """A span of ``state`` ended and it may have been the last one."""
+        if self._loop_thread == threading.get_ident():
+            self._pending.append(state)
+            if not self._pending_scheduled:
+                self._pending_scheduled = True
+                loop = self._loop
+                assert loop is not None
+                if self.completion_delay:
+                    loop.call_later(self.completion_delay, self._complete_pending)
+                else:
+                    loop.call_soon(self._complete_pending)
+            return
+        self._hand_over(state)
+
+    # -- on the tracker's loop ------------------------------------------------
+
+    def _hand_over(self, state: TraceState) -> None:
+        if self._closed:
+            self._drop_records(1)
+            return
+        if len(self._handed_over) >= self._max_pending:
+            self._drop_records(1)
+            return
+        self._handed_over.append(state)
+        if self._loop is not None and not self._handover_scheduled:
+            self._schedule_handover()
+
+    def _schedule_handover(self) -> None:
+        self._handover_scheduled = True
+        loop = self._loop
+        assert loop is not None
+        try:
+            loop.call_soon_threadsafe(self._on_handover)
+        except RuntimeError:  # the loop was closed under us
+            self._handover_scheduled = False
+            self._drop_handed_over()
+
+    def _on_handover(self) -> None:
+        self._take_handed_over()
+        if not self._pending_scheduled and self._pending:
+            self._pending_scheduled = True
+            assert self._loop is not None
+            self._loop.call_later(self.completion_delay, self._complete_pending)
+
+    def _take_handed_over(self) -> None:
+        self._handover_scheduled = False  # reset before draining: see _hand_over
+        handed_over = self._handed_over
+        while handed_over:
+            self._pending.append(handed_over.popleft())
+
+    def _drop_handed_over(self) -> None:
+        count = 0
+        while self._handed_over:
+            self._handed_over.popleft()
+            count += 1
+        if count:
+            self._drop_records(count)
+
+    def _complete_pending(self) -> None:
+        self._pending_scheduled = False
+        pending, self._pending = self._pending, []
+        for state in pending:
+            if state.all_ended():
+                self._emit(state, state.take(), 0)
+
+    def _emit(self, state: TraceState, spans: list[Any], unfinished: int) -> None:
+        follow_up = state.emitted
+        state.emitted = True
+        if not state.spans:
+            self._open_traces.discard(state)
+        record = Trace(
+            f"{state.trace_id:032x}", self.service, spans, state.dropped_spans, follow_up, unfinished
+        )
+        state.dropped_spans = 0
+        if unfinished:
+            self._unfinished += 1
+            record.to_dict()  # snapshot now: open spans may still change
+        self._offer(record)
+
+    def _emit_unfinished(self, state: TraceState) -> None:
+        spans = state.take()
+        open_count = 0
+        for span in spans:
+            if span.end_ns is None:
+                span._recording = False  # its late end must not count again
+                open_count += 1
+        if spans:
+            self._emit(state, spans, open_count)
+        else:
+            self._open_traces.discard(state)
+
+    def _offer(self, record: Trace) -> None:
+        sampler = self.tail_sampler
+        if sampler is not None:
+            try:
+                keep = sampler(record)
+            except Exception:
+                logger.exception("tail_sampler raised; keeping the trace")
+                keep = True
+            if not keep:
+                self._sampled_out += 1
+                return
+        self._traces_completed += 1
+        if self._closed:
+            self._traces_dropped += 1
+            for lane in self._lanes:
+                lane.drop(1)
+            return
+        accepted = True
+        for lane in self._lanes:
+            if not lane.offer(record):
+                accepted = False
+        if not accepted:
+            self._traces_dropped += 1
+
+    def _drop_records(self, count: int) -> None:
+        """Counts records that completed while no loop could take them."""
+        self._traces_completed += count
+        self._traces_dropped += count
+        for lane in self._lanes:
+            lane.drop(count)
+
+    async def _sweep(self) -> None:
+        """Emits traces older than ``max_trace_age`` with their open spans unfinished."""
+        interval = max(0.05, min(1.0, self.max_trace_age / 4))
+        while True:
+            await asyncio.sleep(interval)
+            limit = _clock.now_ns() - int(self.max_trace_age * 1e9)
+            for state in list(self._open_traces):
+                if state.created_ns < limit and not state.all_ended():
+                    self._emit_unfinished(state)
+
+    async def _close_exporters(self, timeout: float | None) -> None:
+        timeout = self.close_timeout if timeout is None else timeout
+        for lane in self._lanes:
+            try:
+                with anyio.fail_after(timeout):
+                    await lane.exporter.aclose()
+            except Exception as error:
+                logger.warning("exporter %s failed to close: %r", lane.name, error)
+
+
+def _unique_name(exporter: object, taken: set[str]) -> str:
+    base = getattr(exporter, "name", None) or type(exporter).__name__
+    name, number = str(base), 2
+    while name in taken:
+        name = f"{base}#{number}"
+        number += 1
+    return name
+
+
+def _silence_context() -> None:
+    from ._span import _silent_span
+
+    _silent_span()
+
+
+def resolve_tracker() -> Tracker:
+    """The tracker that a new root span reports to (see the module docstring)."""
+    bound = _context_tracker.get()
+    if bound is not None and not bound._closed:
+        return bound
+    while _running:
+        latest = _running[-1]
+        loop = latest._loop
+        if not latest._closed and loop is not None and not loop.is_closed():
+            return latest
+        _running.pop()
+    return default_tracker()
+
+
+def default_tracker() -> Tracker:
+    """The process-wide default tracker, started on first use in a daemon thread.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> ft.default_tracker().running
+        True
+    """
+    global _default
+    tracker = _default
+    if tracker is not None and not tracker._closed:
+        return tracker
+    with _default_lock:
+        if _default is None or _default._closed:
+            created = Tracker()
+            created.start_in_thread(name="flowtracker-default")
+            _default = created
+        return _default
+
+
+@atexit.register
+def _flush_default_at_exit() -> None:
+    tracker = _default
+    if tracker is not None:
+        tracker.close_thread()

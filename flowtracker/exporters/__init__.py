@@ -1,0 +1,36 @@
+"""Exporters: where finished traces go.
+
+Built in: :class:`ConsoleExporter`, :class:`FileExporter`,
+:class:`MemoryExporter`, :class:`LoggingExporter`. Third-party exporters
+register a factory in the ``flowtracker.exporters`` entry-point group and are
+found by :func:`load_exporter` and by name in ``FLOWTRACKER_EXPORTERS``.
+
+Example:
+    >>> from flowtracker.exporters import exporter_from_url
+    >>> type(exporter_from_url("console")).__name__
+    'ConsoleExporter'
+"""
+
+from __future__ import annotations
+
+from ._base import Exporter as Exporter
+from ._config import ENV_VAR as ENV_VAR
+from ._config import exporter_from_url as exporter_from_url
+from ._config import exporters_from_env as exporters_from_env
+from ._config import load_exporter as load_exporter
+from .console import ConsoleExporter as ConsoleExporter
+from .file import FileExporter as FileExporter
+from .logging import LoggingExporter as LoggingExporter
+from .memory import MemoryExporter as MemoryExporter
+
+__all__ = (
+    "ENV_VAR",
+    "ConsoleExporter",
+    "Exporter",
+    "FileExporter",
+    "LoggingExporter",
+    "MemoryExporter",
+    "exporter_from_url",
+    "exporters_from_env",
+    "load_exporter",
+)
