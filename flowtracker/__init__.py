@@ -35,6 +35,27 @@ from .exporters import MemoryExporter as MemoryExporter
 from .exporters import exporter_from_url as exporter_from_url
 from .exporters import load_exporter as load_exporter
 
+_LAZY_EXPORTERS = frozenset(
+    {
+        "WebhookExporter",
+        "KafkaExporter",
+        "OTLPExporter",
+        "OTelSpanExporterBridge",
+        "SankeyExporter",
+        "MermaidExporter",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    # Heavy exporters import their dependencies only when first named.
+    if name in _LAZY_EXPORTERS:
+        from . import exporters
+
+        return getattr(exporters, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 try:
     __version__ = version("flowtracker")
 except PackageNotFoundError:  # running from a source tree that was never installed
@@ -45,12 +66,18 @@ __all__ = (
     "Exporter",
     "ExporterStats",
     "FileExporter",
+    "KafkaExporter",
     "LoggingExporter",
     "MemoryExporter",
+    "MermaidExporter",
+    "OTLPExporter",
+    "OTelSpanExporterBridge",
+    "SankeyExporter",
     "Span",
     "Trace",
     "Tracker",
     "TrackerStats",
+    "WebhookExporter",
     "__version__",
     "add_event",
     "add_tag",

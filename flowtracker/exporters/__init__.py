@@ -23,13 +23,40 @@ from .file import FileExporter as FileExporter
 from .logging import LoggingExporter as LoggingExporter
 from .memory import MemoryExporter as MemoryExporter
 
+# Exporters with heavier dependencies (aiohttp, aiokafka, opentelemetry) load
+# on first use, so ``import flowtracker`` stays light.
+_LAZY = {
+    "WebhookExporter": ".webhook",
+    "KafkaExporter": ".kafka",
+    "OTLPExporter": ".otlp",
+    "OTelSpanExporterBridge": ".otel_bridge",
+    "SankeyExporter": ".sankey",
+    "MermaidExporter": ".mermaid",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(module, __name__), name)
+
+
 __all__ = (
     "ENV_VAR",
     "ConsoleExporter",
     "Exporter",
     "FileExporter",
+    "KafkaExporter",
     "LoggingExporter",
     "MemoryExporter",
+    "MermaidExporter",
+    "OTLPExporter",
+    "OTelSpanExporterBridge",
+    "SankeyExporter",
+    "WebhookExporter",
     "exporter_from_url",
     "exporters_from_env",
     "load_exporter",

@@ -59,7 +59,34 @@ def _file(url: str) -> Exporter:
     return FileExporter(path)
 
 
-SCHEMES.update({"console": _console, "stdout": _console, "logging": _logging, "file": _file})
+def _lazy(module: str, cls: str) -> Callable[[str], Exporter]:
+    """A factory that imports ``cls`` from ``module`` and calls its ``from_url``."""
+
+    def factory(url: str) -> Exporter:
+        from importlib import import_module
+
+        exporter: Exporter = getattr(import_module(module, __package__), cls).from_url(url)
+        return exporter
+
+    return factory
+
+
+SCHEMES.update(
+    {
+        "console": _console,
+        "stdout": _console,
+        "logging": _logging,
+        "file": _file,
+        "http": _lazy(".webhook", "WebhookExporter"),
+        "https": _lazy(".webhook", "WebhookExporter"),
+        "kafka": _lazy(".kafka", "KafkaExporter"),
+        "otlp": _lazy(".otlp", "OTLPExporter"),
+        "otlp+http": _lazy(".otlp", "OTLPExporter"),
+        "otlp+https": _lazy(".otlp", "OTLPExporter"),
+        "sankey": _lazy(".sankey", "SankeyExporter"),
+        "mermaid": _lazy(".mermaid", "MermaidExporter"),
+    }
+)
 
 
 def exporter_from_url(url: str) -> Exporter:
