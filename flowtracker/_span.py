@@ -89,22 +89,27 @@ class Span:
     """
 
     __slots__ = (
-        "name",
-        "span_id",
-        "parent_id",
-        "kind",
-        "status",
-        "error",
-        "start_ns",
-        "end_ns",
-        "_tags",
+        "_dropped",
         "_events",
-        "_state",
-        "_token",
         "_parent",
         "_recording",
-        "_dropped",
+        "_state",
+        "_tags",
+        "_token",
+        "end_ns",
+        "error",
+        "kind",
+        "name",
+        "parent_id",
+        "span_id",
+        "start_ns",
+        "status",
     )
+
+    span_id: int
+    parent_id: int | None
+    start_ns: int
+    _parent: Span | None
 
     def __init__(self, name: str, tags: dict[str, Any] | None = None) -> None:
         self.name = name

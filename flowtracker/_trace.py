@@ -41,16 +41,16 @@ class TraceState:
     """One trace under assembly. Internal: users see ``Span`` and ``Trace``."""
 
     __slots__ = (
-        "trace_id",
-        "tracker",
-        "spans",
-        "ended",
-        "dropped_spans",
         "created_ns",
+        "dropped_spans",
         "emitted",
-        "sampled",
-        "tracestate",
+        "ended",
         "max_spans",
+        "sampled",
+        "spans",
+        "trace_id",
+        "tracestate",
+        "tracker",
     )
 
     def __init__(
@@ -107,15 +107,15 @@ class Trace:
     """
 
     __slots__ = (
-        "trace_id",
-        "service",
-        "spans",
-        "dropped_spans",
-        "follow_up",
-        "unfinished",
+        "__weakref__",
         "_dict",
         "_json",
-        "__weakref__",
+        "dropped_spans",
+        "follow_up",
+        "service",
+        "spans",
+        "trace_id",
+        "unfinished",
     )
 
     def __init__(

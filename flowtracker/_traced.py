@@ -35,9 +35,7 @@ def traced(fn: Callable[_P, _R], /) -> Callable[_P, _R]: ...
 
 
 @overload
-def traced(
-    name: str | None = None, /, **tags: Any
-) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
+def traced(name: str | None = None, /, **tags: Any) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
 
 
 def traced(name: Any = None, /, **tags: Any) -> Any:
@@ -57,13 +55,15 @@ def traced(name: Any = None, /, **tags: Any) -> Any:
         raise TypeError(f"@traced takes a span name (str), got {type(name).__name__}")
 
     def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-        return _wrap(fn, name, tags)
+        wrapped: Callable[_P, _R] = _wrap(fn, name, tags)
+        return wrapped
 
     return decorate
 
 
 def _wrap(fn: Callable[..., Any], name: str | None, tags: dict[str, Any]) -> Any:
-    span_name = name or getattr(fn, "__qualname__", None) or repr(fn)
+    # The qualified name, without the "<locals>." of nested functions.
+    span_name = name or (getattr(fn, "__qualname__", None) or repr(fn)).replace("<locals>.", "")
     has_tags = bool(tags)
 
     def new_span() -> Span:

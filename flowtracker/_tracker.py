@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from . import _clock
+from ._executor import PrestartedExecutor
 from ._lane import Lane
 from ._stats import TrackerStats
 from ._trace import Trace, TraceState
@@ -306,13 +307,27 @@ class Tracker:
                 self._thread_stop = asyncio.Event()
             except BaseException as error:  # reported to the starting thread
                 failure.append(error)
-                ready.set()
                 return
-            ready.set()
+            finally:
+                ready.set()
             await self._thread_stop.wait()
             await self.aclose()
 
-        self._thread = threading.Thread(target=asyncio.run, args=(main(),), name=name, daemon=True)
+        def run() -> None:
+            # A loop run by hand, not asyncio.run(): its teardown would start a
+            # thread to shut the executor down, which fails at interpreter exit.
+            loop = asyncio.new_event_loop()
+            executor = PrestartedExecutor()
+            loop.set_default_executor(executor)
+            try:
+                loop.run_until_complete(main())
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                ready.set()
+                loop.close()
+                executor.shutdown(wait=False)
+
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
         self._thread.start()
         ready.wait()
         if failure:

@@ -95,9 +95,7 @@ def span_to_dict(span: Span, anchor: int, now: int) -> dict[str, Any]:
         out["error"] = {"type": _type_name(error), "message": _truncate(safe_str(error))}
     events = span._events
     if events:
-        out["events"] = [
-            _event_to_dict(name, anchor + at, attributes) for name, at, attributes in events
-        ]
+        out["events"] = [_event_to_dict(name, anchor + at, attributes) for name, at, attributes in events]
     return out
 
 
@@ -143,9 +141,7 @@ def safe_value(value: Any, _depth: int = 0) -> Any:
             items = list(value.items())
         except Exception:
             return safe_str(value)
-        return {
-            (k if type(k) is str else safe_str(k)): safe_value(v, _depth + 1) for k, v in items[:1000]
-        }
+        return {(k if type(k) is str else safe_str(k)): safe_value(v, _depth + 1) for k, v in items[:1000]}
     if isinstance(value, (list, tuple)):
         return [safe_value(item, _depth + 1) for item in value[:1000]]
     if isinstance(value, (set, frozenset)):

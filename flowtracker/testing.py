@@ -90,7 +90,7 @@ def use_clock(clock: Callable[[], int]) -> Iterator[None]:
         _clock.install(clock=previous[0], anchor_ns=previous[2])
 
 
-class capture_traces:  # noqa: N801 - used like a function, as structlog's capture_logs
+class capture_traces:
     """Collects the traces finished inside the block (``with`` or ``async with``).
 
     Yields a list that holds each trace as a wire-format dict once the block

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
@@ -47,7 +48,5 @@ class ConsoleExporter:
 
     async def aclose(self) -> None:
         stream = self.stream if self.stream is not None else sys.stdout
-        try:
+        with contextlib.suppress(ValueError, OSError):  # closed at interpreter exit
             stream.flush()
-        except (ValueError, OSError):  # closed at interpreter exit
-            pass

@@ -1,0 +1,221 @@
+"""The span API: span(), start_span(), Span, add_tag/add_event, status."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import pytest
+
+import flowtracker as ft
+from flowtracker.testing import FakeClock, capture_traces, sequential_ids
+
+
+def spans_by_name(trace: dict) -> dict:
+    return {s["name"]: s for s in trace["spans"]}
+
+
+class TestSpanContextManagers:
+    async def test_async_with_yields_span_and_nests(self, tracker, memory):
+        """`async with span()` yields the Span, which is current inside and a parent to spans within."""
+        async with ft.span("root", region="eu") as root:
+            assert ft.current_span() is root
+            async with ft.span("child") as child:
+                assert ft.current_span() is child
+            assert ft.current_span() is root
+        assert ft.current_span() is None
+        await tracker.flush()
+        (trace,) = memory.traces
+        by_name = spans_by_name(trace)
+        assert by_name["child"]["parent_id"] == by_name["root"]["span_id"]
+        assert "parent_id" not in by_name["root"]
+        assert by_name["root"]["tags"] == {"region": "eu"}
+        assert trace["service"] == "test"
+
+    async def test_plain_with_works_in_async_code(self, tracker, memory):
+        """Plain `with span()` works too and links the same way."""
+        with ft.span("root"), ft.span("child"):
+            pass
+        await tracker.flush()
+        by_name = spans_by_name(memory.traces[0])
+        assert by_name["child"]["parent_id"] == by_name["root"]["span_id"]
+
+    def test_sync_program_without_loop(self):
+        """A sync program with no event loop at all gets its trace exported."""
+        with capture_traces() as traces, ft.span("sync-root"), ft.span("sync-child"):
+            pass
+        assert [s["name"] for s in traces[0]["spans"]] == ["sync-root", "sync-child"]
+
+    async def test_every_keyword_is_a_tag_even_kind(self, tracker, memory):
+        """No option shadows a tag: `kind`, `name`-like keywords are tags."""
+        async with ft.span("x", kind="db", status="weird", tracker="t"):
+            pass
+        await tracker.flush()
+        assert memory.traces[0]["spans"][0]["tags"] == {"kind": "db", "status": "weird", "tracker": "t"}
+        assert memory.traces[0]["spans"][0]["status"] == "ok"
+
+
+class TestStartSpan:
+    async def test_start_span_is_child_but_not_current(self, tracker, memory):
+        """start_span() links to the current span without becoming current; finish() ends it."""
+        async with ft.span("root") as root:
+            manual = ft.start_span("manual", step=1)
+            assert ft.current_span() is root
+            manual.set_tag("rows", 3)
+            manual.finish()
+            manual.finish()  # idempotent
+        await tracker.flush()
+        by_name = spans_by_name(memory.traces[0])
+        assert by_name["manual"]["parent_id"] == by_name["root"]["span_id"]
+        assert by_name["manual"]["tags"] == {"step": 1, "rows": 3}
+
+    async def test_started_span_as_context_manager(self, tracker, memory):
+        """A started span entered with `with` becomes current and is not started twice."""
+        manual = ft.start_span("manual")
+        start = manual.start_ns
+        with manual:
+            assert ft.current_span() is manual
+            with ft.span("inner"):
+                pass
+        assert manual.start_ns == start
+        await tracker.flush()
+        by_name = spans_by_name(memory.traces[0])
+        assert by_name["inner"]["parent_id"] == by_name["manual"]["span_id"]
+
+
+class TestTagsAndEvents:
+    async def test_add_tag_and_event_on_current_span(self, tracker, memory):
+        """add_tag/add_event tag the current span; events carry time and attributes."""
+        async with ft.span("root"):
+            ft.add_tag("db.query", "SELECT 1")
+            ft.add_event("cache miss", key="u:1")
+        await tracker.flush()
+        root = memory.traces[0]["spans"][0]
+        assert root["tags"] == {"db.query": "SELECT 1"}
+        (event,) = root["events"]
+        assert event["name"] == "cache miss"
+        assert event["attributes"] == {"key": "u:1"}
+        assert root["start_time"] <= event["time"] <= root["end_time"]
+
+    def test_helpers_are_noops_without_span(self):
+        """Outside any span add_tag/add_event do nothing and current_* return None."""
+        ft.add_tag("k", "v")
+        ft.add_event("e")
+        assert ft.current_span() is None
+        assert ft.current_trace_id() is None
+
+    async def test_tags_after_finish_are_ignored(self, tracker, memory):
+        """A tag set on an ended span is ignored: the exported trace is what ended."""
+        async with ft.span("root") as root:
+            pass
+        root.set_tag("late", True)
+        root.add_event("late")
+        await tracker.flush()
+        assert "tags" not in memory.traces[0]["spans"][0]
+        assert "events" not in memory.traces[0]["spans"][0]
+
+    async def test_current_trace_id_matches_export(self, tracker, memory):
+        """current_trace_id() is the 32-hex id the trace is exported under."""
+        async with ft.span("root") as root:
+            trace_id = ft.current_trace_id()
+            assert root.trace_id == trace_id
+        await tracker.flush()
+        assert memory.traces[0]["trace_id"] == trace_id
+        assert len(trace_id) == 32
+        assert int(trace_id, 16) != 0
+
+
+class TestStatus:
+    async def test_error_status_and_exception_propagates_unchanged(self, tracker, memory):
+        """An exception marks the span error with type and message and propagates as is."""
+        error = ValueError("bad input")
+        with pytest.raises(ValueError, match="bad input") as caught:
+            async with ft.span("root"):
+                raise error
+        assert caught.value is error
+        await tracker.flush()
+        root = memory.traces[0]["spans"][0]
+        assert root["status"] == "error"
+        assert root["error"] == {"type": "ValueError", "message": "bad input"}
+
+    async def test_asyncio_cancellation_is_cancelled_not_error(self, tracker, memory):
+        """Task cancellation gives status cancelled, without an error object."""
+        started = asyncio.Event()
+
+        async def work():
+            async with ft.span("work"):
+                started.set()
+                await asyncio.sleep(10)
+
+        task = asyncio.create_task(work())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await tracker.flush()
+        span = memory.traces[0]["spans"][0]
+        assert span["status"] == "cancelled"
+        assert "error" not in span
+
+    async def test_anyio_cancellation_is_cancelled(self, tracker, memory):
+        """anyio cancel scopes (move_on_after) also give status cancelled."""
+        with anyio.move_on_after(0.01):
+            async with ft.span("slow"):
+                await anyio.sleep(10)
+        await tracker.flush()
+        assert memory.traces[0]["spans"][0]["status"] == "cancelled"
+
+
+class TestDeterministicTraces:
+    def test_whole_trace_literally(self):
+        """With sequential ids and a fake clock a whole trace can be asserted literally."""
+        clock = FakeClock("2026-11-20T10:00:00Z", step_ms=0)
+        with capture_traces(ids=sequential_ids(), clock=clock, service="orders") as traces:
+            with ft.span("GET /api/data") as root:
+                clock.advance(500)
+                with ft.span("FetchFromDB") as child:
+                    ft.add_tag("db.query", "SELECT...")
+                    clock.advance(500)
+            assert root.span_id == 2
+            assert child.span_id == 3
+        assert traces == [
+            {
+                "trace_id": "00000000000000000000000000000001",
+                "service": "orders",
+                "spans": [
+                    {
+                        "span_id": "0000000000000002",
+                        "name": "GET /api/data",
+                        "start_time": "2026-11-20T10:00:00.000000Z",
+                        "end_time": "2026-11-20T10:00:01.000000Z",
+                        "duration_ms": 1000.0,
+                        "status": "ok",
+                    },
+                    {
+                        "span_id": "0000000000000003",
+                        "parent_id": "0000000000000002",
+                        "name": "FetchFromDB",
+                        "start_time": "2026-11-20T10:00:00.500000Z",
+                        "end_time": "2026-11-20T10:00:01.000000Z",
+                        "duration_ms": 500.0,
+                        "status": "ok",
+                        "tags": {"db.query": "SELECT..."},
+                    },
+                ],
+            }
+        ]
+
+    async def test_random_ids_are_w3c_sized_and_unique(self, tracker, memory):
+        """Ids are lowercase hex (32/16 chars), never zero, unique over 5,000 spans."""
+        async with ft.span("root"):
+            for _ in range(5000):
+                with ft.span("child"):
+                    pass
+        await tracker.flush()
+        spans = memory.traces[0]["spans"]
+        ids = {s["span_id"] for s in spans}
+        assert len(ids) == len(spans) == 5001
+        for span_id in ids:
+            assert len(span_id) == 16
+            assert span_id == span_id.lower()
+            assert int(span_id, 16) != 0

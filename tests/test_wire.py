@@ -1,0 +1,122 @@
+"""The wire format: schema, times, and odd values that must never break export."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import flowtracker as ft
+from flowtracker import _wire
+from flowtracker._clock import format_rfc3339, parse_rfc3339
+
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+class Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    __str__ = __repr__
+
+
+class TestSchema:
+    async def test_times_are_rfc3339_utc_and_duration_float_ms(self, tracker, memory):
+        """start/end are RFC 3339 UTC with microseconds; duration_ms is a float from a monotonic clock."""
+        before = datetime.now(timezone.utc)
+        async with ft.span("root"):
+            pass
+        await tracker.flush()
+        span = memory.traces[0]["spans"][0]
+        assert RFC3339.match(span["start_time"])
+        assert RFC3339.match(span["end_time"])
+        start = datetime.fromisoformat(span["start_time"].replace("Z", "+00:00"))
+        assert abs((start - before).total_seconds()) < 5
+        assert isinstance(span["duration_ms"], float)
+        assert span["duration_ms"] >= 0
+
+    def test_rfc3339_round_trip(self):
+        """Formatting and parsing wall-clock nanoseconds round-trips to the microsecond."""
+        ns = 1_795_168_800_123_456_000
+        assert format_rfc3339(ns) == "2026-11-20T10:00:00.123456Z"
+        assert parse_rfc3339(format_rfc3339(ns)) == ns
+        assert parse_rfc3339("2026-11-20T11:00:00.5+01:00") == 1_795_168_800_500_000_000
+
+
+class TestOddValues:
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            ({3, 1, 2}, [1, 2, 3]),
+            (frozenset({"b", "a"}), ["a", "b"]),
+            (b"caf\xc3\xa9", "café"),
+            (b"\xff", "\\xff"),
+            (float("nan"), None),
+            (float("inf"), None),
+            (1 << 70, str(1 << 70)),
+            ((1, "a"), [1, "a"]),
+            (Unprintable(), f"<unprintable {Unprintable.__module__}.Unprintable>"),
+        ],
+    )
+    def test_safe_value(self, value, expected):
+        """Values orjson rejects get a readable stand-in."""
+        assert _wire.safe_value(value) == expected
+
+    def test_recursive_containers(self):
+        """A list that contains itself encodes (cut at a depth), never recursing forever."""
+        loop: list = [1]
+        loop.append(loop)
+        encoded = _wire.encode(_wire.safe_tags({"loop": loop}))
+        assert b"nested too deep" in encoded
+
+    def test_long_strings_truncated_and_marked(self):
+        """Strings over MAX_STRING are cut and say how much was cut."""
+        tags = _wire.safe_tags({"big": "x" * (_wire.MAX_STRING + 10)})
+        assert tags["big"].endswith("…[truncated 10 chars]")
+        assert len(tags["big"]) < _wire.MAX_STRING + 40
+
+    def test_non_string_keys_and_names(self):
+        """Non-string tag keys go through str(); empty or non-string span names get a fallback."""
+        assert _wire.safe_tags({1: "a", (2, 3): "b", None: "c"}) == {"1": "a", "(2, 3)": "b", "None": "c"}
+        assert _wire.safe_name("") == "<unnamed>"
+        assert _wire.safe_name(42) == "42"
+
+    async def test_a_span_full_of_odd_values_exports(self, tracker, memory):
+        """A span with every kind of odd tag, key and name still exports, whole."""
+        loop: dict = {}
+        loop["self"] = loop
+        async with ft.span(12345, weird=Unprintable(), loop=loop, nan=math.nan) as s:  # type: ignore[arg-type]
+            s.set_tag(7, b"\x00bytes")  # type: ignore[arg-type]
+            with pytest.raises(RuntimeError), ft.span(""):
+                raise RuntimeError(Unprintable())
+        await tracker.flush()
+        root, child = memory.traces[0]["spans"]
+        assert root["name"] == "12345"
+        assert root["tags"]["weird"].startswith("<unprintable")
+        assert root["tags"]["nan"] is None
+        assert root["tags"]["7"] == "\x00bytes"
+        assert child["name"] == "<unnamed>"
+        assert child["error"]["type"] == "RuntimeError"
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
+            lambda inner: (
+                st.lists(inner)
+                | st.dictionaries(st.text() | st.integers(), inner)
+                | st.frozensets(st.integers())
+                | st.tuples(inner, inner)
+            ),
+            max_leaves=30,
+        )
+    )
+    def test_any_value_encodes(self, value):
+        """Any mix of JSON-ish and odd values encodes to valid JSON."""
+        import orjson
+
+        orjson.loads(_wire.encode(_wire.safe_tags({"v": value, 3: value})))
