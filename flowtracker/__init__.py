@@ -10,8 +10,6 @@ Example:
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from ._span import Span as Span
 from ._span import add_event as add_event
 from ._span import add_tag as add_tag
@@ -48,18 +46,20 @@ _LAZY_EXPORTERS = frozenset(
 
 
 def __getattr__(name: str) -> object:
-    # Heavy exporters import their dependencies only when first named.
+    # Heavy exporters import their dependencies only when first named, and the
+    # version only when asked for: importlib.metadata alone costs ~20 ms.
     if name in _LAZY_EXPORTERS:
         from . import exporters
 
         return getattr(exporters, name)
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("flowtracker")
+        except PackageNotFoundError:  # a source tree that was never installed
+            return "0+unknown"
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-try:
-    __version__ = version("flowtracker")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = (
     "ConsoleExporter",

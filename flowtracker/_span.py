@@ -22,9 +22,9 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from types import TracebackType
@@ -205,7 +205,10 @@ class Span:
         self.__exit__(exc_type, exc, tb)
 
     def _end_with(self, exc: BaseException) -> None:
-        if isinstance(exc, asyncio.CancelledError):
+        # asyncio is looked up, not imported: no asyncio, no CancelledError,
+        # and sync programs need not pay for importing it.
+        asyncio = sys.modules.get("asyncio")
+        if asyncio is not None and isinstance(exc, asyncio.CancelledError):
             self._end(STATUS_CANCELLED, None)
         elif isinstance(exc, GeneratorExit):  # a generator closed early: not a failure
             self._end(STATUS_OK, None)

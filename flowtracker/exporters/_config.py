@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -111,6 +110,8 @@ def exporter_from_url(url: str) -> Exporter:
         else:
             raise ValueError(f"exporter {scheme!r} takes no URL (it has no from_url); use its bare name")
         return exporter
+    from importlib.metadata import entry_points
+
     known = ", ".join(sorted(set(SCHEMES) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}))
     raise ValueError(f"unknown flowtracker exporter {url!r}; known schemes and names: {known}")
 
@@ -129,6 +130,8 @@ def load_exporter(name: str, **options: Any) -> Exporter:
 
 
 def _entry_point(name: str) -> Any:
+    from importlib.metadata import entry_points
+
     for point in entry_points(group=ENTRY_POINT_GROUP):
         if point.name == name:
             return point.load()

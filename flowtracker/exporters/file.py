@@ -20,9 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiofiles
-import aiofiles.os
-
 if TYPE_CHECKING:
     from .._trace import Trace
 
@@ -64,6 +61,9 @@ class FileExporter:
         self._size += len(data)
 
     async def _open(self) -> None:
+        import aiofiles
+        import aiofiles.os
+
         mode = self.mode
 
         def opener(path: str, flags: int) -> int:
@@ -73,6 +73,8 @@ class FileExporter:
         self._size = (await aiofiles.os.stat(self.path)).st_size
 
     async def _rotate(self) -> None:
+        import aiofiles.os
+
         await self._file.close()
         self._file = None
         for index in range(self.backup_count - 1, 0, -1):
