@@ -64,6 +64,8 @@ class Lane:
         self._last_warning = -WARN_INTERVAL
         self._suppressed = 0
         self.task: asyncio.Task[None] | None = None
+        self.deadline: float | None = None
+        self._timed_out = False
 
     def open(self) -> None:
         """Creates the stream (on the tracker's start)."""
@@ -92,7 +94,14 @@ class Lane:
         assert receive is not None, "open() first"
         while True:
             try:
-                batch = [await receive.receive()]
+                # receive() always yields to the loop first; take what is ready
+                # without that, and wait only when the lane is empty.
+                batch = [receive.receive_nowait()]
+            except anyio.WouldBlock:
+                try:
+                    batch = [await receive.receive()]
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    return
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 return
             while len(batch) < self.max_batch:
@@ -103,10 +112,18 @@ class Lane:
             await self._export(batch)
 
     async def _export(self, batch: list[Trace]) -> None:
+        # The timeout is enforced by the tracker's watchdog (see ``overdue``):
+        # a cancel scope per batch costs more than many small exports.
+        self.deadline = time.monotonic() + self.timeout
         try:
-            with anyio.fail_after(self.timeout):
-                await self.exporter.export(batch)
-        except TimeoutError:
+            await self.exporter.export(batch)
+        except asyncio.CancelledError:
+            if not self._timed_out:
+                raise
+            self._timed_out = False
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
             self.failed += len(batch)
             self._warn("exporter %s timed out after %.1fs; %d traces failed", self.timeout, len(batch))
         except Exception as error:  # an exporter must never take the pipeline down
@@ -115,7 +132,15 @@ class Lane:
         else:
             self.exported += len(batch)
         finally:
+            self.deadline = None
             self._advance(len(batch))
+
+    def cancel_if_overdue(self, now: float) -> None:
+        """Cancels the export in progress if it has run past the timeout (watchdog)."""
+        deadline = self.deadline
+        if deadline is not None and now > deadline and not self._timed_out and self.task is not None:
+            self._timed_out = True
+            self.task.cancel()
 
     def _advance(self, count: int) -> None:
         self._processed += count

@@ -292,10 +292,8 @@ def _start_root(
     tracestate: str | None,
 ) -> None:
     """Starts ``root`` as the first span of a new trace (or a remote continuation)."""
-    from ._tracker import resolve_tracker
-
     if tracker is None:
-        tracker = resolve_tracker()
+        tracker = _resolve_tracker()
     now = _now()
     if trace_id is None:
         trace_id = _bits(128) or 1
@@ -432,6 +430,15 @@ def bind(fn: Callable[..., _T]) -> Callable[..., _T]:
         return contextvars.copy_context().run(run)
 
     return bound
+
+
+def _resolve_tracker() -> Tracker:
+    # Replaced by the real resolver on first call (the modules import each other).
+    global _resolve_tracker
+    from ._tracker import resolve_tracker
+
+    _resolve_tracker = resolve_tracker
+    return resolve_tracker()
 
 
 def _silent_span() -> None:

@@ -110,24 +110,26 @@ class Trace:
         "__weakref__",
         "_dict",
         "_json",
+        "_trace_id",
         "dropped_spans",
         "follow_up",
         "service",
         "spans",
-        "trace_id",
         "unfinished",
     )
 
     def __init__(
         self,
-        trace_id: str,
+        trace_id: int | str,
         service: str | None,
         spans: list[Span],
         dropped_spans: int = 0,
         follow_up: bool = False,
         unfinished: int = 0,
     ) -> None:
-        self.trace_id = trace_id
+        # Kept as given (an int from the tracker) and formatted on first use,
+        # in the exporter lane rather than when the trace completes.
+        self._trace_id = trace_id
         self.service = service
         self.spans = spans
         self.dropped_spans = dropped_spans
@@ -135,6 +137,14 @@ class Trace:
         self.unfinished = unfinished
         self._dict: dict[str, Any] | None = None
         self._json: bytes | None = None
+
+    @property
+    def trace_id(self) -> str:
+        """The trace id as 32 lowercase hex characters."""
+        trace_id = self._trace_id
+        if type(trace_id) is int:
+            trace_id = self._trace_id = f"{trace_id:032x}"
+        return trace_id  # type: ignore[return-value]
 
     def to_dict(self) -> dict[str, Any]:
         """The trace in the wire format of ``design.md`` (built once, then cached)."""

@@ -37,6 +37,7 @@ import collections
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from types import MappingProxyType, TracebackType
@@ -207,7 +208,8 @@ class Tracker:
         quiet.run(_silence_context)
         for lane in self._lanes:
             lane.open()
-            self._tasks.append(quiet.run(loop.create_task, lane.run()))
+            lane.task = quiet.run(loop.create_task, lane.run())
+            self._tasks.append(lane.task)
         self._tasks.append(quiet.run(loop.create_task, self._sweep()))
         _running.append(self)
         if self._handed_over:
@@ -436,9 +438,7 @@ class Tracker:
         state.emitted = True
         if not state.spans:
             self._open_traces.discard(state)
-        record = Trace(
-            f"{state.trace_id:032x}", self.service, spans, state.dropped_spans, follow_up, unfinished
-        )
+        record = Trace(state.trace_id, self.service, spans, state.dropped_spans, follow_up, unfinished)
         state.dropped_spans = 0
         if unfinished:
             self._unfinished += 1
@@ -489,10 +489,15 @@ class Tracker:
             lane.drop(count)
 
     async def _sweep(self) -> None:
-        """Emits traces older than ``max_trace_age`` with their open spans unfinished."""
-        interval = max(0.05, min(1.0, self.max_trace_age / 4))
+        """Emits traces older than ``max_trace_age`` with their open spans unfinished,
+        and cancels exports that run past ``export_timeout`` (the lanes' watchdog)."""
+        timeouts = [lane.timeout for lane in self._lanes]
+        interval = max(0.02, min(1.0, self.max_trace_age / 4, *(t / 4 for t in timeouts)))
         while True:
             await asyncio.sleep(interval)
+            now = time.monotonic()
+            for lane in self._lanes:
+                lane.cancel_if_overdue(now)
             limit = _clock.now_ns() - int(self.max_trace_age * 1e9)
             for state in list(self._open_traces):
                 if state.created_ns < limit and not state.all_ended():
