@@ -88,10 +88,10 @@ def otlp_request_dict(traces: Sequence[Mapping[str, Any]], service: str | None =
     return {
         "resourceSpans": [
             {
-                "resource": {"attributes": _resource_attributes(name)},
+                "resource": {"attributes": _resource_attributes(service_name)},
                 "scopeSpans": [{"scope": _scope(), "spans": spans}],
             }
-            for name, spans in by_service.items()
+            for service_name, spans in by_service.items()
         ]
     }
 
@@ -166,8 +166,10 @@ def any_value(value: Any) -> dict[str, Any]:
     """A typed OTLP ``AnyValue`` (JSON form) for one tag value.
 
     Example:
-        >>> any_value(True), any_value(1.5), any_value([1, "a"])
-        ({'boolValue': True}, {'doubleValue': 1.5}, {'arrayValue': {'values': [{'intValue': '1'}, {'stringValue': 'a'}]}})
+        >>> any_value(True), any_value(1.5)
+        ({'boolValue': True}, {'doubleValue': 1.5})
+        >>> any_value([1, "a"])
+        {'arrayValue': {'values': [{'intValue': '1'}, {'stringValue': 'a'}]}}
     """
     if isinstance(value, bool):
         return {"boolValue": value}
