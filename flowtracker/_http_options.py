@@ -1,0 +1,251 @@
+"""What the aiohttp and ASGI middlewares share: options, root-span naming, tags and status.
+
+Both middlewares accept the same keyword options (:class:`HttpOptionsDict`):
+
+* ``excluded_paths``: paths that produce no trace (health checks); a string
+  matches the path exactly, a compiled ``re.Pattern`` with ``fullmatch``.
+  Default: none.
+* ``request_tags``: ``callback(request) -> Mapping | None`` called when a
+  request starts; its items become root-span tags. ``request`` is aiohttp's
+  ``web.Request`` or the ASGI ``scope``. Default: none.
+* ``record_headers``: request header names to record as
+  ``http.request.header.<name>`` tags. Credentials are never recorded:
+  ``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie`` and
+  any name that looks like a key, token, secret, password or session become
+  ``"[redacted]"``. Default: none.
+* ``span_name``: ``callback(method, route, request) -> str`` naming the root
+  span; ``route`` is the route template or the ``unmatched_route`` fallback.
+  Default: ``"<METHOD> <route>"``.
+* ``trace_id_header``: a response header that carries the trace id, e.g.
+  ``"X-Trace-Id"``. Default: none.
+* ``traceresponse``: send the W3C ``traceresponse`` header. Default ``True``.
+* ``unmatched_route``: the route part of the name when no route matched (a
+  404, a 405, an ASGI app without routing), so names stay a bounded set.
+  Default ``"<unmatched>"``.
+
+A callback that raises is logged and ignored: tracing never breaks a request.
+
+Example:
+    >>> import re
+    >>> options = build_options(excluded_paths=["/health", re.compile(r"/static/.*")],
+    ...                         record_headers=["User-Agent", "Authorization"])
+    >>> options.excluded("/static/app.js")
+    True
+    >>> header_tags(options, {"user-agent": "curl", "authorization": "Bearer x"})
+    {'http.request.header.user-agent': 'curl', 'http.request.header.authorization': '[redacted]'}
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from ._span import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span
+from .propagation import TRACERESPONSE, Headers, continue_trace, traceresponse
+
+if TYPE_CHECKING:
+    from ._tracker import Tracker
+
+logger = logging.getLogger("flowtracker")
+
+REDACTED = "[redacted]"
+
+#: Header names never recorded as they are, whatever ``record_headers`` says.
+SENSITIVE_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key"}
+)
+# Substrings that mark a header as a credential (X-Auth-Token, X-Api-Key, X-Session-Id, ...).
+_SENSITIVE_PARTS = ("auth", "token", "secret", "password", "passwd", "apikey", "api-key", "api_key",
+                    "session", "cookie", "credential", "signature", "private")
+
+#: Methods named as themselves; any other becomes ``_OTHER`` in span names.
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY", "WEBSOCKET"}
+)
+
+SpanNamer = Callable[[str, str, Any], str]
+RequestTagger = Callable[[Any], "Mapping[str, Any] | None"]
+
+
+class HttpOptionsDict(TypedDict, total=False):
+    """The keyword options of both middlewares (see the module docstring)."""
+
+    excluded_paths: Iterable[str | re.Pattern[str]]
+    request_tags: RequestTagger
+    record_headers: Iterable[str]
+    span_name: SpanNamer
+    trace_id_header: str | None
+    traceresponse: bool
+    unmatched_route: str
+
+
+class HTTPStatusError(Exception):
+    """Stands in for the error of a 5xx response that no exception caused."""
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """Validated middleware options; build with :func:`build_options`."""
+
+    excluded_exact: frozenset[str]
+    excluded_patterns: tuple[re.Pattern[str], ...]
+    request_tags: RequestTagger | None
+    record_headers: tuple[str, ...]
+    span_name: SpanNamer | None
+    trace_id_header: str | None
+    traceresponse: bool
+    unmatched_route: str
+
+    def excluded(self, path: str) -> bool:
+        """True when ``path`` must not be traced."""
+        if path in self.excluded_exact:
+            return True
+        return any(pattern.fullmatch(path) for pattern in self.excluded_patterns)
+
+
+def build_options(
+    *,
+    excluded_paths: Iterable[str | re.Pattern[str]] = (),
+    request_tags: RequestTagger | None = None,
+    record_headers: Iterable[str] = (),
+    span_name: SpanNamer | None = None,
+    trace_id_header: str | None = None,
+    traceresponse: bool = True,
+    unmatched_route: str = "<unmatched>",
+) -> HttpOptions:
+    """Checks and freezes the options; an unknown keyword raises ``TypeError`` at once."""
+    if isinstance(excluded_paths, (str, re.Pattern)):
+        excluded_paths = [excluded_paths]
+    if isinstance(record_headers, str):
+        record_headers = [record_headers]
+    exact = frozenset(path for path in excluded_paths if isinstance(path, str))
+    patterns = tuple(path for path in excluded_paths if isinstance(path, re.Pattern))
+    for callback, label in ((request_tags, "request_tags"), (span_name, "span_name")):
+        if callback is not None and not callable(callback):
+            raise TypeError(f"{label} must be callable, got {callback!r}")
+    return HttpOptions(
+        exact,
+        patterns,
+        request_tags,
+        tuple(dict.fromkeys(name.lower() for name in record_headers)),
+        span_name,
+        trace_id_header,
+        traceresponse,
+        unmatched_route,
+    )
+
+
+def is_sensitive(name: str) -> bool:
+    """True for header names whose values are credentials."""
+    lowered = name.lower()
+    return lowered in SENSITIVE_HEADERS or any(part in lowered for part in _SENSITIVE_PARTS)
+
+
+def header_tags(options: HttpOptions, headers: Headers) -> dict[str, str]:
+    """``http.request.header.<name>`` tags for the allow-listed headers present."""
+    wanted = options.record_headers
+    if not wanted:
+        return {}
+    values: dict[str, list[str]] = {}
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for raw_name, raw_value in pairs:
+        name = raw_name.decode("latin-1") if isinstance(raw_name, (bytes, bytearray)) else str(raw_name)
+        name = name.lower()
+        if name in wanted:
+            value = raw_value.decode("latin-1") if isinstance(raw_value, (bytes, bytearray)) else raw_value
+            values.setdefault(name, []).append(str(value))
+    return {
+        f"http.request.header.{name}": REDACTED if is_sensitive(name) else ", ".join(found)
+        for name in wanted
+        if (found := values.get(name))
+    }
+
+
+def root_name(options: HttpOptions, method: str, route: str | None, request: Any) -> str:
+    """The root span's name: ``"<METHOD> <route>"`` or the ``span_name`` callback's."""
+    shown_route = route if route is not None else options.unmatched_route
+    if options.span_name is not None:
+        try:
+            name = options.span_name(method, shown_route, request)
+            if isinstance(name, str) and name:
+                return name
+            logger.warning("span_name returned %r, not a non-empty str; using the default", name)
+        except Exception:
+            logger.exception("span_name callback raised; using the default name")
+    shown_method = method if method in KNOWN_METHODS else "_OTHER"
+    return f"{shown_method} {shown_route}"
+
+
+def start_request_span(
+    options: HttpOptions,
+    tracker: Tracker | None,
+    *,
+    method: str,
+    path: str,
+    route: str | None,
+    headers: Headers,
+    request: Any,
+) -> Span:
+    """Starts a request's root span (kind ``server``), continuing an incoming ``traceparent``."""
+    tags: dict[str, Any] = {"http.method": method}
+    if route is not None:
+        tags["http.route"] = route
+    tags["http.target"] = path
+    tags.update(header_tags(options, headers))
+    if options.request_tags is not None:
+        try:
+            extra = options.request_tags(request)
+            if extra:
+                tags.update(extra)
+        except Exception:
+            logger.exception("request_tags callback raised; its tags are left out")
+    name = root_name(options, method, route, request)
+    return continue_trace(name, headers, tags=tags, tracker=tracker, kind="server")
+
+
+def set_route(options: HttpOptions, root: Span, method: str, route: str | None, request: Any) -> None:
+    """Names ``root`` after a route found only once the app ran (ASGI)."""
+    if route is not None:
+        root.set_tag("http.route", route)
+    root.name = root_name(options, method, route, request)
+
+
+def response_headers(options: HttpOptions, root: Span) -> list[tuple[str, str]]:
+    """The headers that tell a client which trace served it."""
+    out: list[tuple[str, str]] = []
+    if options.traceresponse:
+        value = traceresponse(root)
+        if value is not None:
+            out.append((TRACERESPONSE, value))
+    if options.trace_id_header:
+        trace_id = root.trace_id
+        if trace_id is not None and root._state is not None and root._state.trace_id:
+            out.append((options.trace_id_header, trace_id))
+    return out
+
+
+def end_request_span(
+    root: Span, status_code: int | None, error: BaseException | None, cancelled: bool
+) -> None:
+    """Ends ``root``: cancelled when the client went away, error on 5xx or an exception."""
+    if status_code is not None:
+        root.set_tag("http.status_code", status_code)
+    if cancelled:
+        root._end(STATUS_CANCELLED, None)
+    elif error is not None:
+        root._end(STATUS_ERROR, error)
+    elif status_code is not None and status_code >= 500:
+        root._end(STATUS_ERROR, HTTPStatusError(_status_text(status_code)))
+    else:
+        root._end(STATUS_OK, None)
+
+
+def _status_text(code: int) -> str:
+    try:
+        return f"HTTP {code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"HTTP {code}"
