@@ -88,6 +88,13 @@ def ratios(samples: dict[str, list[float]], reference: str) -> dict[str, float]:
     return out
 
 
+def percent(value: float | None) -> str:
+    """``0.9`` as ``"90%"``; ``"n/a"`` for None or NaN."""
+    if value is None or value != value:
+        return "n/a"
+    return f"{100 * value:.0f}%"
+
+
 def pin(cpu: int | None) -> int | None:
     """Pins this process to ``cpu`` (None: leaves it); returns the CPU pinned to."""
     if cpu is None or not hasattr(os, "sched_setaffinity"):

@@ -9,7 +9,8 @@ run. It does exactly what issue 6 describes and nothing more:
 * random ids (``random.getrandbits``: 128 bits for a trace, 64 per span);
 * the finished trace (a list of spans) handed to a bounded anyio memory object
   stream with ``send_nowait`` (full: dropped and counted), drained by a
-  consumer task that takes what is ready in batches and drops it.
+  consumer task that takes what is ready in batches (``receive_nowait``; it
+  waits in ``receive()`` only when the stream is empty) and drops it.
 
 Tags go into the keyword-arguments dict the span was created with (kept, not
 copied); events into a list made on first use.
@@ -181,8 +182,15 @@ class FloorTracer:
 
     async def _consume(self, receive: MemoryObjectReceiveStream[list[FloorSpan]]) -> None:
         while True:
+            # receive() always yields to the loop first: take what is ready
+            # without it, and wait only when the stream is empty.
             try:
-                await receive.receive()
+                receive.receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    await receive.receive()
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    return
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 return
             count = 1

@@ -1,0 +1,385 @@
+"""The apps the ``request`` suite loads with wrk, one per tracer; run as a subprocess.
+
+Every app answers ``GET /`` with ``ok`` after a handler that opens 3 nested
+spans with tags (``load_user`` > ``db.query`` > ``decode``), under a root span
+made by the tracer's middleware (tagged with method, path and status). The
+untraced app runs the same handler without spans. Exporters drop (``_sinks``).
+
+Usage::
+
+    python -m benchmarks._servers aiohttp flowtracker 8080 [--no-gc] [--gc-stats FILE]
+    python -m benchmarks._servers asgi floor 8081
+
+``--no-gc`` disables the cyclic garbage collector once the app is built;
+``--gc-stats FILE`` writes, at exit, how many collections of each generation
+ran and how long they paused the loop (``gc.callbacks``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from ._sinks import DropExporter, otel_provider, zipkin_tracer
+
+AIOHTTP_VARIANTS = ("untraced", "floor", "flowtracker", "ft-core", "otel", "aiozipkin", "floor-cyclic")
+ASGI_VARIANTS = ("untraced", "floor", "flowtracker", "ft-core")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+# -- aiohttp -----------------------------------------------------------------
+
+
+def aiohttp_app(variant: str) -> Any:
+    """The aiohttp application for ``variant`` (see ``AIOHTTP_VARIANTS``)."""
+    from aiohttp import web
+
+    if variant == "untraced":
+
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        app = web.Application()
+
+    elif variant in ("floor", "floor-cyclic"):
+        from .floor import FloorTracer
+
+        tracer = FloorTracer(cyclic=variant == "floor-cyclic")
+        span = tracer.span
+
+        @web.middleware
+        async def floor_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+            method, path = request.method, request.path
+            async with span(f"{method} {path}", **{"http.method": method, "http.target": path}) as root:
+                response: web.StreamResponse = await handler(request)
+                root.set_tag("http.status_code", response.status)
+            return response
+
+        async def handler(request: web.Request) -> web.Response:
+            async with span("load_user", user_id=42):
+                async with span("db.query", db_system="postgres") as query:
+                    query.set_tag("rows", 1)
+                    async with span("decode", codec="json"):
+                        pass
+            return web.Response(text="ok")
+
+        app = web.Application(middlewares=[floor_middleware])
+
+        async def start_floor(app: web.Application) -> None:
+            await tracer.start()
+
+        async def stop_floor(app: web.Application) -> None:
+            await tracer.aclose()
+
+        app.on_startup.append(start_floor)
+        app.on_cleanup.append(stop_floor)
+
+    elif variant in ("flowtracker", "ft-core"):
+        import flowtracker as ft
+
+        tracker = ft.Tracker(exporters=[DropExporter()], service="bench")
+        span = ft.span
+        middlewares: list[Any] = []
+        if variant == "ft-core":
+            start_root_span = ft.start_root_span
+
+            @web.middleware
+            async def core_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+                method, path = request.method, request.path
+                root = start_root_span(
+                    f"{method} {path}",
+                    {"http.method": method, "http.target": path},
+                    tracker=tracker,
+                    kind="server",
+                )
+                with root:
+                    response: web.StreamResponse = await handler(request)
+                    root.set_tag("http.status_code", response.status)
+                return response
+
+            middlewares = [core_middleware]
+
+        async def handler(request: web.Request) -> web.Response:
+            async with span("load_user", user_id=42):
+                async with span("db.query", db_system="postgres") as query:
+                    query.set_tag("rows", 1)
+                    async with span("decode", codec="json"):
+                        pass
+            return web.Response(text="ok")
+
+        app = web.Application(middlewares=middlewares)
+        if variant == "flowtracker":
+            from flowtracker.aiohttp import setup
+
+            setup(app, tracker)  # the documented way: middleware, startup and cleanup
+        else:
+
+            async def start_tracker(app: web.Application) -> None:
+                await tracker.start()
+
+            async def stop_tracker(app: web.Application) -> None:
+                await tracker.aclose()
+
+            app.on_startup.append(start_tracker)
+            app.on_cleanup.append(stop_tracker)
+
+    elif variant == "otel":
+        from opentelemetry import trace
+        from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+        provider, _ = otel_provider()
+        trace.set_tracer_provider(provider)
+        # The documented way: the instrumentor patches web.Application so every
+        # app gets OpenTelemetry's middleware first.
+        AioHttpServerInstrumentor().instrument(tracer_provider=provider)
+        start = provider.get_tracer("bench").start_as_current_span
+
+        async def handler(request: web.Request) -> web.Response:
+            with start("load_user", attributes={"user_id": 42}):
+                with start("db.query", attributes={"db_system": "postgres"}) as query:
+                    query.set_attribute("rows", 1)
+                    with start("decode", attributes={"codec": "json"}):
+                        pass
+            return web.Response(text="ok")
+
+        app = web.Application()
+
+        async def stop_otel(app: web.Application) -> None:
+            provider.shutdown()
+
+        app.on_cleanup.append(stop_otel)
+
+    elif variant == "aiozipkin":
+        import aiozipkin as az
+
+        tracer, _ = zipkin_tracer()
+
+        async def handler(request: web.Request) -> web.Response:
+            root = az.request_span(request)
+            with root.new_child("load_user") as user:
+                user.tag("user_id", "42")
+                with user.new_child("db.query") as query:
+                    query.tag("db_system", "postgres")
+                    query.tag("rows", "1")
+                    with query.new_child("decode") as decode:
+                        decode.tag("codec", "json")
+            return web.Response(text="ok")
+
+        app = web.Application()
+        az.setup(app, tracer)
+
+    else:
+        raise SystemExit(f"unknown aiohttp variant {variant!r}")
+    app.router.add_get("/", handler)
+    return app
+
+
+def serve_aiohttp(variant: str, port: int, after_build: Callable[[], None]) -> None:
+    from aiohttp import web
+
+    app = aiohttp_app(variant)
+    after_build()
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, handle_signals=True)
+
+
+# -- ASGI --------------------------------------------------------------------
+
+
+async def _respond(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _lifespan(receive: Receive, send: Send, startup: Any = None, shutdown: Any = None) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            if startup is not None:
+                await startup()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            if shutdown is not None:
+                await shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def asgi_app(variant: str) -> ASGIApp:
+    """The ASGI application for ``variant`` (see ``ASGI_VARIANTS``)."""
+    if variant == "untraced":
+
+        async def untraced(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            elif scope["type"] == "http":
+                await _respond(send)
+
+        return untraced
+
+    if variant == "floor":
+        from .floor import FloorTracer
+
+        tracer = FloorTracer()
+        span = tracer.span
+
+        async def floor_app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send, tracer.start, tracer.aclose)
+                return
+            if scope["type"] != "http":
+                return
+            method, path = scope["method"], scope["path"]
+            async with span(f"{method} {path}", **{"http.method": method, "http.target": path}) as root:
+
+                async def send_status(message: Message) -> None:
+                    if message["type"] == "http.response.start":
+                        root.set_tag("http.status_code", message["status"])
+                    await send(message)
+
+                async with span("load_user", user_id=42):
+                    async with span("db.query", db_system="postgres") as query:
+                        query.set_tag("rows", 1)
+                        async with span("decode", codec="json"):
+                            pass
+                await _respond(send_status)
+
+        return floor_app
+
+    import flowtracker as ft
+
+    tracker = ft.Tracker(exporters=[DropExporter()], service="bench")
+    ft_span = ft.span
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        async with ft_span("load_user", user_id=42):
+            async with ft_span("db.query", db_system="postgres") as query:
+                query.set_tag("rows", 1)
+                async with ft_span("decode", codec="json"):
+                    pass
+        await _respond(send)
+
+    if variant == "flowtracker":
+        from flowtracker.asgi import FlowTrackerMiddleware
+
+        return FlowTrackerMiddleware(inner, tracker=tracker)  # type: ignore[no-any-return]
+
+    if variant == "ft-core":
+        start_root_span = ft.start_root_span
+
+        async def core_app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send, tracker.start, tracker.aclose)
+                return
+            if scope["type"] != "http":
+                await inner(scope, receive, send)
+                return
+            method, path = scope["method"], scope["path"]
+            root = start_root_span(
+                f"{method} {path}", {"http.method": method, "http.target": path}, tracker=tracker, kind="server"
+            )
+
+            async def send_status(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    root.set_tag("http.status_code", message["status"])
+                await send(message)
+
+            with root:
+                await inner(scope, receive, send_status)
+
+        return core_app
+
+    raise SystemExit(f"unknown ASGI variant {variant!r}")
+
+
+def serve_asgi(variant: str, port: int, after_build: Callable[[], None]) -> None:
+    import uvicorn
+
+    app = asgi_app(variant)
+    after_build()
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on", loop="asyncio"
+    )
+
+
+# -- GC accounting -------------------------------------------------------------
+
+
+class GCStats:
+    """Counts collections per generation and the time they took (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.pause_ns = [0, 0, 0]
+        self.max_pause_ns = 0
+        self.collected = 0
+        self._started = 0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter_ns()
+            return
+        pause = time.perf_counter_ns() - self._started
+        generation = info["generation"]
+        self.collections[generation] += 1
+        self.pause_ns[generation] += pause
+        self.max_pause_ns = max(self.max_pause_ns, pause)
+        self.collected += info.get("collected", 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "collections": self.collections,
+            "pause_ms": [round(ns / 1e6, 3) for ns in self.pause_ns],
+            "max_pause_ms": round(self.max_pause_ns / 1e6, 3),
+            "collected": self.collected,
+            "gc_enabled": gc.isenabled(),
+        }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks._servers")
+    parser.add_argument("kind", choices=("aiohttp", "asgi"))
+    parser.add_argument("variant")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--no-gc", action="store_true")
+    parser.add_argument("--gc-stats", type=Path, default=None)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("FLOWTRACKER_EXPORTERS", "none")
+    stats = GCStats()
+
+    def after_build() -> None:
+        gc.collect()
+        if args.no_gc:
+            gc.disable()
+        if args.gc_stats is not None:
+            gc.callbacks.append(stats)
+
+    try:
+        if args.kind == "aiohttp":
+            serve_aiohttp(args.variant, args.port, after_build)
+        else:
+            serve_asgi(args.variant, args.port, after_build)
+    finally:
+        if args.gc_stats is not None:
+            args.gc_stats.write_text(json.dumps(stats.as_dict()))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
