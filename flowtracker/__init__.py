@@ -19,6 +19,8 @@ from ._span import current_trace_id as current_trace_id
 from ._span import span as span
 from ._span import start_root_span as start_root_span
 from ._span import start_span as start_span
+from ._policy import DEFAULT_REDACT_KEYS as DEFAULT_REDACT_KEYS
+from ._sampling import keep_errors_and_slow as keep_errors_and_slow
 from ._stats import ExporterStats as ExporterStats
 from ._stats import TrackerStats as TrackerStats
 from ._trace import Trace as Trace
@@ -61,7 +63,9 @@ def __getattr__(name: str) -> object:
             return "0+unknown"
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = (
+    "DEFAULT_REDACT_KEYS",
     "ConsoleExporter",
     "Exporter",
     "ExporterStats",
@@ -86,6 +90,7 @@ __all__ = (
     "current_trace_id",
     "default_tracker",
     "exporter_from_url",
+    "keep_errors_and_slow",
     "load_exporter",
     "span",
     "start_root_span",

@@ -55,6 +55,8 @@ class TrackerStats(NamedTuple):
         traces_sampled_out: Finished traces that the tail sampler discarded.
         traces_unfinished: Records emitted with spans still open (trace-age
             limit reached, or open at shutdown).
+        tags_redacted: Tag values replaced by ``[REDACTED]`` at export.
+        values_truncated: Strings cut at ``max_value_length`` at export.
         exporters: Exporter name to :class:`ExporterStats`.
     """
 
@@ -65,4 +67,6 @@ class TrackerStats(NamedTuple):
     events_dropped: int
     traces_sampled_out: int
     traces_unfinished: int
+    tags_redacted: int
+    values_truncated: int
     exporters: Mapping[str, ExporterStats]

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._policy import ExportPolicy
     from ._span import Span
     from ._tracker import Tracker
 
@@ -110,6 +111,7 @@ class Trace:
         "__weakref__",
         "_dict",
         "_json",
+        "_policy",
         "_trace_id",
         "dropped_spans",
         "follow_up",
@@ -126,6 +128,7 @@ class Trace:
         dropped_spans: int = 0,
         follow_up: bool = False,
         unfinished: int = 0,
+        policy: ExportPolicy | None = None,
     ) -> None:
         # Kept as given (an int from the tracker) and formatted on first use,
         # in the exporter lane rather than when the trace completes.
@@ -135,6 +138,7 @@ class Trace:
         self.dropped_spans = dropped_spans
         self.follow_up = follow_up
         self.unfinished = unfinished
+        self._policy = policy
         self._dict: dict[str, Any] | None = None
         self._json: bytes | None = None
 
@@ -149,9 +153,10 @@ class Trace:
     def to_dict(self) -> dict[str, Any]:
         """The trace in the wire format of ``design.md`` (built once, then cached)."""
         if self._dict is None:
+            from ._policy import DEFAULT_POLICY
             from ._wire import trace_to_dict
 
-            self._dict = trace_to_dict(self)
+            self._dict = trace_to_dict(self, self._policy or DEFAULT_POLICY)
         return self._dict
 
     def to_json(self) -> bytes:

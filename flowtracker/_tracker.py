@@ -48,6 +48,7 @@ import anyio
 from . import _clock
 from ._executor import PrestartedExecutor
 from ._lane import Lane
+from ._policy import DEFAULT_MAX_STRING, ExportPolicy
 from ._stats import TrackerStats
 from ._trace import Trace, TraceState
 
@@ -86,6 +87,12 @@ class Tracker:
         completion_delay: Extra seconds to wait, after a trace's last span
             ended, for fire-and-forget children. Default 0: the trace is
             emitted once the loop's already-scheduled callbacks have run.
+        redact_keys: Tag-key words whose values are replaced by
+            ``[REDACTED]`` at export. Default: authorization, cookie,
+            password, passwd, secret, token, api_key and a few more (see
+            ``flowtracker._policy.DEFAULT_REDACT_KEYS``); ``()`` turns it off.
+        max_value_length: Longest string (tag value, name, error message)
+            exported whole; longer ones are cut and marked. Default 4096.
         sample_rate: Head sampling: the share of new root traces recorded,
             decided from the trace id. An incoming ``traceparent``'s sampled
             flag wins. Default 1.0.
@@ -113,6 +120,8 @@ class Tracker:
         max_events_per_span: int = 128,
         max_trace_age: float = 300.0,
         completion_delay: float = 0.0,
+        redact_keys: Iterable[str] | None = None,
+        max_value_length: int = DEFAULT_MAX_STRING,
         sample_rate: float = 1.0,
         tail_sampler: Callable[[Trace], bool] | None = None,
     ) -> None:
@@ -134,6 +143,7 @@ class Tracker:
         self.sample_rate = sample_rate
         self._sample_threshold = int(sample_rate * (1 << 56))
         self.tail_sampler = tail_sampler
+        self._policy = ExportPolicy(redact_keys, max_value_length)
         self._lanes: list[Lane] = []
         for exporter in exporters:
             name = _unique_name(exporter, {lane.name for lane in self._lanes})
@@ -187,6 +197,8 @@ class Tracker:
             events_dropped=self._events_dropped,
             traces_sampled_out=self._sampled_out,
             traces_unfinished=self._unfinished,
+            tags_redacted=self._policy.redacted,
+            values_truncated=self._policy.truncated,
             exporters=MappingProxyType({lane.name: lane.stats() for lane in self._lanes}),
         )
 
@@ -438,7 +450,9 @@ class Tracker:
         state.emitted = True
         if not state.spans:
             self._open_traces.discard(state)
-        record = Trace(state.trace_id, self.service, spans, state.dropped_spans, follow_up, unfinished)
+        record = Trace(
+            state.trace_id, self.service, spans, state.dropped_spans, follow_up, unfinished, self._policy
+        )
         state.dropped_spans = 0
         if unfinished:
             self._unfinished += 1

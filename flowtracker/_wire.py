@@ -4,13 +4,16 @@ Everything about encoding lives here: ids to hex, monotonic readings to RFC 3339
 UTC, durations to float milliseconds, and the fallback for odd tag values.
 Encoding happens in exporter lanes, never on the request path.
 
+Secret-looking tag keys have their values redacted and long strings are cut
+according to the tracker's :class:`~flowtracker._policy.ExportPolicy`.
+
 Odd values never break export. orjson encodes the common types natively; a
 value it rejects (a set, bytes, an int over 64 bits, a recursive container,
 an object whose ``__repr__`` raises, ...) is replaced by a readable stand-in,
 tag by tag, so one bad tag costs only itself. NaN and infinities become
 ``null`` (JSON has no such numbers). Non-string tag keys go through ``str``.
-Strings longer than :data:`MAX_STRING` characters are cut and marked with
-``…[truncated N chars]``.
+Strings longer than the policy's ``max_string`` (4096 characters by
+default) are cut and marked with ``…[truncated N chars]``.
 
 Example:
     >>> from flowtracker._wire import safe_value
@@ -29,13 +32,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import _clock
+from ._policy import DEFAULT_POLICY, REDACTED, ExportPolicy
 
 if TYPE_CHECKING:
     from ._span import Span
     from ._trace import Trace
-
-#: Longest string (tag value, name, error message) exported as is, in characters.
-MAX_STRING = 4096
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 _NATIVE = (str, int, float, bool, type(None))
@@ -49,14 +50,14 @@ def encode(obj: Any) -> bytes:
         return orjson.dumps(safe_value(obj), option=_OPTIONS)
 
 
-def trace_to_dict(trace: Trace) -> dict[str, Any]:
+def trace_to_dict(trace: Trace, policy: ExportPolicy = DEFAULT_POLICY) -> dict[str, Any]:
     """The JSON-ready dict of a finished trace."""
     anchor = _clock.wall_anchor_ns
     now = _clock.now_ns() if trace.unfinished else 0
     out: dict[str, Any] = {"trace_id": trace.trace_id}
     if trace.service is not None:
         out["service"] = trace.service
-    out["spans"] = [span_to_dict(span, anchor, now) for span in trace.spans]
+    out["spans"] = [span_to_dict(span, anchor, now, policy) for span in trace.spans]
     if trace.dropped_spans:
         out["dropped_spans"] = trace.dropped_spans
     if trace.follow_up:
@@ -66,7 +67,7 @@ def trace_to_dict(trace: Trace) -> dict[str, Any]:
     return out
 
 
-def span_to_dict(span: Span, anchor: int, now: int) -> dict[str, Any]:
+def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAULT_POLICY) -> dict[str, Any]:
     """The JSON-ready dict of one span (``now`` stands in for a missing end)."""
     start = span.start_ns
     end = span.end_ns
@@ -78,7 +79,9 @@ def span_to_dict(span: Span, anchor: int, now: int) -> dict[str, Any]:
     if span.parent_id is not None:
         out["parent_id"] = f"{span.parent_id:016x}"
     name = span.name
-    out["name"] = name if type(name) is str and 0 < len(name) <= MAX_STRING else safe_name(name)
+    out["name"] = (
+        name if type(name) is str and 0 < len(name) <= policy.max_string else safe_name(name, policy)
+    )
     out["start_time"] = _clock.format_rfc3339(anchor + start)
     out["end_time"] = _clock.format_rfc3339(anchor + end)
     out["duration_ms"] = (end - start) / 1e6
@@ -87,47 +90,55 @@ def span_to_dict(span: Span, anchor: int, now: int) -> dict[str, Any]:
         out["kind"] = span.kind
     tags = span._tags
     if tags:
-        out["tags"] = safe_tags(tags)
+        out["tags"] = safe_tags(tags, policy)
     if span._dropped:
         out["dropped_tags"] = span._dropped
     error = span.error
     if error is not None:
-        out["error"] = {"type": _type_name(error), "message": _truncate(safe_str(error))}
+        out["error"] = {"type": _type_name(error), "message": safe_str(error, policy)}
     events = span._events
     if events:
-        out["events"] = [_event_to_dict(name, anchor + at, attributes) for name, at, attributes in events]
+        out["events"] = [
+            _event_to_dict(name, anchor + at, attributes, policy) for name, at, attributes in events
+        ]
     return out
 
 
-def _event_to_dict(name: Any, wall_ns: int, attributes: dict[str, Any]) -> dict[str, Any]:
-    event: dict[str, Any] = {"name": safe_name(name), "time": _clock.format_rfc3339(wall_ns)}
+def _event_to_dict(
+    name: Any, wall_ns: int, attributes: dict[str, Any], policy: ExportPolicy
+) -> dict[str, Any]:
+    event: dict[str, Any] = {"name": safe_name(name, policy), "time": _clock.format_rfc3339(wall_ns)}
     if attributes:
-        event["attributes"] = safe_tags(attributes)
+        event["attributes"] = safe_tags(attributes, policy)
     return event
 
 
-def safe_tags(tags: Mapping[Any, Any]) -> dict[str, Any]:
-    """Tags with string keys and values that always encode."""
+def safe_tags(tags: Mapping[Any, Any], policy: ExportPolicy = DEFAULT_POLICY) -> dict[str, Any]:
+    """Tags with string keys, secrets redacted, and values that always encode."""
     out: dict[str, Any] = {}
+    redact = policy.redact_keys
     for key, value in tags.items():
         if type(key) is not str:
-            key = safe_str(key)
-        if type(value) is str:
-            out[key] = value if len(value) <= MAX_STRING else _truncate(value)
+            key = safe_str(key, policy)
+        if redact and policy.is_secret(key):
+            out[key] = REDACTED
+            policy.redacted += 1
+        elif type(value) is str:
+            out[key] = value if len(value) <= policy.max_string else _truncate(value, policy)
         elif type(value) in _NATIVE and not (type(value) is float and not math.isfinite(value)):
             out[key] = value if type(value) is not int or -(1 << 63) <= value < 1 << 64 else str(value)
         else:
-            out[key] = safe_value(value)
+            out[key] = safe_value(value, policy)
     return out
 
 
-def safe_value(value: Any, _depth: int = 0) -> Any:
+def safe_value(value: Any, policy: ExportPolicy = DEFAULT_POLICY, _depth: int = 0) -> Any:
     """A JSON-encodable stand-in for any value (containers kept, odd values as text)."""
     if _depth > 32:
         return "…[nested too deep]"
     kind = type(value)
     if kind is str:
-        return _truncate(value)
+        return _truncate(value, policy)
     if kind is bool or value is None:
         return value
     if kind is int:
@@ -135,31 +146,34 @@ def safe_value(value: Any, _depth: int = 0) -> Any:
     if kind is float:
         return value if math.isfinite(value) else None
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return _truncate(bytes(value).decode("utf-8", "backslashreplace"))
+        return _truncate(bytes(value).decode("utf-8", "backslashreplace"), policy)
     if isinstance(value, Mapping):
         try:
             items = list(value.items())
         except Exception:
-            return safe_str(value)
-        return {(k if type(k) is str else safe_str(k)): safe_value(v, _depth + 1) for k, v in items[:1000]}
+            return safe_str(value, policy)
+        return {
+            (k if type(k) is str else safe_str(k, policy)): safe_value(v, policy, _depth + 1)
+            for k, v in items[:1000]
+        }
     if isinstance(value, (list, tuple)):
-        return [safe_value(item, _depth + 1) for item in value[:1000]]
+        return [safe_value(item, policy, _depth + 1) for item in value[:1000]]
     if isinstance(value, (set, frozenset)):
-        items = [safe_value(item, _depth + 1) for item in list(value)[:1000]]
+        items = [safe_value(item, policy, _depth + 1) for item in list(value)[:1000]]
         try:
             return sorted(items)
         except TypeError:
             return items
     if isinstance(value, (int, float)):  # bool/int/float subclasses, e.g. IntEnum
-        return safe_value(int(value) if isinstance(value, int) else float(value), _depth)
+        return safe_value(int(value) if isinstance(value, int) else float(value), policy, _depth)
     try:
         orjson.dumps(value)  # datetimes, dataclasses, UUIDs, enums: orjson knows them
     except Exception:
-        return safe_str(value)
+        return safe_str(value, policy)
     return value
 
 
-def safe_str(value: Any) -> str:
+def safe_str(value: Any, policy: ExportPolicy = DEFAULT_POLICY) -> str:
     """``str(value)``, or a stand-in when ``__str__``/``__repr__`` raise."""
     try:
         text = str(value)
@@ -168,19 +182,21 @@ def safe_str(value: Any) -> str:
             text = repr(value)
         except Exception:
             text = f"<unprintable {_type_name(value)}>"
-    return _truncate(text)
+    return _truncate(text, policy)
 
 
-def safe_name(name: Any) -> str:
-    """A span/event name as exported: text, never empty, at most ``MAX_STRING``."""
-    text = name if type(name) is str else safe_str(name)
-    return _truncate(text) if text else "<unnamed>"
+def safe_name(name: Any, policy: ExportPolicy = DEFAULT_POLICY) -> str:
+    """A span/event name as exported: text, never empty, at most ``max_string``."""
+    text = name if type(name) is str else safe_str(name, policy)
+    return _truncate(text, policy) if text else "<unnamed>"
 
 
-def _truncate(text: str) -> str:
-    if len(text) <= MAX_STRING:
+def _truncate(text: str, policy: ExportPolicy) -> str:
+    limit = policy.max_string
+    if len(text) <= limit:
         return text
-    return f"{text[:MAX_STRING]}…[truncated {len(text) - MAX_STRING} chars]"
+    policy.truncated += 1
+    return f"{text[:limit]}…[truncated {len(text) - limit} chars]"
 
 
 def _type_name(value: Any) -> str:
