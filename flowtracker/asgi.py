@@ -1,0 +1,403 @@
+"""Pure ASGI middleware: Starlette, FastAPI, or any ASGI app under any server.
+
+A plain ASGI callable, never Starlette's ``BaseHTTPMiddleware`` (which runs
+the app in another task, breaking contextvars and streaming), and it imports
+nothing from Starlette. Use it either way::
+
+    app.add_middleware(FlowTrackerMiddleware)    # Starlette / FastAPI
+    app = FlowTrackerMiddleware(app)             # any ASGI app (outermost)
+
+HTTP requests get a root span (kind ``server``) named ``"<METHOD> <route>"``:
+the route template comes from the route the framework matched
+(``scope["route"]``, which Starlette and FastAPI set, mounts included) once
+the app has handled the request; with no route, the bounded
+``unmatched_route`` fallback. The root ends when the final body message has
+been sent, so streaming responses are timed to their last byte. A client that
+disconnects first ends it ``cancelled``; an exception ends it ``error`` (code
+500 unless a response had started) and propagates unchanged.
+
+Websocket connections get a root span ``WEBSOCKET <route>`` covering the
+whole connection; ``lifespan`` is watched; other scope types pass through
+untouched.
+
+Lifespan: at startup the middleware starts its tracker on the server's loop
+(creating one from ``FLOWTRACKER_EXPORTERS`` when none was given) and at
+shutdown flushes it (closing it when the middleware started it). An app that
+does not speak lifespan gets it answered by the middleware. Without any
+lifespan (``--lifespan off``), requests report to the tracker in effect, by
+default the process-wide one, flushed at exit.
+
+Trace headers (``traceresponse``, ``trace_id_header``) go on every response
+that passes through the middleware. Error pages that an outer layer sends
+(Starlette's ``ServerErrorMiddleware`` sits outside ``add_middleware``
+middlewares) do not pass through it; wrap the app outermost to get them there.
+
+Example:
+    >>> from flowtracker.asgi import FlowTrackerMiddleware
+    >>> async def app(scope, receive, send): ...
+    >>> app = FlowTrackerMiddleware(app, excluded_paths=["/health"], trace_id_header="X-Trace-Id")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from ._http_options import build_options, end_request_span, response_headers, set_route, start_request_span
+from ._span import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, _current
+from ._tracker import Tracker
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._http_options import HttpOptions, HttpOptionsDict
+
+__all__ = ("FlowTrackerMiddleware",)
+
+logger = logging.getLogger("flowtracker")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class FlowTrackerMiddleware:
+    """Traces HTTP requests and websocket connections of the wrapped ASGI app.
+
+    Args:
+        app: The ASGI app.
+        tracker: Where traces go. ``None``: a tracker the middleware creates
+            and runs for the app's lifespan (exporters from
+            ``FLOWTRACKER_EXPORTERS``, console when unset).
+        **options: See :mod:`flowtracker._http_options` (``excluded_paths``,
+            ``request_tags`` (called with the ASGI ``scope``), ``record_headers``,
+            ``span_name``, ``trace_id_header``, ``traceresponse``, ``unmatched_route``).
+
+    Example:
+        >>> from starlette.applications import Starlette
+        >>> from flowtracker.asgi import FlowTrackerMiddleware
+        >>> app = Starlette()
+        >>> app.add_middleware(FlowTrackerMiddleware, excluded_paths=["/health"])
+    """
+
+    def __init__(
+        self, app: ASGIApp, tracker: Tracker | None = None, **options: Unpack[HttpOptionsDict]
+    ) -> None:
+        self.app = app
+        self.tracker = tracker
+        self.options: HttpOptions = build_options(**options)
+        self._owned: Tracker | None = None  # started by this middleware's lifespan
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    # -- tracker lifecycle ------------------------------------------------------
+
+    def _request_tracker(self) -> Tracker | None:
+        """The tracker for a new request; ``None`` lets the core pick (default tracker)."""
+        owned = self._owned
+        if owned is not None and owned.running:
+            return owned
+        return self.tracker
+
+    async def _startup(self) -> None:
+        tracker = self.tracker
+        try:
+            if tracker is None:
+                tracker = Tracker()
+            if not tracker.running:
+                await tracker.start()
+                self._owned = tracker
+        except Exception:  # tracing must never stop the app from starting
+            logger.exception("flowtracker could not start its tracker; requests use the default one")
+
+    async def _shutdown(self) -> None:
+        try:
+            owned, self._owned = self._owned, None
+            if owned is not None:
+                await owned.aclose()
+            elif self.tracker is not None:
+                await self.tracker.flush(self.tracker.close_timeout)
+        except Exception:
+            logger.exception("flowtracker could not flush its tracker at shutdown")
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received: set[str] = set()
+        answered: list[str] = []
+
+        async def watched_receive() -> Message:
+            message = await receive()
+            received.add(message["type"])
+            if message["type"] == "lifespan.startup":
+                await self._startup()
+            return message
+
+        async def watched_send(message: Message) -> None:
+            answered.append(message["type"])
+            if message["type"] in (
+                "lifespan.startup.failed",
+                "lifespan.shutdown.complete",
+                "lifespan.shutdown.failed",
+            ):
+                await self._shutdown()
+            await send(message)
+
+        try:
+            await self.app(scope, watched_receive, watched_send)
+        except Exception as error:
+            if answered:
+                raise  # the app speaks lifespan and failed: its error, as it is
+            logger.info("the ASGI app does not handle lifespan (%r); flowtracker answers it", error)
+            await self._answer_lifespan(receive, send, "lifespan.startup" in received)
+
+    async def _answer_lifespan(self, receive: Receive, send: Send, started: bool) -> None:
+        """Speaks lifespan for an app that does not, so the tracker still starts and flushes."""
+        if not started:
+            message = await receive()
+            if message["type"] != "lifespan.startup":
+                return
+            await self._startup()
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        if message["type"] == "lifespan.shutdown":
+            await self._shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+
+    # -- requests -----------------------------------------------------------------
+
+    def _start(self, scope: Scope, method: str) -> Span:
+        return start_request_span(
+            self.options,
+            self._request_tracker(),
+            method=method,
+            path=scope.get("path", ""),
+            route=None,  # known once the app has routed the request
+            headers=scope.get("headers") or (),
+            request=scope,
+        )
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.options.excluded(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "GET")
+        root = self._start(scope, method)
+        exchange = _HttpExchange(self.options, root, scope, method)
+        token = _current.set(root)
+        try:
+            await self.app(scope, exchange.receive(receive), exchange.send(send))
+        except asyncio.CancelledError:
+            exchange.cancelled = True
+            raise
+        except OSError as error:
+            if exchange.disconnected:  # ASGI 2.4: send after a disconnect raises OSError
+                exchange.cancelled = True
+            else:
+                exchange.error = error
+            raise
+        except BaseException as error:
+            exchange.error = error
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                _current.reset(token)
+            exchange.end()
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.options.excluded(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        root = self._start(scope, "WEBSOCKET")
+        close_code: list[int] = []
+
+        async def watched_receive() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                close_code.append(int(message.get("code", 1005)))
+            return message
+
+        async def watched_send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "websocket.accept":
+                message = dict(message)
+                message["headers"] = _with_headers(message.get("headers"), self.options, root)
+            elif kind == "websocket.close":
+                close_code.append(int(message.get("code", 1000)))
+            elif kind == "websocket.http.response.start":  # the handshake was denied
+                root.set_tag("http.status_code", message["status"])
+            await send(message)
+
+        token = _current.set(root)
+        status, failure = STATUS_OK, None
+        try:
+            await self.app(scope, watched_receive, watched_send)
+        except asyncio.CancelledError:
+            status = STATUS_CANCELLED
+            raise
+        except BaseException as error:
+            status, failure = STATUS_ERROR, error
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                _current.reset(token)
+            set_route(self.options, root, "WEBSOCKET", route_template(scope), scope)
+            if close_code:
+                root.set_tag("websocket.close_code", close_code[0])
+            root._end(status, failure)
+
+
+class _HttpExchange:
+    """One HTTP request under the middleware: watches its messages, ends its root."""
+
+    __slots__ = (
+        "cancelled",
+        "disconnected",
+        "ended",
+        "error",
+        "final_sent",
+        "method",
+        "options",
+        "root",
+        "scope",
+        "status",
+        "trailers",
+    )
+
+    def __init__(self, options: HttpOptions, root: Span, scope: Scope, method: str) -> None:
+        self.options = options
+        self.root = root
+        self.scope = scope
+        self.method = method
+        self.status: int | None = None
+        self.error: BaseException | None = None
+        self.cancelled = False
+        self.disconnected = False
+        self.final_sent = False
+        self.trailers = False
+        self.ended = False
+
+    def receive(self, receive: Receive) -> Receive:
+        async def watched_receive() -> Message:
+            message = await receive()
+            # After the final body message, a disconnect is the normal end.
+            if message["type"] == "http.disconnect" and not self.final_sent:
+                self.disconnected = True
+            return message
+
+        return watched_receive
+
+    def send(self, send: Send) -> Send:
+        async def watched_send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                self.status = message["status"]
+                self.trailers = bool(message.get("trailers"))
+                message = dict(message)
+                message["headers"] = _with_headers(message.get("headers"), self.options, self.root)
+            final = self._is_final(kind, message)
+            if final:
+                self.final_sent = True
+            try:
+                await send(message)
+            except OSError:
+                self.disconnected = True
+                raise
+            if final:
+                self.end()
+
+        return watched_send
+
+    def _is_final(self, kind: str, message: Message) -> bool:
+        if kind == "http.response.body":
+            return not message.get("more_body", False) and not self.trailers
+        if kind == "http.response.trailers":
+            return not message.get("more_trailers", False)
+        if kind == "http.response.zerocopysend":
+            return not message.get("more_body", False)
+        return kind == "http.response.pathsend"
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        set_route(self.options, self.root, self.method, route_template(self.scope), self.scope)
+        status = self.status
+        error = self.error
+        if error is not None and status is None:
+            status = 500  # the server answers 500 for an app that raised before responding
+        cancelled = self.cancelled or (self.disconnected and error is None)
+        end_request_span(self.root, status, error, cancelled)
+
+
+def _with_headers(headers: Any, options: HttpOptions, root: Span) -> list[Any]:
+    """The message's headers plus the trace headers (a new list: the app's may be shared)."""
+    out = list(headers or ())
+    for name, value in response_headers(options, root):
+        out.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    return out
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's path template, mounts included; ``None`` when nothing matched.
+
+    Reads ``scope["route"]`` (set by Starlette's router, FastAPI included;
+    any object with a ``path`` attribute, or a string). When the route sits
+    under a ``Mount``, the mount prefixes are found by matching the
+    top-level router's routes again (duck-typed: no Starlette import).
+    """
+    route = scope.get("route")
+    if route is None:
+        return None
+    if isinstance(route, str):
+        return route
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return None
+    if scope.get("root_path", "") == scope.get("app_root_path", scope.get("root_path", "")):
+        return path  # not mounted: the route's own template is the whole one
+    router = scope.get("router")
+    found = _mounted_template(getattr(router, "routes", None), _original_scope(scope), route, 0)
+    return found if found is not None else path
+
+
+def _original_scope(scope: Scope) -> dict[str, Any]:
+    """The scope as the top-level router saw it (before mounts narrowed ``root_path``)."""
+    original = dict(scope)
+    original["root_path"] = scope.get("app_root_path", "")
+    original.pop("path_params", None)
+    return original
+
+
+def _mounted_template(routes: Any, scope: dict[str, Any], target: Any, depth: int) -> str | None:
+    if not routes or depth > 8:
+        return None
+    for route in routes:
+        try:
+            match, child = route.matches(scope)
+        except Exception:
+            continue
+        if getattr(match, "name", None) != "FULL":
+            continue
+        prefix = str(getattr(route, "path", "")).rstrip("/")
+        if route is target:
+            return prefix or "/"
+        nested = getattr(route, "routes", None)
+        if nested:
+            inner = _mounted_template(nested, {**scope, **child}, target, depth + 1)
+            if inner is not None:
+                return f"{prefix}{inner}"
+        return None
+    return None
