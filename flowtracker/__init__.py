@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+from ._policy import DEFAULT_REDACT_KEYS as DEFAULT_REDACT_KEYS
+from ._sampling import keep_errors_and_slow as keep_errors_and_slow
 from ._span import Span as Span
 from ._span import add_event as add_event
 from ._span import add_tag as add_tag
@@ -19,8 +21,6 @@ from ._span import current_trace_id as current_trace_id
 from ._span import span as span
 from ._span import start_root_span as start_root_span
 from ._span import start_span as start_span
-from ._policy import DEFAULT_REDACT_KEYS as DEFAULT_REDACT_KEYS
-from ._sampling import keep_errors_and_slow as keep_errors_and_slow
 from ._stats import ExporterStats as ExporterStats
 from ._stats import TrackerStats as TrackerStats
 from ._trace import Trace as Trace
