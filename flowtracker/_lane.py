@@ -66,6 +66,8 @@ class Lane:
         self.task: asyncio.Task[None] | None = None
         self.deadline: float | None = None
         self._timed_out = False
+        self.closing = False
+        self._interrupted: list[Trace] | None = None
 
     def open(self) -> None:
         """Creates the stream (on the tracker's start)."""
@@ -89,7 +91,45 @@ class Lane:
         return ExporterStats(self.exported, self.failed, self.dropped, self.offered - self._processed)
 
     async def run(self) -> None:
-        """Drains the lane until its stream is closed."""
+        """Drains the lane until its stream is closed.
+
+        Cancelled from outside (the event loop shutting down without
+        ``aclose()``, e.g. ``asyncio.run`` ending), it makes one last,
+        time-bounded attempt to export what is queued before it stops.
+        """
+        try:
+            await self._drain()
+        except asyncio.CancelledError:
+            if not self.closing:
+                await self._last_export()
+            elif self._interrupted:  # aclose() gave up waiting on this batch
+                self.failed += len(self._interrupted)
+                self._advance(len(self._interrupted))
+                self._interrupted = None
+            raise
+
+    async def _last_export(self) -> None:
+        receive = self._receive
+        assert receive is not None
+        batch: list[Trace] = self._interrupted or []
+        self._interrupted = None
+        while True:
+            try:
+                batch.append(receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+        if not batch:
+            return
+        try:
+            await asyncio.wait_for(self.exporter.export(batch), self.timeout)
+        except BaseException as error:  # cancelled again, timed out or failed: counted
+            self.failed += len(batch)
+            self._warn("exporter %s failed at loop shutdown: %r; %d traces failed", error, len(batch))
+        else:
+            self.exported += len(batch)
+        self._advance(len(batch))
+
+    async def _drain(self) -> None:
         receive = self._receive
         assert receive is not None, "open() first"
         while True:
@@ -119,6 +159,9 @@ class Lane:
             await self.exporter.export(batch)
         except asyncio.CancelledError:
             if not self._timed_out:
+                # Cancelled from outside: the last export retries this batch
+                # (at least once: part of it may already have gone out).
+                self._interrupted = batch
                 raise
             self._timed_out = False
             uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
@@ -133,7 +176,8 @@ class Lane:
             self.exported += len(batch)
         finally:
             self.deadline = None
-            self._advance(len(batch))
+            if self._interrupted is not batch:
+                self._advance(len(batch))
 
     def cancel_if_overdue(self, now: float) -> None:
         """Cancels the export in progress if it has run past the timeout (watchdog)."""

@@ -268,6 +268,7 @@ class Tracker:
         if self in _running:
             _running.remove(self)
         for lane in self._lanes:
+            lane.closing = True
             lane.close()
         for task in self._tasks:
             task.cancel()

@@ -432,6 +432,27 @@ class TestDefaultTracker:
         assert result.stdout == ""
         assert len(target.read_text().splitlines()) == 3
 
+    def test_loop_ending_without_aclose_still_exports(self, tmp_path):
+        """asyncio.run() ending with a tracker never closed: queued traces still go out."""
+        target = tmp_path / "out.jsonl"
+        result = run_python(
+            f"""
+            import asyncio, flowtracker as ft
+
+            async def main():
+                tracker = ft.Tracker(exporters=[ft.FileExporter({str(target)!r})])
+                await tracker.start()
+                for i in range(500):
+                    with ft.start_root_span("job", {{"i": i}}, tracker=tracker):
+                        pass
+                await asyncio.sleep(0)  # completions decided, export not yet done
+
+            asyncio.run(main())
+            """
+        )
+        assert result.returncode == 0, result.stderr
+        assert len(target.read_text().splitlines()) == 500
+
     def test_unknown_scheme_fails_clearly(self):
         """An unknown exporter scheme fails at start-up with a message naming the known ones."""
         with pytest.raises(ValueError, match=r"unknown flowtracker exporter 'bogus://x'.*console"):
