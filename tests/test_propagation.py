@@ -245,7 +245,9 @@ def _mutations(valid: str) -> st.SearchStrategy[str]:
 class TestFuzz:
     @settings(max_examples=400, deadline=None)
     @given(
-        st.one_of(st.text(max_size=80), _near_valid, _mutations(VALID), _mutations(f"cc-{TRACE}-{PARENT}-01-x"))
+        st.one_of(
+            st.text(max_size=80), _near_valid, _mutations(VALID), _mutations(f"cc-{TRACE}-{PARENT}-01-x")
+        )
     )
     def test_traceparent_agrees_with_the_grammar(self, value):
         """Any string is accepted exactly when the specification's grammar accepts it, and never raises."""
