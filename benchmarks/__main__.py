@@ -50,8 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         accepted = {k: v for k, v in options.items() if k in module.run.__code__.co_varnames}
         result = module.run(settings, **accepted)
         result["seconds"] = round(time.monotonic() - started, 1)
-        result["settings"] = {"quick": settings.quick, "smoke": settings.smoke, "reps": settings.repetitions,
-                              "cpu": settings.cpu}
+        result["settings"] = {
+            "quick": settings.quick,
+            "smoke": settings.smoke,
+            "reps": settings.repetitions,
+            "cpu": settings.cpu,
+        }
         suffix = "-smoke" if settings.smoke else "-quick" if settings.quick else ""
         path = write_result(name + suffix, result, settings.out)
         for table in result.get("tables", []):

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -83,7 +84,7 @@ def ratios(samples: dict[str, list[float]], reference: str) -> dict[str, float]:
     base = samples.get(reference) or []
     out: dict[str, float] = {}
     for name, values in samples.items():
-        pairs = [value / ref for value, ref in zip(values, base) if ref and value == value]
+        pairs = [value / ref for value, ref in zip(values, base, strict=False) if ref and value == value]
         out[name] = median(pairs) if pairs else float("nan")
     return out
 
@@ -132,10 +133,10 @@ def format_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any
     text = [[cell(value) for value in row] for row in rows]
     widths = [max([len(column)] + [len(row[i]) for row in text]) for i, column in enumerate(columns)]
     lines = [f"### {title}", ""]
-    lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |")
+    lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=False)) + " |")
     lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in text:
-        lines.append("| " + " | ".join(v.rjust(w) for v, w in zip(row, widths)) + " |")
+        lines.append("| " + " | ".join(v.rjust(w) for v, w in zip(row, widths, strict=False)) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -148,18 +149,13 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError):
         info["loadavg"] = os.getloadavg()
-    except OSError:
-        pass
     try:
         root = Path(__file__).resolve().parent.parent
         info["git"] = subprocess.run(

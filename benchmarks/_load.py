@@ -117,6 +117,7 @@ def run_server_load(
     connections: int,
     no_gc: bool = False,
     gc_stats: bool = False,
+    profile: Path | None = None,
 ) -> LoadResult:
     """Starts ``kind``/``variant`` pinned, warms it up, measures one wrk run, stops it."""
     server_cpu, wrk_cpu = cpus()
@@ -127,12 +128,12 @@ def run_server_load(
         command.append("--no-gc")
     if stats_file is not None:
         command += ["--gc-stats", str(stats_file)]
+    if profile is not None:
+        command += ["--profile", str(profile)]
     if shutil.which("taskset"):
         command = ["taskset", "-c", server_cpu, *command]
     env = {**os.environ, "FLOWTRACKER_EXPORTERS": "none", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_ready(process, port)
         if warmup:

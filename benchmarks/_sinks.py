@@ -60,7 +60,7 @@ def otel_provider() -> tuple[Any, Any]:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-    class DropSpanExporter(SpanExporter):  # type: ignore[misc]
+    class DropSpanExporter(SpanExporter):
         def __init__(self) -> None:
             self.spans = 0
 
@@ -85,7 +85,7 @@ def zipkin_tracer() -> tuple[Any, Any]:
     import aiozipkin as az
     from aiozipkin.transport import TransportABC
 
-    class DropTransport(TransportABC):  # type: ignore[misc]
+    class DropTransport(TransportABC):
         def __init__(self) -> None:
             self.spans = 0
 

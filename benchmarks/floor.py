@@ -66,6 +66,10 @@ _bits = random.getrandbits
 class FloorSpan:
     """One span of the floor tracer (a context manager, sync and async)."""
 
+    span_id: int
+    trace_id: int
+    parent_id: int | None
+
     __slots__ = (
         "_token",
         "_trace",

@@ -73,7 +73,7 @@ def run_kind(
     vs_untraced = ratios(rps, "untraced") if "untraced" in rps else {}
     vs_floor = ratios(rps, "floor") if "floor" in rps else {}
     p99_vs_floor = ratios(p99, "floor") if "floor" in p99 else {}
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     entry: dict[str, Any] = {}
     for variant in variants:
         results = runs[variant]

@@ -22,6 +22,7 @@ Example:
     python -m benchmarks span --quick
 """
 
+# ruff: noqa: SIM117  (nested spans are the point: the code reads as users write it)
 from __future__ import annotations
 
 import asyncio
@@ -205,11 +206,11 @@ def _otel_bodies(tracer: Any) -> dict[str, Body]:
             if not i & YIELD_MASK:
                 await sleep(0)
 
-    @start("leaf")
+    @start("leaf")  # type: ignore[untyped-decorator]
     async def leaf() -> None:
         current().set_attribute("rows", 3)
 
-    @start("handler")
+    @start("handler")  # type: ignore[untyped-decorator]
     async def handler() -> None:
         await leaf()
 
@@ -343,10 +344,16 @@ RUNNERS: dict[str, Callable[[str, int, int], Awaitable[Sample]]] = {
 
 def measure_once(tracer: str, workload: str, n: int) -> Sample:
     """One timed run of ``workload`` (``n`` traces) under ``tracer``, on a fresh loop."""
-    return asyncio.run(RUNNERS[tracer](workload, n, max(16, n // 10)))
+    return asyncio.run(_call(RUNNERS[tracer], workload, n))
 
 
-def run(settings: Settings, tracers: tuple[str, ...] = TRACERS, workloads: tuple[str, ...] = WORKLOADS) -> dict[str, Any]:
+async def _call(runner: Callable[[str, int, int], Awaitable[Sample]], workload: str, n: int) -> Sample:
+    return await runner(workload, n, max(16, n // 10))
+
+
+def run(
+    settings: Settings, tracers: tuple[str, ...] = TRACERS, workloads: tuple[str, ...] = WORKLOADS
+) -> dict[str, Any]:
     """Runs the suite; returns the JSON-ready result (tables included as Markdown)."""
     n = settings.scaled(20_000, 5_000, 200)
     results: dict[str, Any] = {"traces_per_run": n, "spans_per_trace": SPANS_PER_TRACE, "workloads": {}}
@@ -356,7 +363,13 @@ def run(settings: Settings, tracers: tuple[str, ...] = TRACERS, workloads: tuple
         errors: dict[str, str] = {}
         raw: dict[str, list[Sample]] = {name: [] for name in tracers}
 
-        def measure(name: str, rep: int, workload: str = workload) -> float:
+        def measure(
+            name: str,
+            rep: int,
+            workload: str = workload,
+            errors: dict[str, str] = errors,
+            raw: dict[str, list[Sample]] = raw,
+        ) -> float:
             if name in errors:
                 return float("nan")
             try:
@@ -370,11 +383,13 @@ def run(settings: Settings, tracers: tuple[str, ...] = TRACERS, workloads: tuple
         gross = interleaved(tracers, settings.repetitions, measure)
         base = gross.get("none", [0.0] * settings.repetitions)
         net = {
-            name: [value - b for value, b in zip(values, base)] for name, values in gross.items() if name != "none"
+            name: [value - b for value, b in zip(values, base, strict=False)]
+            for name, values in gross.items()
+            if name != "none"
         }
         vs_floor = ratios(net, "floor") if "floor" in net else {}
         vs_ft = ratios(net, "flowtracker") if "flowtracker" in net else {}
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         entry: dict[str, Any] = {}
         for name in tracers:
             samples = raw[name]
@@ -409,7 +424,8 @@ def run(settings: Settings, tracers: tuple[str, ...] = TRACERS, workloads: tuple
         results["workloads"][workload] = entry
         tables.append(
             format_table(
-                f"span / {workload}: ns per span, net of the empty loop (median of {settings.repetitions} reps)",
+                f"span / {workload}: ns per span, net of the empty loop "
+                f"(median of {settings.repetitions} reps)",
                 ("tracer", "median ns", "min", "max", "x floor", "x flowtracker", "delivered"),
                 rows,
             )

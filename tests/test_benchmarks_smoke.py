@@ -1,0 +1,148 @@
+"""The benchmark harness keeps working: tiny runs of every suite, structure only.
+
+Timings are never asserted (2 shared, noisy cores); what is asserted is that
+each suite runs, writes its JSON, prints its tables, and that every tracer
+delivered every trace it was given (a benchmark that loses traces measures
+nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks._load import parse_wrk
+from benchmarks.floor import FloorSpan, FloorTracer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_suite(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
+    """Runs ``python -m benchmarks <args> --smoke`` unpinned; the JSON and the printed output."""
+    env = {**os.environ, "FLOWTRACKER_EXPORTERS": "none", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args, "--smoke", "--cpu", "-2", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads((tmp_path / f"{args[0]}-smoke.json").read_text()), done.stdout
+
+
+class TestSuites:
+    def test_span_suite_reports_every_tracer_and_workload(self, tmp_path: Path) -> None:
+        """The span suite measures all workloads, with ratios, and loses no span."""
+        result, output = run_suite(tmp_path, "span")
+        assert set(result["workloads"]) == {"async", "sync", "traced", "tags5"}
+        for workload, entry in result["workloads"].items():
+            for tracer in ("floor", "flowtracker"):
+                assert entry[tracer]["delivered_share"] == 1.0, (workload, tracer)
+                assert entry[tracer]["x_floor"] > 0
+        assert result["machine"]["python"]
+        assert "| workload" in output
+        assert "ft / floor" in output
+
+    def test_pipeline_suite_measures_rates_and_export_costs(self, tmp_path: Path) -> None:
+        """The pipeline suite reports traces/s per pipeline and the export-only costs."""
+        result, _ = run_suite(tmp_path, "pipeline")
+        assert set(result["sustained"]) == {"floor", "flowtracker -> drop", "flowtracker -> FileExporter"}
+        assert all(entry["median"] > 0 and entry["dropped"] == 0 for entry in result["sustained"].values())
+        assert set(result["export_only"]) == {"to_dict", "to_json", "FileExporter.export"}
+
+    def test_scale_suite_bounds_memory_under_overload(self, tmp_path: Path) -> None:
+        """The scale suite's overload run drops what the queue cannot hold and queues at most the limit."""
+        result, output = run_suite(tmp_path, "scale")
+        overload = result["overload"]
+        assert overload["traces_completed"] == overload["offered"]
+        assert overload["lane_queued"] <= overload["max_queue"] + 1
+        assert overload["traces_dropped"] >= overload["offered"] - overload["max_queue"] - 512
+        assert result["bytes_per_open_span"]["flowtracker"] > 0
+        assert "spans per trace" in output
+        assert "open traces" in output
+
+    def test_profile_suite_names_flowtracker_functions(self, tmp_path: Path) -> None:
+        """The profile suite attributes span-path time to flowtracker's own functions."""
+        result, _ = run_suite(tmp_path, "profile")
+        names = [row[0] for row in result["span_path_flowtracker"]["rows"]]
+        assert any("flowtracker/_span.py" in name for name in names)
+        assert result["primitives_ns"]["ContextVar.set + reset"] > 0
+
+    @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+    def test_request_suite_loads_aiohttp_and_asgi_apps(self, tmp_path: Path) -> None:
+        """The request suite serves both apps under wrk without HTTP errors."""
+        result, _ = run_suite(tmp_path, "request")
+        for kind in ("aiohttp", "asgi"):
+            for variant, entry in result["kinds"][kind]["variants"].items():
+                assert entry["error"] is None, (kind, variant, entry["error"])
+                assert entry["median_rps"] > 0
+                assert entry["http_errors"] == 0
+
+
+class TestFloor:
+    async def test_floor_delivers_one_linked_trace_per_root(self) -> None:
+        """The floor tracer hands each finished trace, children linked to the root, to its consumer."""
+        async with FloorTracer() as tracer:
+            async with tracer.span("root") as root, tracer.span("child", rows=3) as child:
+                pass
+            await tracer.drain(1)
+        assert (tracer.received, tracer.dropped) == (1, 0)
+        assert (child.parent_id, child.trace_id) == (root.span_id, root.trace_id)
+        assert child.tags == {"rows": 3}
+        assert child.end_ns >= child.start_ns
+
+    async def test_floor_leaves_no_reference_cycles_unless_asked(self) -> None:
+        """Finished floor traces are freed by reference counting; ``cyclic=True`` leaves cycles."""
+        leftovers = {}
+        for cyclic in (False, True):
+            gc.collect()
+            gc.disable()
+            try:
+                async with FloorTracer(cyclic=cyclic) as tracer:
+                    for _ in range(10):
+                        async with tracer.span("root"), tracer.span("child"):
+                            pass
+                    await tracer.drain(10)
+                gc.set_debug(gc.DEBUG_SAVEALL)
+                gc.collect()
+                leftovers[cyclic] = sum(isinstance(obj, FloorSpan) for obj in gc.garbage)
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+                gc.enable()
+        assert leftovers == {False: 0, True: 20}
+
+    async def test_floor_drops_and_counts_when_the_stream_is_full(self) -> None:
+        """A full stream drops the trace and counts it; the span still ends normally."""
+        async with FloorTracer(max_queue=1) as tracer:
+            for _ in range(3):
+                with tracer.span("root"):
+                    pass
+            assert tracer.dropped == 2
+            await asyncio.sleep(0)
+
+
+class TestWrkParser:
+    def test_parses_rate_percentiles_and_errors(self) -> None:
+        """wrk's --latency output becomes requests/s, percentiles in ms and an error count."""
+        text = (
+            "  Latency Distribution\n     50%  812.00us\n     75%    1.10ms\n     90%    1.50ms\n"
+            "     99%    2.50s\n  120000 requests in 5.00s, 17.00MB read\n"
+            "  Non-2xx or 3xx responses: 7\nRequests/sec:  24000.50\n"
+        )
+        parsed = parse_wrk(text)
+        assert parsed["rps"] == 24000.5
+        assert parsed["p50_ms"] == pytest.approx(0.812)
+        assert parsed["p99_ms"] == 2500.0
+        assert (parsed["requests"], parsed["errors"]) == (120000, 7)
