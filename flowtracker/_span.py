@@ -88,59 +88,54 @@ class Span:
         'ok'
     """
 
+    # Slots set on every span are few on purpose: each write costs on the hot
+    # path. The rest (status, error, kind, events, dropped tags) stay unset
+    # until something sets them, and are read with defaults.
     __slots__ = (
         "_dropped",
+        "_error",
         "_events",
+        "_kind",
         "_parent",
         "_recording",
         "_state",
+        "_status",
         "_tags",
         "_token",
         "end_ns",
-        "error",
-        "kind",
         "name",
-        "parent_id",
         "span_id",
         "start_ns",
-        "status",
     )
 
     span_id: int
-    parent_id: int | None
     start_ns: int
     _parent: Span | None
+    _recording: bool
+    _events: list[tuple[str, int, dict[str, Any]]]
 
     def __init__(self, name: str, tags: dict[str, Any] | None = None) -> None:
         self.name = name
         self._tags: dict[Any, Any] = {} if tags is None else tags
         self._state: TraceState | None = None
-        self._token: contextvars.Token[Span | None] | None = None
-        self._events: list[tuple[str, int, dict[str, Any]]] | None = None
         self.end_ns: int | None = None
-        self.status = STATUS_OK
-        self.error: BaseException | None = None
-        self.kind = "internal"
-        self._dropped: int = 0
-        self._recording = True
 
     # -- lifecycle ---------------------------------------------------------
 
     def _start(self, parent: Span | None) -> None:
+        """Starts the span as a child of ``parent`` (a root when None), not current."""
         if parent is None:
             _start_root(self, None, None, None, None, None)
             return
-        state = parent._state
+        state = self._state = parent._state
         assert state is not None
-        self._state = state
         self._parent = parent
-        self.parent_id = parent.span_id
         self.span_id = _bits(64) or 1
         if parent._recording:
             spans = state.spans
-            if len(spans) < state.max_spans:
+            if len(spans) < state.tracker.max_spans_per_trace:
                 if not spans:  # first span since the last emission: a late one
-                    state.tracker._open_traces.add(state)
+                    state.reopen()
                 spans.append(self)
                 self._recording = True
             else:
@@ -155,11 +150,15 @@ class Span:
         if self.end_ns is not None or self._state is None:
             return
         self.end_ns = _now()
-        self.status = status
-        self.error = error
+        if status is not STATUS_OK:
+            self._status = status
+            if error is not None:
+                self._error = error
         if self._recording:
             state = self._state
-            if next(state.ended) == len(state.spans):
+            ended = next(state.ended)
+            if ended == len(state.spans):
+                state.ended_seen = ended
                 state.tracker._maybe_complete(state)
 
     def finish(self) -> None:
@@ -178,16 +177,13 @@ class Span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        token = self._token
-        if token is not None:
-            self._token = None
-            try:
-                _current.reset(token)
-            except (ValueError, RuntimeError):
-                # Exited in another context than entered (e.g. another task):
-                # restore the parent only where this span is still current.
-                if _current.get() is self:
-                    _current.set(self._parent)
+        try:
+            _current.reset(self._token)
+        except (ValueError, RuntimeError, AttributeError):
+            # Exited in another context than entered (e.g. another task), or
+            # twice: restore the parent only where this span is still current.
+            if _current.get() is self:
+                _current.set(self._parent)
         if exc is None:
             self._end(STATUS_OK, None)
         else:
@@ -223,28 +219,64 @@ class Span:
         Over the tracker's ``max_tags_per_span`` a new key is not kept and is
         counted in the span's ``dropped_tags``.
         """
-        if self.end_ns is not None or not self._recording:
-            return
         tags = self._tags
         state = self._state
-        if state is not None and len(tags) >= state.tracker.max_tags_per_span and key not in tags:
-            self._dropped += 1
+        if state is None:  # not started yet: kept
+            tags[key] = value
+            return
+        if self.end_ns is not None or not self._recording:
+            return
+        if len(tags) >= state.tracker.max_tags_per_span and key not in tags:
+            self._dropped = getattr(self, "_dropped", 0) + 1
             state.tracker._tags_dropped += 1
             return
         tags[key] = value
 
     def add_event(self, name: str, **attributes: Any) -> None:
         """Records a timestamped event (``name`` plus attributes) on this span."""
-        if self.end_ns is not None or not self._recording:
+        state = self._state
+        if self.end_ns is not None or (state is not None and not self._recording):
             return
-        events = self._events
+        events: list[tuple[str, int, dict[str, Any]]] | None = getattr(self, "_events", None)
         if events is None:
             events = self._events = []
-        state = self._state
         if state is not None and len(events) >= state.tracker.max_events_per_span:
             state.tracker._events_dropped += 1
             return
         events.append((name, _now(), attributes))
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``error`` or ``cancelled`` (``ok`` while the span is open)."""
+        return getattr(self, "_status", STATUS_OK)
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that ended the span with status ``error``, else ``None``."""
+        return getattr(self, "_error", None)
+
+    @property
+    def kind(self) -> str:
+        """``internal`` (default), ``server`` for request roots, ``client`` for outgoing calls."""
+        return getattr(self, "_kind", "internal")
+
+    @kind.setter
+    def kind(self, value: str) -> None:
+        self._kind = value
+
+    @property
+    def parent_id(self) -> int | None:
+        """The parent's span id (an int), the remote caller's for a continued root, or None."""
+        parent: Span | None = getattr(self, "_parent", None)
+        if parent is not None:
+            return parent.span_id
+        state = self._state
+        return None if state is None else state.remote_parent_id
+
+    @property
+    def dropped_tags(self) -> int:
+        """Tags not kept because of ``max_tags_per_span``."""
+        return getattr(self, "_dropped", 0)
 
     @property
     def tags(self) -> dict[Any, Any]:
@@ -254,7 +286,7 @@ class Span:
     @property
     def events(self) -> list[tuple[str, int, dict[str, Any]]]:
         """The span's events as ``(name, monotonic_ns, attributes)`` tuples."""
-        return self._events or []
+        return getattr(self, "_events", None) or []
 
     @property
     def trace_id(self) -> str | None:
@@ -297,16 +329,20 @@ def _start_root(
     now = _now()
     if trace_id is None:
         trace_id = _bits(128) or 1
-    recording = tracker._sample_root(trace_id, sampled)
-    state = TraceState(tracker, trace_id, now, recording, tracestate)
-    root._state = state
+    recording = tracker._sample_root(trace_id, sampled) if sampled is not None or tracker._sampling else True
+    state = root._state = TraceState(tracker, trace_id, now)
+    if parent_id is not None:
+        state.remote_parent_id = parent_id
+    if tracestate is not None:
+        state.tracestate = tracestate
     root._parent = None
-    root.parent_id = parent_id
     root.span_id = _bits(64) or 1
     root._recording = recording
     if recording:
         tracker._open_traces.add(state)
         state.spans.append(root)
+    else:
+        state.sampled = False
     root.start_ns = now
 
 
@@ -360,7 +396,8 @@ def start_root_span(
     pass-through on outgoing calls.
     """
     root = Span(name, tags)
-    root.kind = kind
+    if kind != "internal":
+        root._kind = kind
     _start_root(root, tracker, trace_id, parent_id, sampled, tracestate)
     return root
 
@@ -446,10 +483,10 @@ def _silent_span() -> None:
     state = TraceState.__new__(TraceState)
     state.trace_id = 0
     state.spans = []
+    state.sampled = False
     silent = Span("flowtracker.silent")
     silent._state = state
     silent._parent = None
-    silent.parent_id = None
     silent.span_id = 0
     silent._recording = False
     silent.start_ns = 0

@@ -39,39 +39,38 @@ if TYPE_CHECKING:
 
 
 class TraceState:
-    """One trace under assembly. Internal: users see ``Span`` and ``Trace``."""
+    """One trace under assembly. Internal: users see ``Span`` and ``Trace``.
 
-    __slots__ = (
-        "created_ns",
-        "dropped_spans",
-        "emitted",
-        "ended",
-        "max_spans",
-        "sampled",
-        "spans",
-        "trace_id",
-        "tracestate",
-        "tracker",
-    )
+    No ``__slots__``: the rarely changed fields are class-level defaults, so
+    starting a trace writes five attributes, not eleven.
+    """
 
-    def __init__(
-        self,
-        tracker: Tracker,
-        trace_id: int,
-        created_ns: int,
-        sampled: bool = True,
-        tracestate: str | None = None,
-    ) -> None:
+    #: Set once the trace (or a follow-up of it) has been emitted.
+    emitted = False
+    #: Spans not kept because of ``max_spans_per_trace``, since the last emission.
+    dropped_spans = 0
+    #: False when head sampling decided not to record this trace.
+    sampled = True
+    #: The caller's span id when the trace continues a remote one (``traceparent``).
+    remote_parent_id: int | None = None
+    #: The incoming ``tracestate`` header, passed on to outgoing calls.
+    tracestate: str | None = None
+    #: The end count at the last completion trigger (see ``Tracker._complete_pending``).
+    ended_seen = -1
+
+    def __init__(self, tracker: Tracker, trace_id: int, created_ns: int) -> None:
         self.trace_id = trace_id
         self.tracker = tracker
         self.spans: list[Span] = []
         self.ended: Iterator[int] = itertools.count(1)
-        self.dropped_spans = 0
         self.created_ns = created_ns
-        self.emitted = False
-        self.sampled = sampled
-        self.tracestate = tracestate
-        self.max_spans = tracker.max_spans_per_trace
+
+    def reopen(self) -> None:
+        """A span starts after the trace was emitted: track it again (for the age limit)."""
+        from ._clock import now_ns
+
+        self.created_ns = now_ns()
+        self.tracker._open_traces.add(self)
 
     def all_ended(self) -> bool:
         """True when every recorded span has ended (newest first: they end last)."""
@@ -107,18 +106,12 @@ class Trace:
         '4bf92f3577b34da6a3ce929d0e0e4736'
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_dict",
-        "_json",
-        "_policy",
-        "_trace_id",
-        "dropped_spans",
-        "follow_up",
-        "service",
-        "spans",
-        "unfinished",
-    )
+    # No __slots__: fields that are usually at their default stay class-level.
+    dropped_spans = 0
+    follow_up = False
+    unfinished = 0
+    _dict: dict[str, Any] | None = None
+    _json: bytes | None = None
 
     def __init__(
         self,
@@ -135,12 +128,13 @@ class Trace:
         self._trace_id = trace_id
         self.service = service
         self.spans = spans
-        self.dropped_spans = dropped_spans
-        self.follow_up = follow_up
-        self.unfinished = unfinished
         self._policy = policy
-        self._dict: dict[str, Any] | None = None
-        self._json: bytes | None = None
+        if dropped_spans:
+            self.dropped_spans = dropped_spans
+        if follow_up:
+            self.follow_up = follow_up
+        if unfinished:
+            self.unfinished = unfinished
 
     @property
     def trace_id(self) -> str:

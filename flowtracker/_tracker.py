@@ -35,6 +35,7 @@ import asyncio
 import atexit
 import collections
 import contextvars
+import itertools
 import logging
 import threading
 import time
@@ -142,6 +143,7 @@ class Tracker:
         self.close_timeout = close_timeout
         self.sample_rate = sample_rate
         self._sample_threshold = int(sample_rate * (1 << 56))
+        self._sampling = sample_rate < 1.0
         self.tail_sampler = tail_sampler
         self._policy = ExportPolicy(redact_keys, max_value_length)
         self._lanes: list[Lane] = []
@@ -442,9 +444,34 @@ class Tracker:
     def _complete_pending(self) -> None:
         self._pending_scheduled = False
         pending, self._pending = self._pending, []
+        # The common case (first emission, nothing dropped, no tail sampler,
+        # running) is inlined: this loop runs once per trace.
+        fast = self.tail_sampler is None and not self._closed
+        open_traces = self._open_traces
+        service, policy, lanes = self.service, self._policy, self._lanes
         for state in pending:
-            if state.all_ended():
+            spans = state.spans
+            # The end count seen by the trigger equal to the spans started now
+            # means no span started since: all ended. Otherwise look.
+            if state.ended_seen != len(spans) and not state.all_ended():
+                continue
+            if not spans:
+                continue
+            if not fast or state.emitted or state.dropped_spans:
                 self._emit(state, state.take(), 0)
+                continue
+            state.spans = []
+            state.ended = itertools.count(1)
+            state.emitted = True
+            open_traces.discard(state)
+            record = Trace(state.trace_id, service, spans, policy=policy)
+            self._traces_completed += 1
+            accepted = True
+            for lane in lanes:
+                if not lane.offer(record):
+                    accepted = False
+            if not accepted:
+                self._traces_dropped += 1
 
     def _emit(self, state: TraceState, spans: list[Any], unfinished: int) -> None:
         follow_up = state.emitted

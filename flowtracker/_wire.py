@@ -71,13 +71,14 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
     """The JSON-ready dict of one span (``now`` stands in for a missing end)."""
     start = span.start_ns
     end = span.end_ns
-    status = span.status
+    status = getattr(span, "_status", "ok")
     if end is None:
         end = max(now, start)
         status = "unfinished"
     out: dict[str, Any] = {"span_id": f"{span.span_id:016x}"}
-    if span.parent_id is not None:
-        out["parent_id"] = f"{span.parent_id:016x}"
+    parent_id = span.parent_id
+    if parent_id is not None:
+        out["parent_id"] = f"{parent_id:016x}"
     name = span.name
     out["name"] = (
         name if type(name) is str and 0 < len(name) <= policy.max_string else safe_name(name, policy)
@@ -86,17 +87,19 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
     out["end_time"] = _clock.format_rfc3339(anchor + end)
     out["duration_ms"] = (end - start) / 1e6
     out["status"] = status
-    if span.kind != "internal":
-        out["kind"] = span.kind
+    kind = getattr(span, "_kind", None)
+    if kind is not None and kind != "internal":
+        out["kind"] = kind
     tags = span._tags
     if tags:
         out["tags"] = safe_tags(tags, policy)
-    if span._dropped:
-        out["dropped_tags"] = span._dropped
-    error = span.error
+    dropped = getattr(span, "_dropped", 0)
+    if dropped:
+        out["dropped_tags"] = dropped
+    error = getattr(span, "_error", None)
     if error is not None:
         out["error"] = {"type": _type_name(error), "message": safe_str(error, policy)}
-    events = span._events
+    events = getattr(span, "_events", None)
     if events:
         out["events"] = [
             _event_to_dict(name, anchor + at, attributes, policy) for name, at, attributes in events
