@@ -12,7 +12,8 @@ Both middlewares accept the same keyword options (:class:`HttpOptionsDict`):
   ``http.request.header.<name>`` tags. Credentials are never recorded:
   ``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie`` and
   any name that looks like a key, token, secret, password or session become
-  ``"[redacted]"``. Default: none.
+  ``"[REDACTED]"`` before they are stored (whatever the export policy
+  says). Default: none.
 * ``span_name``: ``callback(method, route, request) -> str`` naming the root
   span; ``route`` is the route template or the ``unmatched_route`` fallback.
   Default: ``"<METHOD> <route>"``.
@@ -32,19 +33,21 @@ Example:
     >>> options.excluded("/static/app.js")
     True
     >>> header_tags(options, {"user-agent": "curl", "authorization": "Bearer x"})
-    {'http.request.header.user-agent': 'curl', 'http.request.header.authorization': '[redacted]'}
+    {'http.request.header.user-agent': 'curl', 'http.request.header.authorization': '[REDACTED]'}
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from ._span import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span
+from ._policy import REDACTED
+from ._span import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, _current, _silent_span
 from .propagation import TRACERESPONSE, Headers, continue_trace, traceresponse
 
 if TYPE_CHECKING:
@@ -52,7 +55,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flowtracker")
 
-REDACTED = "[redacted]"
 
 #: Header names never recorded as they are, whatever ``record_headers`` says.
 SENSITIVE_HEADERS = frozenset(
@@ -137,6 +139,18 @@ def build_options(
         traceresponse,
         unmatched_route,
     )
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """Spans opened inside the block record nothing (an excluded path's handler)."""
+    token = _current.set(None)
+    _silent_span()  # a non-recording current span: children inherit "not recording"
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            _current.reset(token)
 
 
 def is_sensitive(name: str) -> bool:

@@ -46,6 +46,7 @@ from ._http_options import (
     end_request_span,
     response_headers,
     start_request_span,
+    untraced,
 )
 from ._span import STATUS_CANCELLED, STATUS_ERROR, Span, _current, current_span, start_span
 from ._tracker import Tracker
@@ -147,7 +148,8 @@ def middleware(tracker: Tracker | None = None, **options: Unpack[HttpOptionsDict
     @web.middleware
     async def flowtracker_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if opts.excluded(request.path):
-            return await handler(request)
+            with untraced():
+                return await handler(request)
         root = start_request_span(
             opts,
             tracker,

@@ -46,7 +46,14 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from ._http_options import build_options, end_request_span, response_headers, set_route, start_request_span
+from ._http_options import (
+    build_options,
+    end_request_span,
+    response_headers,
+    set_route,
+    start_request_span,
+    untraced,
+)
 from ._span import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, _current
 from ._tracker import Tracker
 
@@ -191,7 +198,8 @@ class FlowTrackerMiddleware:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.options.excluded(scope.get("path", "")):
-            await self.app(scope, receive, send)
+            with untraced():
+                await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET")
         root = self._start(scope, method)
@@ -218,7 +226,8 @@ class FlowTrackerMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.options.excluded(scope.get("path", "")):
-            await self.app(scope, receive, send)
+            with untraced():
+                await self.app(scope, receive, send)
             return
         root = self._start(scope, "WEBSOCKET")
         close_code: list[int] = []
