@@ -1,0 +1,277 @@
+"""The offline HTML report: one file, no request leaves the page.
+
+The page embeds Apache ECharts (``assets/echarts.min.js``, Apache-2.0; its
+licence is in ``assets/echarts.LICENSE`` and is written into the page) and
+the traces, pre-digested here so the browser does little work up front:
+
+* the aggregates (the Sankey of where time goes over all traces, the span
+  statistics, one summary row per trace for the picker) are computed in
+  Python, once;
+* each trace's spans are stored flat, in tree order with depth and subtree
+  size, and the per-trace views (waterfall, tree, details) are drawn only
+  when that trace is picked.
+
+Strings are interned (span names repeat across traces) and times are stored
+as millisecond offsets from the trace's start. By default the library and the
+data are gzip-compressed and base64-encoded, and the page inflates them with
+the browser's ``DecompressionStream`` (Chrome 80+, Firefox 113+, Safari 16.4+);
+``compress=False`` writes plain JSON and script instead.
+
+Safety: every string from the traces reaches the page as JSON data and is put
+on screen with ``textContent`` or as chart text, never as HTML, so a span named
+``<img src=x onerror=alert(1)>`` shows as those characters. A
+Content-Security-Policy meta tag forbids the page any network access.
+
+Example:
+    >>> trace = {"trace_id": "4bf9", "spans": [{"span_id": "a", "name": "GET /", "duration_ms": 2.0,
+    ...     "start_time": "2026-11-20T10:00:00.000000Z"}]}
+    >>> html = render_report([trace], compress=False)
+    >>> html.startswith("<!doctype html>"), "echarts" in html
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import gzip
+import html
+import re
+from collections.abc import Iterable, Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from ._model import STATUSES, TraceDict, TraceTree, span_status, tags_of, trace_id_of
+from ._sankey import sankey_graph
+from ._stats import span_stats
+
+#: Most Sankey links drawn (the heaviest); more make an unreadable picture.
+MAX_SANKEY_LINKS = 300
+#: Most rows in the report's span statistics table.
+MAX_STATS_ROWS = 500
+
+_MARKER = re.compile(r"@@(?:TITLE|STYLE|LICENSE|DATA|LIBRARY|SCRIPT)@@")
+
+
+def render_report(
+    traces: Iterable[TraceDict],
+    *,
+    title: str = "flowtracker report",
+    compress: bool = True,
+    skipped_lines: int = 0,
+    max_sankey_links: int = MAX_SANKEY_LINKS,
+) -> str:
+    """The self-contained HTML report for ``traces`` (see the module docstring).
+
+    Args:
+        traces: Wire-format trace dicts (merge follow-up records first, see
+            :func:`flowtracker.viz.merge_traces`).
+        title: The page title.
+        compress: Embed library and data gzip+base64 (default) or plain.
+        skipped_lines: Shown in the header (input lines that were not traces).
+        max_sankey_links: Most Sankey links drawn. Default 300.
+
+    Returns:
+        The page, as one string.
+    """
+    data = report_data(traces, title=title, skipped_lines=skipped_lines, max_sankey_links=max_sankey_links)
+    payload = orjson.dumps(data)
+    if compress:
+        packed = base64.b64encode(gzip.compress(payload, 6, mtime=0)).decode("ascii")
+        data_tag = _blob_tag("ft-data", packed, "gzip")
+        library = _library_compressed()
+        lib_tag = _blob_tag("ft-lib", library, "gzip")
+    else:
+        data_tag = _blob_tag("ft-data", _json_for_script(payload), "json")
+        lib_tag = f'<script id="ft-lib">{_asset("echarts.min.js")}</script>'
+    page = _asset("report.html")
+    replacements = {
+        "@@TITLE@@": html.escape(title),
+        "@@STYLE@@": _asset("report.css"),
+        "@@LICENSE@@": html.escape(_asset("echarts.LICENSE")),
+        "@@DATA@@": data_tag,
+        "@@LIBRARY@@": lib_tag,
+        "@@SCRIPT@@": _asset("report.js"),
+    }
+    # one pass, so a marker-like string inside the data or the title is never replaced
+    return _MARKER.sub(lambda match: replacements[match.group()], page)
+
+
+def report_data(
+    traces: Iterable[TraceDict],
+    *,
+    title: str = "flowtracker report",
+    skipped_lines: int = 0,
+    max_sankey_links: int = MAX_SANKEY_LINKS,
+) -> dict[str, Any]:
+    """The JSON-ready data the report page reads (documented in ``assets/report.js``)."""
+    trees = [TraceTree(trace) for trace in traces]
+    strings: dict[str, int] = {}
+
+    def intern(text: str) -> int:
+        return strings.setdefault(text, len(strings))
+
+    summaries: list[list[Any]] = []
+    span_rows: list[list[list[Any]]] = []
+    span_total = 0
+    first_start: int | None = None
+    last_end: int | None = None
+    for tree in trees:
+        start = tree.start_us()
+        wall = tree.wall_ms()
+        rows = _span_rows(tree, start, intern)
+        span_rows.append(rows)
+        span_total += len(rows)
+        service = tree.trace.get("service")
+        errors = sum(1 for span in tree.spans if span_status(span) == "error")
+        root = tree.roots[0] if tree.roots else -1
+        summaries.append(
+            [
+                trace_id_of(tree.trace),
+                intern(service) if isinstance(service, str) else -1,
+                start / 1000.0,
+                round(wall, 3),
+                STATUSES.index(tree.status()),
+                len(rows),
+                intern(tree.name(root)) if root >= 0 else -1,
+                errors,
+                _trace_notes(tree.trace),
+            ]
+        )
+        if tree.spans:
+            first_start = start if first_start is None else min(first_start, start)
+            end = start + round(wall * 1000)
+            last_end = end if last_end is None else max(last_end, end)
+    graph = sankey_graph(trees, max_links=max_sankey_links)
+    stats = span_stats(trees)
+    from .. import __version__
+
+    return {
+        "version": 1,
+        "meta": {
+            "title": title,
+            "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "flowtracker": __version__,
+            "traces": len(trees),
+            "spans": span_total,
+            "first": None if first_start is None else first_start / 1000.0,
+            "last": None if last_end is None else last_end / 1000.0,
+            "skipped": skipped_lines,
+        },
+        "statuses": list(STATUSES),
+        "strings": list(strings),
+        "traces": summaries,
+        "spans": span_rows,
+        "sankey": {
+            "nodes": graph["nodes"],
+            "links": [[source, target, round(ms, 3), count] for source, target, ms, count in graph["links"]],
+            "omitted": graph["omitted"],
+        },
+        "stats": [
+            [
+                row["name"],
+                row["count"],
+                round(row["p50_ms"], 3),
+                round(row["p95_ms"], 3),
+                round(row["p99_ms"], 3),
+                round(row["max_ms"], 3),
+                round(row["total_ms"], 3),
+                row["errors"],
+                round(row["share"], 4),
+            ]
+            for row in stats[:MAX_STATS_ROWS]
+        ],
+        "stats_omitted": max(len(stats) - MAX_STATS_ROWS, 0),
+    }
+
+
+def _span_rows(tree: TraceTree, start: int, intern: Any) -> list[list[Any]]:
+    """One row per span in tree order:
+    ``[span_id, parent_row, name, offset_ms, duration_ms, status, depth, subtree_size, extra]``."""
+    rows: list[list[Any]] = []
+    row_of: dict[int, int] = {}
+    parents = tree.parent_of()
+    depths: list[int] = []
+    for index, depth in tree.preorder():
+        span = tree.spans[index]
+        row_of[index] = len(rows)
+        parent = parents[index]
+        span_id = span.get("span_id")
+        rows.append(
+            [
+                span_id if isinstance(span_id, str) else str(span_id),
+                row_of[parent] if parent >= 0 else -1,
+                intern(tree.name(index)),
+                round((tree.starts[index] - start) / 1000.0, 3),
+                round(tree.duration(index), 3),
+                STATUSES.index(span_status(span)),
+                depth,
+                1,
+                _extra(span),
+            ]
+        )
+        depths.append(depth)
+    # subtree sizes: in tree order a span's subtree is the run of rows after it that are deeper
+    open_rows: list[int] = []
+    for row, depth in enumerate(depths):
+        while open_rows and depths[open_rows[-1]] >= depth:
+            done = open_rows.pop()
+            rows[done][7] = row - done
+        open_rows.append(row)
+    while open_rows:
+        done = open_rows.pop()
+        rows[done][7] = len(rows) - done
+    return rows
+
+
+def _extra(span: Mapping[str, Any]) -> dict[str, Any] | int:
+    """The rarely present fields of a span, or 0."""
+    extra: dict[str, Any] = {}
+    tags = tags_of(span)
+    if tags:
+        extra["tags"] = dict(tags)
+    for key in ("kind", "error", "events", "dropped_tags"):
+        value = span.get(key)
+        if value:
+            extra[key] = value
+    parent_id = span.get("parent_id")
+    if parent_id is not None:
+        extra["parent_id"] = parent_id
+    return extra or 0
+
+
+def _trace_notes(trace: Mapping[str, Any]) -> dict[str, Any] | int:
+    notes = {key: trace[key] for key in ("dropped_spans", "unfinished_spans", "follow_up") if trace.get(key)}
+    return notes or 0
+
+
+def _blob_tag(element_id: str, text: str, encoding: str) -> str:
+    kind = "application/json" if encoding == "json" else "application/octet-stream"
+    return f'<script id="{element_id}" type="{kind}" data-encoding="{encoding}">{text}</script>'
+
+
+def _json_for_script(payload: bytes) -> str:
+    # In JSON, "<", ">" and "&" only occur inside strings, where \\uXXXX means the
+    # same; escaped, no "</script>" or "<!--" in the data can end the element.
+    return (
+        payload.decode()
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+@cache
+def _asset(name: str) -> str:
+    return (resources.files(__package__) / "assets" / name).read_text(encoding="utf-8")
+
+
+@cache
+def _library_compressed() -> str:
+    raw = _asset("echarts.min.js").encode("utf-8")
+    return base64.b64encode(gzip.compress(raw, 9, mtime=0)).decode("ascii")

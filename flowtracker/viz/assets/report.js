@@ -1,0 +1,470 @@
+/* flowtracker report: draws the data that flowtracker/viz/_report.py embeds.
+ *
+ * #ft-data holds JSON (plain, or gzip+base64 when data-encoding="gzip"):
+ *   {version: 1, meta: {...}, statuses: ["ok", ...], strings: [...interned names...],
+ *    traces: [[trace_id, service, start_ms, wall_ms, status, span_count, root_name, errors, notes]],
+ *    spans: per trace, in tree order:
+ *      [[span_id, parent_row, name, offset_ms, duration_ms, status, depth, subtree_size, extra]],
+ *    sankey: {nodes: [label], links: [[source, target, total_ms, count]], omitted},
+ *    stats: [[name, count, p50, p95, p99, max, total, errors, share]], stats_omitted}
+ * (service, name and root_name index into strings; status into statuses; extra is 0 or
+ *  {tags, kind, error, events, parent_id, dropped_tags}).
+ *
+ * Rules: text from traces reaches the screen only through textContent (el() below) or as
+ * chart text, never as HTML; no recursion (a trace may nest 10,000 spans deep); aggregate
+ * views are drawn once, per-trace views when a trace is picked.
+ */
+'use strict';
+(function () {
+  const COLORS = {ok: '#3b82f6', error: '#dc2626', cancelled: '#d97706', unfinished: '#9333ea'};
+  const LIST_LIMIT = 300;      // rows shown in the trace picker
+  const VISIBLE_ROWS = 30;     // waterfall rows in view; a scroll bar for the rest
+  const SVG_LIMIT = 1500;      // above this many spans the waterfall draws on a canvas
+  const INDENT_LIMIT = 40;     // deeper rows stop indenting and show their depth
+  let D = null;
+  let S = [];
+  let current = -1;
+  let traceNames = [];
+  let gantt = null;
+  let ganttRenderer = '';
+  let tree = null;
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, className, ...children) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    for (const child of children) {
+      if (child !== null && child !== undefined) node.append(child);  // strings become text nodes
+    }
+    return node;
+  }
+
+  function fmtMs(ms) {
+    if (!isFinite(ms)) return '?';
+    if (ms < 1) return ms.toFixed(3) + ' ms';
+    if (ms < 1000) return ms.toFixed(1) + ' ms';
+    if (ms < 60000) return (ms / 1000).toFixed(2) + ' s';
+    return Math.floor(ms / 60000) + 'm ' + ((ms % 60000) / 1000).toFixed(1) + 's';
+  }
+
+  function fmtTime(epochMs) {
+    if (epochMs === null || !isFinite(epochMs)) return '?';
+    const whole = Math.floor(epochMs);
+    const date = new Date(whole);
+    if (isNaN(date.getTime())) return '?';
+    const micros = Math.min(999, Math.round((epochMs - whole) * 1000));
+    return date.toISOString().replace('Z', String(micros).padStart(3, '0') + 'Z');
+  }
+
+  function pct(part, whole) {
+    if (!(whole > 0)) return '';
+    const value = 100 * part / whole;
+    return value > 0 && value < 1 ? '<1%' : Math.round(value) + '%';
+  }
+
+  function text(value) {
+    if (typeof value === 'string') return value;
+    try { return JSON.stringify(value); } catch (error) { return String(value); }
+  }
+
+  function cut(value, length) {
+    return value.length > length ? value.slice(0, length - 1) + '…' : value;
+  }
+
+  async function readBlob(id) {
+    const node = $(id);
+    if (node.dataset.encoding !== 'gzip') return node.textContent;
+    if (typeof DecompressionStream === 'undefined') {
+      throw new Error('This browser cannot unpack the report (it lacks DecompressionStream). ' +
+                      'Regenerate it with: flowtracker report --no-compress');
+    }
+    const binary = atob(node.textContent.trim());
+    const bytes = new Uint8Array(binary.length);
+    for (let k = 0; k < binary.length; k++) bytes[k] = binary.charCodeAt(k);
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
+    return await new Response(stream).text();
+  }
+
+  async function loadLibrary() {
+    if (window.echarts) return;
+    const script = document.createElement('script');
+    script.textContent = await readBlob('ft-lib');
+    document.head.append(script);  // an inline script runs as it is inserted
+    if (!window.echarts) throw new Error('The embedded chart library did not load.');
+  }
+
+  // ---- header ---------------------------------------------------------------------------
+  function drawSummary() {
+    const m = D.meta;
+    const parts = [m.traces + (m.traces === 1 ? ' trace' : ' traces'), m.spans + (m.spans === 1 ? ' span' : ' spans')];
+    if (m.first !== null) parts.push(fmtTime(m.first) + ' → ' + fmtTime(m.last));
+    if (m.skipped) parts.push(m.skipped + ' input lines skipped');
+    parts.push('flowtracker ' + m.flowtracker);
+    $('summary').textContent = parts.join(' · ');
+  }
+
+  // ---- picker ---------------------------------------------------------------------------
+  function matching() {
+    const query = $('search').value.trim().toLowerCase();
+    const status = $('status-filter').value;
+    const hits = query ? S.map((name) => name.toLowerCase().includes(query)) : null;
+    const out = [];
+    for (let i = 0; i < D.traces.length; i++) {
+      const t = D.traces[i];
+      if (status && D.statuses[t[4]] !== status) continue;
+      if (hits && !t[0].toLowerCase().includes(query)) {
+        let hit = false;
+        for (const name of traceNames[i]) { if (hits[name]) { hit = true; break; } }
+        if (!hit) continue;
+      }
+      out.push(i);
+    }
+    const T = D.traces;
+    const order = {
+      slowest: (a, b) => T[b][3] - T[a][3],
+      newest: (a, b) => T[b][2] - T[a][2],
+      oldest: (a, b) => T[a][2] - T[b][2],
+      spans: (a, b) => T[b][5] - T[a][5],
+      name: (a, b) => rootName(a).localeCompare(rootName(b)),
+    }[$('sort').value] || ((a, b) => a - b);
+    out.sort((a, b) => order(a, b) || a - b);
+    return out;
+  }
+
+  function rootName(i) { const index = D.traces[i][6]; return index >= 0 ? S[index] : '(no spans)'; }
+
+  function drawList() {
+    const found = matching();
+    const list = $('trace-list');
+    const items = document.createDocumentFragment();
+    for (const i of found.slice(0, LIST_LIMIT)) {
+      const t = D.traces[i];
+      const status = D.statuses[t[4]];
+      const button = el('button', null,
+        el('span', 'dot s-' + status),
+        el('span', 'name', rootName(i)),
+        el('span', 'dur', fmtMs(t[3])),
+        el('span', 'sub', [t[0].slice(0, 12), t[1] >= 0 ? S[t[1]] : null, t[5] + ' spans',
+                            status !== 'ok' ? status : null, fmtTime(t[2])].filter(Boolean).join(' · ')));
+      button.type = 'button';
+      button.dataset.index = String(i);
+      button.dataset.traceId = t[0];
+      button.title = rootName(i);
+      button.setAttribute('aria-current', i === current ? 'true' : 'false');
+      items.append(el('li', null, button));
+    }
+    list.replaceChildren(items);
+    let note = found.length + ' of ' + D.traces.length + ' traces';
+    if (found.length > LIST_LIMIT) note += ' · first ' + LIST_LIMIT + ' shown, refine the search';
+    $('match-count').textContent = note;
+    return found;
+  }
+
+  function markCurrent() {
+    for (const button of $('trace-list').querySelectorAll('button')) {
+      button.setAttribute('aria-current', Number(button.dataset.index) === current ? 'true' : 'false');
+    }
+  }
+
+  // ---- one trace ------------------------------------------------------------------------
+  function select(i) {
+    if (i < 0 || i >= D.traces.length) return;
+    current = i;
+    markCurrent();
+    const t = D.traces[i];
+    $('trace-view').dataset.traceId = t[0];
+    $('trace-title').textContent = rootName(i);
+    const notes = t[8] || {};
+    const meta = ['trace ' + t[0], t[1] >= 0 ? 'service ' + S[t[1]] : null, fmtTime(t[2]), fmtMs(t[3]),
+                  t[5] + (t[5] === 1 ? ' span' : ' spans'), D.statuses[t[4]],
+                  t[7] ? t[7] + ' errors' : null, notes.dropped_spans ? notes.dropped_spans + ' spans dropped' : null,
+                  notes.unfinished_spans ? notes.unfinished_spans + ' unfinished' : null,
+                  notes.follow_up ? 'follow-up record' : null];
+    $('trace-meta').textContent = meta.filter(Boolean).join(' · ');
+    drawGantt(i);
+    drawTree(i);
+    $('details').replaceChildren(el('p', 'muted', 'Hover or click a span.'));
+  }
+
+  function spanDetails(i, row, limit) {
+    const rows = D.spans[i];
+    const r = rows[row];
+    const extra = r[8] || {};
+    const start = D.traces[i][2] + r[3];
+    const box = el('div', 'tip');
+    box.append(el('p', 'name', S[r[2]]));
+    const list = el('dl');
+    const add = (key, value) => { list.append(el('dt', null, key), el('dd', null, value)); };
+    add('status', D.statuses[r[5]]);
+    add('duration', fmtMs(r[4]) + (rows[0] && rows[0][4] > 0 ? ' (' + pct(r[4], D.traces[i][3]) + ' of the trace)' : ''));
+    if (r[1] >= 0) add('share of parent', pct(r[4], rows[r[1]][4]) || '–');
+    add('start', fmtTime(start) + ' (+' + fmtMs(r[3]) + ')');
+    add('end', fmtTime(start + r[4]));
+    add('span id', r[0]);
+    if (extra.parent_id !== undefined) add('parent id', text(extra.parent_id) + (r[1] < 0 ? ' (not in this trace)' : ''));
+    if (extra.kind) add('kind', text(extra.kind));
+    if (extra.error) add('error', [extra.error.type, extra.error.message].filter((part) => part !== undefined).map(text).join(': '));
+    if (extra.dropped_tags) add('dropped tags', text(extra.dropped_tags));
+    const tags = extra.tags ? Object.entries(extra.tags) : [];
+    for (const [key, value] of tags.slice(0, limit)) add(key, cut(text(value), 500));
+    if (tags.length > limit) add('…', (tags.length - limit) + ' more tags (click the span)');
+    const events = Array.isArray(extra.events) ? extra.events : [];
+    for (const event of events.slice(0, limit)) {
+      const attributes = event && event.attributes ? ' ' + cut(text(event.attributes), 300) : '';
+      add('event', text(event && event.name) + ' @ ' + text(event && event.time) + attributes);
+    }
+    if (events.length > limit) add('…', (events.length - limit) + ' more events');
+    box.append(list);
+    return box;
+  }
+
+  function showDetails(i, row) {
+    if (i !== current || row < 0 || row >= D.spans[i].length) return;
+    $('details').replaceChildren(spanDetails(i, row, Infinity));
+    if (tree) {
+      for (const node of tree.box.querySelectorAll('.node.active')) node.classList.remove('active');
+      tree.nodes[row].classList.add('active');
+    }
+  }
+
+  function rowLabel(rows, row) {
+    const r = rows[row];
+    if (!r) return '';
+    const depth = r[6];
+    const pad = '\u00a0'.repeat(Math.min(depth, INDENT_LIMIT / 2) * 2);
+    return pad + (depth > INDENT_LIMIT / 2 ? '[' + depth + '] ' : '') + S[r[2]];
+  }
+
+  function drawGantt(i) {
+    const rows = D.spans[i];
+    const box = $('gantt');
+    const renderer = rows.length <= SVG_LIMIT ? 'svg' : 'canvas';
+    if (gantt && ganttRenderer !== renderer) { gantt.dispose(); gantt = null; }
+    const shown = Math.max(1, Math.min(rows.length, VISIBLE_ROWS));
+    box.style.height = (shown * 24 + 80) + 'px';
+    box.dataset.renderer = renderer;
+    box.dataset.rows = String(rows.length);
+    if (!gantt) {
+      gantt = echarts.init(box, null, {renderer: renderer});
+      ganttRenderer = renderer;
+      gantt.on('click', (p) => showDetails(current, p.value[0]));
+    } else {
+      gantt.resize();
+    }
+    let end = D.traces[i][3];
+    const data = new Array(rows.length);
+    for (let k = 0; k < rows.length; k++) {
+      const r = rows[k];
+      data[k] = [k, r[3], r[3] + r[4], r[5]];
+      if (r[3] + r[4] > end) end = r[3] + r[4];
+    }
+    const stroke = box.dataset.barStroke;
+    const statuses = D.statuses;
+    const zoom = [
+      {type: 'inside', xAxisIndex: 0, filterMode: 'weakFilter', zoomOnMouseWheel: 'ctrl', moveOnMouseWheel: false},
+      {type: 'slider', xAxisIndex: 0, filterMode: 'weakFilter', height: 16, bottom: 6,
+       labelFormatter: (value) => fmtMs(value)},
+    ];
+    if (rows.length > VISIBLE_ROWS) {
+      zoom.push({type: 'slider', yAxisIndex: 0, filterMode: 'weakFilter', startValue: 0, endValue: VISIBLE_ROWS - 1,
+                 width: 14, right: 8, showDetail: false, zoomLock: true, brushSelect: false});
+      zoom.push({type: 'inside', yAxisIndex: 0, filterMode: 'weakFilter', zoomOnMouseWheel: false, moveOnMouseWheel: true});
+    }
+    gantt.setOption({
+      animation: false,
+      grid: {left: 250, right: rows.length > VISIBLE_ROWS ? 36 : 16, top: 8, bottom: 52},
+      tooltip: {trigger: 'item', confine: true, enterable: false,
+                formatter: (p) => spanDetails(current, p.value[0], 12)},
+      xAxis: {type: 'value', min: 0, max: end || 1, axisLabel: {formatter: (value) => fmtMs(value)},
+              splitLine: {lineStyle: {color: '#eef0f3'}}},
+      yAxis: {type: 'category', inverse: true, data: data.map((item) => String(item[0])),
+              axisTick: {show: false}, axisLine: {show: false},
+              axisLabel: {formatter: (value) => rowLabel(rows, Number(value)), width: 236, overflow: 'truncate',
+                          align: 'left', margin: 242, color: '#374151'}},
+      dataZoom: zoom,
+      series: [{
+        type: 'custom',
+        encode: {x: [1, 2], y: 0},
+        data: data,
+        renderItem: (params, api) => {
+          const row = api.value(0);
+          const from = api.coord([api.value(1), row]);
+          const to = api.coord([api.value(2), row]);
+          const height = api.size([0, 1])[1] * 0.62;
+          const shape = echarts.graphic.clipRectByRect(
+            {x: from[0], y: from[1] - height / 2, width: Math.max(to[0] - from[0], 1), height: height},
+            {x: params.coordSys.x, y: params.coordSys.y, width: params.coordSys.width, height: params.coordSys.height});
+          return shape && {type: 'rect', shape: shape,
+                           style: {fill: COLORS[statuses[api.value(3)]] || COLORS.ok, stroke: stroke, lineWidth: 0.5}};
+        },
+      }],
+    }, true);
+  }
+
+  function drawTree(i) {
+    const rows = D.spans[i];
+    const box = $('tree');
+    const nodes = new Array(rows.length);
+    const items = document.createDocumentFragment();
+    for (let k = 0; k < rows.length; k++) {
+      const r = rows[k];
+      const depth = r[6];
+      const node = el('div', 'node');
+      node.setAttribute('role', 'treeitem');
+      node.setAttribute('aria-level', String(depth + 1));
+      node.dataset.row = String(k);
+      node.style.paddingLeft = (Math.min(depth, INDENT_LIMIT) * 14 + 4) + 'px';
+      if (r[7] > 1) {
+        const toggle = el('button', 'toggle', '▾');
+        toggle.type = 'button';
+        toggle.title = 'collapse / expand';
+        node.setAttribute('aria-expanded', 'true');
+        node.append(toggle);
+      } else {
+        node.append(el('span', 'toggle'));
+      }
+      if (depth > INDENT_LIMIT) node.append(el('span', 'depth', '[' + depth + ']'));
+      node.append(el('span', 'label', S[r[2]]), el('span', 'dur', fmtMs(r[4])));
+      if (r[1] >= 0) node.append(el('span', 'share', pct(r[4], rows[r[1]][4])));
+      const status = D.statuses[r[5]];
+      if (status !== 'ok') node.append(el('span', 'badge b-' + status, status));
+      const tags = r[8] && r[8].tags ? Object.entries(r[8].tags) : [];
+      if (tags.length) {
+        node.append(el('span', 'tags', tags.slice(0, 8).map(([key, value]) => key + '=' + cut(text(value), 60)).join(' ')));
+      }
+      nodes[k] = node;
+      items.append(node);
+    }
+    box.replaceChildren(items);
+    tree = {box: box, rows: rows, nodes: nodes, collapsed: new Uint8Array(rows.length)};
+  }
+
+  function toggleRow(row) {
+    tree.collapsed[row] ^= 1;
+    const {rows, nodes, collapsed} = tree;
+    nodes[row].setAttribute('aria-expanded', collapsed[row] ? 'false' : 'true');
+    nodes[row].querySelector('.toggle').textContent = collapsed[row] ? '▸' : '▾';
+    let hideUntil = -1;
+    for (let k = 0; k < rows.length; k++) {
+      const hidden = k < hideUntil;
+      nodes[k].hidden = hidden;
+      if (!hidden && collapsed[k]) hideUntil = Math.max(hideUntil, k + rows[k][7]);
+    }
+  }
+
+  // ---- aggregates -----------------------------------------------------------------------
+  function drawSankey() {
+    const sankey = D.sankey;
+    const box = $('sankey');
+    const note = [];
+    if (!sankey.links.length) {
+      $('sankey-note').textContent = 'No parent → child flows in these traces (every trace is a single span).';
+      box.style.display = 'none';
+      return;
+    }
+    if (sankey.omitted) note.push('The ' + sankey.links.length + ' heaviest links are drawn; ' + sankey.omitted + ' lighter ones are left out.');
+    if (sankey.nodes.some((label) => label.includes(' · '))) note.push('Recursive names are split by depth (name · depth).');
+    $('sankey-note').textContent = note.join(' ');
+    box.style.height = Math.max(260, Math.min(900, sankey.nodes.length * 24)) + 'px';
+    box.dataset.links = String(sankey.links.length);
+    const chart = echarts.init(box, null, {renderer: sankey.links.length <= 400 ? 'svg' : 'canvas'});
+    const opacity = Number(box.dataset.linkOpacity);
+    const labels = sankey.nodes;
+    chart.setOption({
+      animation: false,
+      tooltip: {trigger: 'item', confine: true, formatter: (p) => {
+        if (p.dataType === 'edge') {
+          const link = sankey.links[p.dataIndex];
+          return el('div', 'tip', el('p', 'name', labels[link[0]] + ' → ' + labels[link[1]]),
+                    el('div', null, fmtMs(link[2]) + ' in total over ' + link[3] + ' spans (mean ' + fmtMs(link[2] / link[3]) + ')'));
+        }
+        return el('div', 'tip', el('p', 'name', labels[Number(p.name.slice(1))]), el('div', null, fmtMs(p.value) + ' in total'));
+      }},
+      series: [{
+        type: 'sankey', left: 8, right: 180, top: 8, bottom: 8, nodeGap: 10, draggable: false,
+        emphasis: {focus: 'adjacency'},
+        data: labels.map((label, k) => ({name: 'n' + k})),
+        links: sankey.links.map((link) => ({source: 'n' + link[0], target: 'n' + link[1], value: Math.max(link[2], 1e-6)})),
+        label: {formatter: (p) => cut(labels[Number(p.name.slice(1))], 48), color: '#1f2937'},
+        lineStyle: {color: 'gradient', opacity: opacity, curveness: 0.5},
+      }],
+    });
+    return chart;
+  }
+
+  function drawStats() {
+    const table = $('stats');
+    const head = el('tr', null);
+    for (const title of ['name', 'count', 'p50', 'p95', 'p99', 'max', 'total', 'errors', 'share']) head.append(el('th', null, title));
+    const body = el('tbody', null);
+    for (const row of D.stats) {
+      const tr = el('tr', null);
+      const name = el('td', null, row[0]);
+      name.title = row[0];
+      tr.append(name, el('td', null, String(row[1])));
+      for (const value of row.slice(2, 7)) tr.append(el('td', null, fmtMs(value)));
+      tr.append(el('td', null, pct(row[7], row[1]) || '0%'), el('td', null, pct(row[8], 1) || '0%'));
+      body.append(tr);
+    }
+    table.replaceChildren(el('thead', null, head), body);
+    if (D.stats_omitted) $('stats-note').textContent = D.stats_omitted + ' more span names not shown.';
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------
+  function wire() {
+    let timer = 0;
+    const refresh = () => { clearTimeout(timer); timer = setTimeout(drawList, 120); };
+    $('search').addEventListener('input', refresh);
+    $('status-filter').addEventListener('change', drawList);
+    $('sort').addEventListener('change', drawList);
+    $('trace-list').addEventListener('click', (event) => {
+      const button = event.target.closest('button');
+      if (button) select(Number(button.dataset.index));
+    });
+    $('tree').addEventListener('click', (event) => {
+      const node = event.target.closest('.node');
+      if (!node) return;
+      if (event.target.closest('.toggle') && event.target.closest('button')) toggleRow(Number(node.dataset.row));
+      else showDetails(current, Number(node.dataset.row));
+    });
+    $('tree').addEventListener('mouseover', (event) => {
+      const node = event.target.closest('.node');
+      if (node) showDetails(current, Number(node.dataset.row));
+    });
+    let resizeTimer = 0;
+    window.addEventListener('resize', () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => {
+        for (const id of ['gantt', 'sankey']) {
+          const chart = echarts.getInstanceByDom($(id));
+          if (chart) chart.resize();
+        }
+      }, 100);
+    });
+  }
+
+  async function main() {
+    D = JSON.parse(await readBlob('ft-data'));
+    S = D.strings;
+    traceNames = D.spans.map((rows) => { const names = new Set(); for (const r of rows) names.add(r[2]); return names; });
+    await loadLibrary();
+    drawSummary();
+    wire();
+    const found = drawList();
+    drawSankey();
+    drawStats();
+    if (found.length) select(found[0]);
+    else $('trace-title').textContent = 'No traces';
+    window.flowtrackerReport = {data: D, select: select};
+    document.body.dataset.ready = 'true';
+  }
+
+  main().catch((error) => {
+    const box = $('fatal');
+    box.hidden = false;
+    box.textContent = 'The report could not be drawn: ' + (error && error.message ? error.message : String(error));
+    document.body.dataset.ready = 'error';
+    throw error;
+  });
+})();
