@@ -61,7 +61,8 @@ class TestDelivery:
             assert request.path == "/hook"
             assert request.headers["Content-Type"] == "application/json"
             body = request.json()
-            assert isinstance(body, list) and 1 <= len(body) <= 8
+            assert isinstance(body, list)
+            assert 1 <= len(body) <= 8
             assert body[0]["service"] == "svc"
         ids = delivered_ids(receiver)
         assert len(ids) == len(set(ids)) == 50

@@ -82,7 +82,7 @@ def otlp_request_dict(traces: Sequence[Mapping[str, Any]], service: str | None =
         name = service or trace.get("service") or UNKNOWN_SERVICE
         spans = by_service.setdefault(str(name), [])
         trace_id = str(trace["trace_id"])
-        extra = _trace_attributes(trace)
+        extra = trace_attributes(trace)
         for index, span in enumerate(trace.get("spans", ())):
             spans.append(otlp_span_dict(trace_id, span, extra if index == 0 else None))
     return {
@@ -199,7 +199,7 @@ def _event_dict(name: Any, time_ns: int, values: Mapping[str, Any] | None) -> di
     return event
 
 
-def _trace_attributes(trace: Mapping[str, Any]) -> dict[str, Any]:
+def trace_attributes(trace: Mapping[str, Any]) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if trace.get("dropped_spans"):
         extra["flowtracker.dropped_spans"] = trace["dropped_spans"]
@@ -216,19 +216,19 @@ def _resource_attributes(service: str) -> list[dict[str, Any]]:
             "service.name": service,
             "telemetry.sdk.name": SCOPE_NAME,
             "telemetry.sdk.language": "python",
-            "telemetry.sdk.version": _version(),
+            "telemetry.sdk.version": library_version(),
         }
     )
 
 
 def _scope() -> dict[str, Any]:
-    return {"name": SCOPE_NAME, "version": _version()}
+    return {"name": SCOPE_NAME, "version": library_version()}
 
 
 _VERSION: str | None = None
 
 
-def _version() -> str:
+def library_version() -> str:
     global _VERSION
     if _VERSION is None:
         from importlib.metadata import PackageNotFoundError, version

@@ -1,0 +1,298 @@
+"""OTLPExporter and the OTLP mapping, decoded with opentelemetry-proto on a real receiver."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from google.protobuf import json_format
+from http_receiver import Receiver, Recorded
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+import flowtracker as ft
+from flowtracker._clock import parse_rfc3339
+from flowtracker._span import start_root_span
+from flowtracker.exporters import otlp as otlp_module
+from flowtracker.exporters._otlp_mapping import any_value, otlp_request_dict
+from flowtracker.exporters.otlp import OTLPExporter
+from flowtracker.testing import FakeClock, capture_traces, sequential_ids
+
+
+def decode(request: Recorded) -> ExportTraceServiceRequest:
+    """Parses a request body with opentelemetry-proto, whichever the encoding."""
+    message = ExportTraceServiceRequest()
+    if request.headers["Content-Type"] == "application/x-protobuf":
+        message.ParseFromString(request.body)
+        return message
+    assert request.headers["Content-Type"] == "application/json"
+    data = orjson.loads(request.body)
+    # OTLP/JSON writes ids as hex where protobuf's JSON mapping expects base64.
+    for resource in data["resourceSpans"]:
+        for scope in resource["scopeSpans"]:
+            for span in scope["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    json_format.ParseDict(data, message)  # strict: unknown fields or wrong types raise
+    return message
+
+
+def all_spans(message: ExportTraceServiceRequest) -> list[Span]:
+    return [span for rs in message.resource_spans for ss in rs.scope_spans for span in ss.spans]
+
+
+def attributes(span: Any) -> dict[str, Any]:
+    """KeyValues as plain Python values (via protobuf's own JSON view)."""
+    out = {}
+    for item in span.attributes:
+        value = json_format.MessageToDict(item.value)
+        out[item.key] = next(iter(value.values())) if value else None
+    return out
+
+
+def emit(count: int) -> None:
+    for index in range(count):
+        with ft.span(f"t{index}"):
+            pass
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with Receiver() as running:
+        yield running
+
+
+def make_request_trace(tracker: ft.Tracker) -> None:
+    """A server root with a client call, a failing internal step and typed tags."""
+    root = start_root_span("GET /orders", {"http.status_code": 200}, tracker=tracker, kind="server")
+    with root:
+        ft.add_tag("user", "u1")
+        ft.add_tag("ratio", 0.5)
+        ft.add_tag("cached", True)
+        ft.add_tag("ids", [1, 2])
+        ft.add_tag("meta", {"a": 1})
+        ft.add_event("cache miss", key="u:1")
+        with ft.span("GET payments") as call:
+            call.kind = "client"
+        try:
+            with ft.span("validate"):
+                raise ValueError("bad order")
+        except ValueError:
+            pass
+
+
+ENCODINGS = [("protobuf", None), ("protobuf", "gzip"), ("json", None), ("json", "gzip")]
+
+
+class TestOverTheWire:
+    @pytest.mark.parametrize(("encoding", "compression"), ENCODINGS)
+    async def test_decoded_by_opentelemetry_proto(
+        self, receiver: Receiver, encoding: Any, compression: Any
+    ) -> None:
+        """Every field of a trace survives OTLP encoding: ids, kinds, times, attributes, status, events."""
+        memory = ft.MemoryExporter()
+        otlp = OTLPExporter(receiver.url + "/v1/traces", encoding=encoding, compression=compression)
+        async with ft.Tracker(exporters=[otlp, memory], service="orders") as tracker:
+            make_request_trace(tracker)
+        [request] = receiver.requests
+        assert request.path == "/v1/traces"
+        assert (request.headers.get("Content-Encoding") == "gzip") == (compression == "gzip")
+        if compression:
+            assert request.raw[:2] == b"\x1f\x8b"
+        message = decode(request)
+        [resource_spans] = message.resource_spans
+        assert attributes(resource_spans.resource)["service.name"] == "orders"
+        [scope_spans] = resource_spans.scope_spans
+        assert scope_spans.scope.name == "flowtracker"
+
+        wire = memory.traces[0]
+        by_name = {span.name: span for span in all_spans(message)}
+        assert set(by_name) == {"GET /orders", "GET payments", "validate"}
+        for wire_span in wire["spans"]:
+            span = by_name[wire_span["name"]]
+            assert span.trace_id.hex() == wire["trace_id"]
+            assert span.span_id.hex() == wire_span["span_id"]
+            assert span.parent_span_id.hex() == wire_span.get("parent_id", "")
+            assert span.start_time_unix_nano == parse_rfc3339(wire_span["start_time"])
+            assert span.end_time_unix_nano - span.start_time_unix_nano == round(
+                wire_span["duration_ms"] * 1e6
+            )
+        root, call, failing = by_name["GET /orders"], by_name["GET payments"], by_name["validate"]
+        assert (root.kind, call.kind, failing.kind) == (
+            Span.SPAN_KIND_SERVER,
+            Span.SPAN_KIND_CLIENT,
+            Span.SPAN_KIND_INTERNAL,
+        )
+        assert attributes(root) == {
+            "http.status_code": "200",  # int64 is a string in protobuf's JSON view
+            "user": "u1",
+            "ratio": 0.5,
+            "cached": True,
+            "ids": {"values": [{"intValue": "1"}, {"intValue": "2"}]},
+            "meta": {"values": [{"key": "a", "value": {"intValue": "1"}}]},
+        }
+        assert root.attributes[0].value.int_value == 200
+        assert root.status.code == Status.STATUS_CODE_OK
+        [event] = root.events
+        assert event.name == "cache miss"
+        assert attributes(event) == {"key": "u:1"}
+        assert event.time_unix_nano == parse_rfc3339(wire["spans"][0]["events"][0]["time"])
+        assert failing.status.code == Status.STATUS_CODE_ERROR
+        assert failing.status.message == "ValueError: bad order"
+        [exception] = failing.events
+        assert exception.name == "exception"
+        assert attributes(exception) == {"exception.type": "ValueError", "exception.message": "bad order"}
+
+    @pytest.mark.parametrize(("encoding", "compression"), ENCODINGS)
+    async def test_retryable_faults_then_recovery_lose_nothing(
+        self, receiver: Receiver, encoding: Any, compression: Any
+    ) -> None:
+        """503, 502, 429 and 504 are retried; after close the receiver holds exactly the N traces."""
+        receiver.script = [503, 502, (429, {"Retry-After": "0"}), 504]
+        otlp = OTLPExporter(
+            receiver.url, encoding=encoding, compression=compression, backoff=0.01, max_backoff=0.05
+        )
+        async with ft.Tracker(exporters=[otlp], max_batch=32) as tracker:
+            emit(300)
+        trace_ids = [span.trace_id.hex() for r in receiver.delivered for span in all_spans(decode(r))]
+        assert len(trace_ids) == len(set(trace_ids)) == 300
+        stats = tracker.stats.exporters["otlp"]
+        assert (stats.exported, stats.failed, stats.dropped) == (300, 0, 0)
+        assert otlp.attempts == len(receiver.delivered) + 4
+
+    @pytest.mark.parametrize("status", [400, 500])
+    async def test_other_statuses_not_retried(self, receiver: Receiver, status: int) -> None:
+        """As the OTLP spec says, 400 and 500 fail the batch at once; it is counted."""
+        receiver.script = [status]
+        otlp = OTLPExporter(receiver.url, backoff=0.01)
+        async with ft.Tracker(exporters=[otlp]) as tracker:
+            emit(3)
+        assert len(receiver.requests) == 1
+        assert tracker.stats.exporters["otlp"].failed == 3
+
+    async def test_service_argument_overrides(self, receiver: Receiver) -> None:
+        """OTLPExporter(service=...) sets service.name regardless of the tracker's."""
+        otlp = OTLPExporter(receiver.url, service="edge", encoding="json")
+        async with ft.Tracker(exporters=[otlp], service="orders"):
+            emit(1)
+        resource = decode(receiver.requests[0]).resource_spans[0].resource
+        assert attributes(resource)["service.name"] == "edge"
+
+
+class TestMapping:
+    def test_literal_request(self) -> None:
+        """A deterministic trace maps to exactly this OTLP/JSON span."""
+        with (
+            capture_traces(ids=sequential_ids(), clock=FakeClock(step_ms=1)) as traces,
+            ft.span("root", n=3),
+            ft.span("child"),
+        ):
+            pass
+        request = otlp_request_dict(traces, service="svc")
+        [resource] = request["resourceSpans"]
+        assert resource["resource"]["attributes"][0] == {
+            "key": "service.name",
+            "value": {"stringValue": "svc"},
+        }
+        root, child = resource["scopeSpans"][0]["spans"]
+        trace_id = traces[0]["trace_id"]
+        assert root == {
+            "traceId": trace_id,
+            "spanId": traces[0]["spans"][0]["span_id"],
+            "name": "root",
+            "kind": 1,
+            "startTimeUnixNano": str(parse_rfc3339(traces[0]["spans"][0]["start_time"])),
+            "endTimeUnixNano": str(parse_rfc3339(traces[0]["spans"][0]["end_time"])),
+            "attributes": [{"key": "n", "value": {"intValue": "3"}}],
+            "status": {"code": 1},
+        }
+        assert child["parentSpanId"] == root["spanId"]
+        assert "parentSpanId" not in root
+
+    def test_any_value_types(self) -> None:
+        """Tag values become typed AnyValues; ints beyond int64 become strings."""
+        assert any_value("a") == {"stringValue": "a"}
+        assert any_value(False) == {"boolValue": False}
+        assert any_value(-5) == {"intValue": "-5"}
+        assert any_value(2**63) == {"stringValue": str(2**63)}
+        assert any_value(0.25) == {"doubleValue": 0.25}
+        assert any_value(None) == {}
+        assert any_value({"k": [True]}) == {
+            "kvlistValue": {
+                "values": [{"key": "k", "value": {"arrayValue": {"values": [{"boolValue": True}]}}}]
+            }
+        }
+
+    def test_traces_grouped_by_service(self) -> None:
+        """Traces of different services land in separate resourceSpans."""
+        base = {
+            "span_id": "00f067aa0ba902b7",
+            "name": "x",
+            "status": "ok",
+            "duration_ms": 1.0,
+            "start_time": "2026-11-20T10:00:00.000000Z",
+            "end_time": "2026-11-20T10:00:00.001000Z",
+        }
+        traces = [
+            {"trace_id": "1" * 32, "service": "a", "spans": [base]},
+            {"trace_id": "2" * 32, "service": "b", "spans": [base]},
+            {"trace_id": "3" * 32, "spans": [base]},
+        ]
+        services = [
+            resource["resource"]["attributes"][0]["value"]["stringValue"]
+            for resource in otlp_request_dict(traces)["resourceSpans"]
+        ]
+        assert services == ["a", "b", "unknown_service"]
+
+    def test_cancelled_unfinished_and_trace_fields(self) -> None:
+        """cancelled/unfinished map to UNSET plus flowtracker.status; trace fields go on the first span."""
+        base = {"name": "x", "duration_ms": 1.0, "start_time": "2026-11-20T10:00:00.000000Z",
+                "end_time": "2026-11-20T10:00:00.001000Z"}  # fmt: skip
+        trace = {
+            "trace_id": "1" * 32,
+            "dropped_spans": 4,
+            "follow_up": True,
+            "spans": [
+                {**base, "span_id": "a" * 16, "status": "cancelled"},
+                {**base, "span_id": "b" * 16, "status": "unfinished", "dropped_tags": 2},
+            ],
+        }
+        first, second = otlp_request_dict([trace])["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        assert first["status"] == {} == second["status"]
+        assert {a["key"]: a["value"] for a in first["attributes"]} == {
+            "flowtracker.status": {"stringValue": "cancelled"},
+            "flowtracker.dropped_spans": {"intValue": "4"},
+            "flowtracker.follow_up": {"boolValue": True},
+        }
+        assert second["attributes"] == [{"key": "flowtracker.status", "value": {"stringValue": "unfinished"}}]
+        assert second["droppedAttributesCount"] == 2
+
+
+class TestConfiguration:
+    def test_content_types(self) -> None:
+        """protobuf is the default encoding; json is available."""
+        assert OTLPExporter().content_type == "application/x-protobuf"
+        assert OTLPExporter(encoding="json").content_type == "application/json"
+
+    def test_bad_options_rejected(self) -> None:
+        """Unknown encodings or compressions fail at construction."""
+        with pytest.raises(ValueError, match="encoding"):
+            OTLPExporter(encoding="xml")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="compression"):
+            OTLPExporter(compression="br")  # type: ignore[arg-type]
+
+    def test_protobuf_without_package_says_what_to_install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without opentelemetry-proto, protobuf encoding fails at construction naming the extra."""
+        monkeypatch.setitem(sys.modules, "opentelemetry.proto.collector.trace.v1.trace_service_pb2", None)
+        otlp_module._protobuf.cache_clear()
+        try:
+            with pytest.raises(ImportError, match=r"flowtracker\[otlp\]"):
+                OTLPExporter()
+            assert OTLPExporter(encoding="json").encoding == "json"
+        finally:
+            otlp_module._protobuf.cache_clear()
