@@ -58,13 +58,24 @@ def _file(url: str) -> Exporter:
     return FileExporter(path)
 
 
-def _lazy(module: str, cls: str) -> Callable[[str], Exporter]:
-    """A factory that imports ``cls`` from ``module`` and calls its ``from_url``."""
+def _lazy(module: str, cls: str, extra: str | None = None) -> Callable[[str], Exporter]:
+    """A factory that imports ``cls`` from ``module`` and calls its ``from_url``.
+
+    A missing optional dependency fails with the extra that brings it.
+    """
 
     def factory(url: str) -> Exporter:
         from importlib import import_module
 
-        exporter: Exporter = getattr(import_module(module, __package__), cls).from_url(url)
+        try:
+            loaded = import_module(module, __package__)
+        except ModuleNotFoundError as error:
+            if extra is None or (error.name or "").startswith("flowtracker"):
+                raise
+            raise ModuleNotFoundError(
+                f"{cls} needs {error.name}: pip install 'flowtracker[{extra}]'", name=error.name
+            ) from error
+        exporter: Exporter = getattr(loaded, cls).from_url(url)
         return exporter
 
     return factory
@@ -76,12 +87,12 @@ SCHEMES.update(
         "stdout": _console,
         "logging": _logging,
         "file": _file,
-        "http": _lazy(".webhook", "WebhookExporter"),
-        "https": _lazy(".webhook", "WebhookExporter"),
-        "kafka": _lazy(".kafka", "KafkaExporter"),
-        "otlp": _lazy(".otlp", "OTLPExporter"),
-        "otlp+http": _lazy(".otlp", "OTLPExporter"),
-        "otlp+https": _lazy(".otlp", "OTLPExporter"),
+        "http": _lazy(".webhook", "WebhookExporter", "aiohttp"),
+        "https": _lazy(".webhook", "WebhookExporter", "aiohttp"),
+        "kafka": _lazy(".kafka", "KafkaExporter", "kafka"),
+        "otlp": _lazy(".otlp", "OTLPExporter", "otlp"),
+        "otlp+http": _lazy(".otlp", "OTLPExporter", "otlp"),
+        "otlp+https": _lazy(".otlp", "OTLPExporter", "otlp"),
         "sankey": _lazy(".sankey", "SankeyExporter"),
         "mermaid": _lazy(".mermaid", "MermaidExporter"),
     }
@@ -146,4 +157,37 @@ def exporters_from_env(default: str = "console") -> list[Exporter]:
     raw = os.environ.get(ENV_VAR, "").strip() or default
     if raw.lower() == "none":
         return []
-    return [exporter_from_url(item) for item in raw.split(",") if item.strip()]
+    return [exporter_from_url(item) for item in split_urls(raw)]
+
+
+def split_urls(raw: str) -> list[str]:
+    """Splits a comma-separated exporter list, keeping commas that belong to a URL.
+
+    A piece that does not start a new exporter (no ``://``, not a known name
+    or file) continues the previous one, so a Kafka URL may list several
+    brokers.
+
+    Example:
+        >>> split_urls("console, kafka://k1:9092,k2:9092/traces,otlp://collector")
+        ['console', 'kafka://k1:9092,k2:9092/traces', 'otlp://collector']
+    """
+    items: list[str] = []
+    for piece in raw.split(","):
+        text = piece.strip()
+        if not text:
+            continue
+        if items and not _starts_exporter(text):
+            items[-1] += "," + text
+        else:
+            items.append(text)
+    return items
+
+
+def _starts_exporter(text: str) -> bool:
+    if "://" in text or text.lower() in SCHEMES:
+        return True
+    if text.endswith((".jsonl", ".json", ".log")) and ":" not in text:
+        return True
+    from importlib.metadata import entry_points
+
+    return any(point.name == text.lower() for point in entry_points(group=ENTRY_POINT_GROUP))
