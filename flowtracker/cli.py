@@ -49,6 +49,7 @@ from typing import IO, Any
 
 import orjson
 
+from ._wire import encode
 from .viz import (
     InputError,
     chrome_trace,
@@ -372,7 +373,7 @@ def _convert(args: argparse.Namespace) -> int:
     tags = args.tag or ()
     output: str | bytes
     if args.to == "chrome":
-        output = orjson.dumps(chrome_trace(traces), option=orjson.OPT_NON_STR_KEYS) + b"\n"
+        output = encode(chrome_trace(traces)) + b"\n"
     elif args.to == "sankey":
         aggregate = not args.per_span
         output = sankeymatic_text(traces, aggregate=aggregate, include_tags=tags, all_tags=args.all_tags)
@@ -381,7 +382,7 @@ def _convert(args: argparse.Namespace) -> int:
     else:
         from .exporters._otlp_mapping import otlp_request_dict
 
-        output = orjson.dumps(otlp_request_dict(traces, service=args.service)) + b"\n"
+        output = encode(otlp_request_dict(traces, service=args.service)) + b"\n"
     _write(args.output, output)
     return EXIT_OK
 

@@ -105,15 +105,22 @@ def _tracks(tree: TraceTree) -> dict[int, tuple[int, str]]:
     """Track id and track name per span position (see the module docstring)."""
     spans = tree.spans
     parents = tree.parent_of()
-    depth_of = dict(tree.preorder())
-    ends = [start + round(tree.duration(i) * 1000.0) for i, start in enumerate(tree.starts)]
+    starts = tree.starts
+    ends = [start + round(tree.duration(i) * 1000.0) for i, start in enumerate(starts)]
+    # Parents are placed before their children: order by start, but never before the
+    # parent's (malformed input can have a child start first).
+    order_key: dict[int, tuple[int, int]] = {}
+    for index, depth in tree.preorder():
+        parent = parents[index]
+        earliest = starts[index] if parent < 0 else max(starts[index], order_key[parent][0])
+        order_key[index] = (earliest, depth)
     named: dict[str, int] = {}
     open_on: dict[int, list[int]] = {}  # track -> spans still open on it, outermost first
     free: list[tuple[int, int]] = []  # heap of (time the track's outermost span ends, track)
     out: dict[int, tuple[int, str]] = {}
     next_track = 1
-    for index in sorted(range(len(spans)), key=lambda i: (tree.starts[i], depth_of[i])):
-        start = tree.starts[index]
+    for index in sorted(range(len(spans)), key=order_key.__getitem__):
+        start = starts[index]
         known = _track_tag(spans[index])
         if known is not None:
             if known not in named:
@@ -129,7 +136,7 @@ def _tracks(tree: TraceTree) -> dict[int, tuple[int, str]]:
             stack = open_on[track]
             while stack and ends[stack[-1]] <= start and stack[-1] != parent:
                 stack.pop()
-            if stack and stack[-1] == parent and ends[index] <= ends[parent]:
+            if stack and stack[-1] == parent and starts[parent] <= start and ends[index] <= ends[parent]:
                 out[index] = (track, out[parent][1])
                 stack.append(index)
                 continue

@@ -43,7 +43,7 @@ _ENTITIES = {
     "&": "#amp;",
     "`": "#96;",
 }
-_SPECIAL = re.compile(r'[#"<>&`]|[\x00-\x1f\x7f\u2028\u2029]')
+_SPECIAL = re.compile(r'[#"<>&`]|[\x00-\x1f\x7f-\x9f\u2028\u2029]')
 
 
 def mermaid_label(label: str) -> str:

@@ -42,8 +42,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import orjson
-
+from .._wire import encode
 from ._model import STATUSES, TraceDict, TraceTree, span_status, tags_of, trace_id_of
 from ._sankey import sankey_graph
 from ._stats import span_stats
@@ -78,7 +77,7 @@ def render_report(
         The page, as one string.
     """
     data = report_data(traces, title=title, skipped_lines=skipped_lines, max_sankey_links=max_sankey_links)
-    payload = orjson.dumps(data)
+    payload = encode(data)  # odd values (ints past 64 bits, ...) become readable stand-ins
     if compress:
         packed = base64.b64encode(gzip.compress(payload, 6, mtime=0)).decode("ascii")
         data_tag = _blob_tag("ft-data", packed, "gzip")

@@ -119,7 +119,7 @@ def _has_remote_parent(span: Mapping[str, Any]) -> bool:
 
 
 _HASH_WORD = re.compile(r"(^|\s)#")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 def sankeymatic_label(label: str) -> str:

@@ -97,7 +97,7 @@ def stats_table(rows: Sequence[SpanStats], *, max_name: int = 48) -> str:
     Example:
         >>> print(stats_table([{"name": "db", "count": 2, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 2.0,
         ...     "max_ms": 2.0, "total_ms": 3.0, "errors": 0, "error_rate": 0.0, "share": 0.5}]))
-        name  count  p50     p95     p99     max     errors  share
+        name  count     p50     p95     p99     max  errors  share
         db        2  1.0 ms  2.0 ms  2.0 ms  2.0 ms      0%    50%
     """
     header = ("name", "count", "p50", "p95", "p99", "max", "errors", "share")
@@ -120,11 +120,10 @@ def stats_table(rows: Sequence[SpanStats], *, max_name: int = 48) -> str:
         )
     widths = [max(len(line[column]) for line in table) for column in range(len(header))]
     lines = []
-    for number, line in enumerate(table):
+    for line in table:
         cells = []
         for column, cell in enumerate(line):
-            right = number > 0 and column in (1, 6, 7)
-            cells.append(cell.rjust(widths[column]) if right else cell.ljust(widths[column]))
+            cells.append(cell.rjust(widths[column]) if column else cell.ljust(widths[column]))
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 

@@ -93,7 +93,10 @@ def tree_text(
         if parent >= 0:
             whole = tree.duration(parent)
             if whole > 0:
-                parts.append(paint(f"{duration / whole:.0%}", "dim"))
+                share = duration / whole
+                parts.append(paint("<1%" if 0 < share < 0.01 else f"{share:.0%}", "dim"))
+        elif span.get("parent_id") is not None:
+            parts.append(paint(f"↖ parent {printable(str(span.get('parent_id')))} not in this trace", "dim"))
         status = span_status(span)
         if status != "ok":
             parts.append(paint(_status_text(span, status), status))
