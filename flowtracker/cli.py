@@ -259,10 +259,12 @@ def _load(args: argparse.Namespace, *, merge: bool = True) -> tuple[list[dict[st
 class _Progress:
     """A one-line progress bar on a terminal's stderr, shown only when reading takes a while."""
 
-    def __init__(self, stream: IO[str], delay: float = 0.3) -> None:
+    #: Seconds of reading before the bar appears (small inputs never show one).
+    delay = 0.3
+
+    def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self.started = time.monotonic()
-        self.delay = delay
         self.last = 0.0
         self.shown = False
 
