@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
-from kafka_broker import BROKERS, Broker, free_port
+from kafka_broker import BROKERS, Broker, NoidaBroker, free_port
 
 import flowtracker as ft
 from flowtracker.exporters import exporter_from_url
@@ -104,6 +104,23 @@ class TestDelivery:
         records = await consume(broker.bootstrap, topic, 30)
         assert len(set(trace_ids(records))) == len(records) == 30
         assert tracker.stats.exporters["kafka"].exported == 30
+
+
+class TestIdempotence:
+    async def test_idempotent_producer_on_a_broker_that_supports_it(self, topic: str) -> None:
+        """enable_idempotence=True passes through to aiokafka and delivers (noida-db implements
+        InitProducerId; Tansu does not)."""
+        noida = NoidaBroker()
+        noida.start()
+        try:
+            kafka = KafkaExporter(noida.bootstrap, topic, enable_idempotence=True)
+            async with ft.Tracker(exporters=[kafka]) as tracker:
+                emit(20)
+            records = await consume(noida.bootstrap, topic, 20)
+            assert len(set(trace_ids(records))) == len(records) == 20
+            assert tracker.stats.exporters["kafka"].exported == 20
+        finally:
+            noida.close()
 
 
 class TestOutage:
