@@ -97,7 +97,8 @@ class TestMermaidExporter:
             '    N0000000000000002["GET /"] -->|50ms| N0000000000000003["Process Payment"]\n'
             '    N0000000000000002["GET /"] -->|120ms| N0000000000000004["DB: Select User"]\n'
             '    N0000000000000002["GET /"] -->|210ms| N0000000000000005["HTTP: Shipping Service"]\n'
-            '    N0000000000000005["HTTP: Shipping Service"] -->|10ms| N0000000000000006["Calculate Weight"]\n'
+            '    N0000000000000005["HTTP: Shipping Service"] -->|10ms| '
+            'N0000000000000006["Calculate Weight"]\n'
             "```\n"
         )
 
