@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._harness import RESULTS_DIR, Settings, default_cpu, pin, write_result
+from ._harness import RESULTS_DIR, Settings, default_cpu, pin, use_clock, write_result
 
-SUITES = ("span", "pipeline", "scale", "profile", "request")
+SUITES = ("span", "pipeline", "scale", "profile", "ablate", "request")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         "--cpu", type=int, default=-1, help="CPU the in-process suites pin to (default: the last; -2: none)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON goes")
+    parser.add_argument(
+        "--clock", choices=("cpu", "wall"), default="cpu", help="in-process suites: process CPU or wall time"
+    )
     parser.add_argument("--tracers", default=None, help="comma-separated subset (span, request suites)")
     parser.add_argument("--workloads", default=None, help="comma-separated subset (span suite)")
     args = parser.parse_args(argv)
@@ -36,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if "all" in suites:
         suites = list(SUITES)
     cpu = default_cpu() if args.cpu == -1 else None if args.cpu == -2 else args.cpu
+    use_clock(args.clock)
     settings = Settings(quick=args.quick, smoke=args.smoke, reps=args.reps, cpu=cpu, out=args.out)
     options: dict[str, Any] = {}
     if args.tracers:
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         result = module.run(settings, **accepted)
         result["seconds"] = round(time.monotonic() - started, 1)
         result["settings"] = {
+            "clock": args.clock,
             "quick": settings.quick,
             "smoke": settings.smoke,
             "reps": settings.repetitions,

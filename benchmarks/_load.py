@@ -118,6 +118,7 @@ def run_server_load(
     no_gc: bool = False,
     gc_stats: bool = False,
     profile: Path | None = None,
+    extra: tuple[str, ...] = (),
 ) -> LoadResult:
     """Starts ``kind``/``variant`` pinned, warms it up, measures one wrk run, stops it."""
     server_cpu, wrk_cpu = cpus()
@@ -130,6 +131,7 @@ def run_server_load(
         command += ["--gc-stats", str(stats_file)]
     if profile is not None:
         command += ["--profile", str(profile)]
+    command += list(extra)
     if shutil.which("taskset"):
         command = ["taskset", "-c", server_cpu, *command]
     env = {**os.environ, "FLOWTRACKER_EXPORTERS": "none", "PYTHONPATH": str(ROOT)}

@@ -22,6 +22,7 @@ runs the server under cProfile and dumps the stats there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -337,9 +338,17 @@ class GCStats:
         self.max_pause_ns = 0
         self.collected = 0
         self._started = 0
+        self.young: dict[str, int] = {}
+        self.young_samples = 0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
+            if info["generation"] == 0 and sum(self.collections) % 10 == 0:
+                # What fills the young generation: sampled every 10th collection.
+                for obj in gc.get_objects(generation=0):
+                    name = type(obj).__qualname__
+                    self.young[name] = self.young.get(name, 0) + 1
+                self.young_samples += 1
             self._started = time.perf_counter_ns()
             return
         pause = time.perf_counter_ns() - self._started
@@ -364,6 +373,12 @@ class GCStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "young_objects_at_gen0_collection": {
+                name: round(count / self.young_samples, 1)
+                for name, count in sorted(self.young.items(), key=lambda item: -item[1])[:15]
+            }
+            if self.young_samples
+            else None,
             "cyclic_garbage": getattr(self, "garbage_total", None),
             "cyclic_garbage_types": getattr(self, "garbage_types", None),
             "collections": self.collections,
@@ -374,20 +389,48 @@ class GCStats:
         }
 
 
+def _drop_tokens_on_exit() -> None:
+    """Experiment: a span forgets its ContextVar token once exited (as the floor does).
+
+    The token references the previous value (the parent span) and is one more
+    GC-tracked object per span kept for the span's whole life; this measures
+    what releasing it at exit does to the collector's work.
+    """
+    from flowtracker._span import Span
+
+    original = Span.__exit__
+
+    def __exit__(self: Any, *exc_info: Any) -> None:
+        original(self, *exc_info)
+        with contextlib.suppress(AttributeError):
+            del self._token
+
+    Span.__exit__ = __exit__  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks._servers")
     parser.add_argument("kind", choices=("aiohttp", "asgi"))
     parser.add_argument("variant")
     parser.add_argument("port", type=int)
     parser.add_argument("--no-gc", action="store_true")
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once the app is built")
+    parser.add_argument(
+        "--drop-tokens", action="store_true", help="experiment: spans drop their ContextVar token on exit"
+    )
     parser.add_argument("--gc-stats", type=Path, default=None)
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the server, stats to FILE")
     args = parser.parse_args(argv)
     os.environ.setdefault("FLOWTRACKER_EXPORTERS", "none")
     stats = GCStats()
 
+    if args.drop_tokens:
+        _drop_tokens_on_exit()
+
     def after_build() -> None:
         gc.collect()
+        if args.gc_freeze:
+            gc.freeze()
         if args.no_gc:
             gc.disable()
         if args.gc_stats is not None:

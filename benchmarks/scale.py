@@ -33,7 +33,7 @@ import tracemalloc
 from typing import Any
 
 from . import floor as floor_module
-from ._harness import Settings, format_table, interleaved, median
+from ._harness import Settings, clock, format_table, interleaved, median
 from ._load import ROOT, run_server_load
 from ._sinks import DropExporter, StalledExporter
 
@@ -59,10 +59,10 @@ async def _per_trace_ft(width: int, total: int) -> float:
 
         await body(1)
         await tracker.flush()
-        start = time.perf_counter_ns()
+        start = clock()
         await body(traces)
         await tracker.flush()
-        return (time.perf_counter_ns() - start) / (traces * width)
+        return (clock() - start) / (traces * width)
 
 
 async def _per_trace_floor(width: int, total: int) -> float:
@@ -82,10 +82,10 @@ async def _per_trace_floor(width: int, total: int) -> float:
 
         await body(1)
         await tracer.drain(1)
-        start = time.perf_counter_ns()
+        start = clock()
         await body(traces)
         await tracer.drain(1 + traces)
-        return (time.perf_counter_ns() - start) / (traces * width)
+        return (clock() - start) / (traces * width)
 
 
 # -- open traces -------------------------------------------------------------
@@ -121,13 +121,13 @@ async def _open_traces(tracer: str, tasks: int, total: int) -> tuple[int, int]:
 
     worker = bare_worker if span is None else traced_worker
     async with context:
-        start = time.perf_counter_ns()
+        start = clock()
         await asyncio.gather(*(worker() for _ in range(tasks)))
         if tracer == "flowtracker":
             await context.flush()
         elif tracer == "floor":
             await context.drain(tasks)
-        wall = time.perf_counter_ns() - start
+        wall = clock() - start
     return wall, tasks * (rounds + 1)
 
 

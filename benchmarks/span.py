@@ -31,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import _harness
 from . import floor as floor_module
 from ._harness import Settings, format_table, interleaved, median, ratios, unavailable
 from ._sinks import DropExporter, otel_provider, zipkin_tracer
@@ -378,7 +379,7 @@ def run(
                 errors[name] = unavailable(error)
                 return float("nan")
             raw[name].append(sample)
-            return sample.wall_ns / sample.spans
+            return (sample.cpu_ns if _harness.clock_name == "cpu" else sample.wall_ns) / sample.spans
 
         gross = interleaved(tracers, settings.repetitions, measure)
         base = gross.get("none", [0.0] * settings.repetitions)
@@ -398,8 +399,10 @@ def run(
             values = net.get(name, gross[name])
             cpu = [s.cpu_ns / s.spans for s in samples]
             entry[name] = {
+                "clock": _harness.clock_name,
                 "ns_per_span_net": values,
                 "ns_per_span_gross": gross[name],
+                "wall_ns_per_span_gross": [s.wall_ns / s.spans for s in samples],
                 "cpu_ns_per_span_gross": cpu,
                 "median_ns_per_span": median(values),
                 "x_floor": vs_floor.get(name),
@@ -424,7 +427,7 @@ def run(
         results["workloads"][workload] = entry
         tables.append(
             format_table(
-                f"span / {workload}: ns per span, net of the empty loop "
+                f"span / {workload}: {_harness.clock_name} ns per span, net of the empty loop "
                 f"(median of {settings.repetitions} reps)",
                 ("tracer", "median ns", "min", "max", "x floor", "x flowtracker", "delivered"),
                 rows,
@@ -443,7 +446,7 @@ def run(
             )
         )
     summary = format_table(
-        "span: summary (median ns per span; ratios are medians of same-rep ratios)",
+        f"span: summary (median {_harness.clock_name} ns per span; ratios are medians of same-rep ratios)",
         ("workload", "floor", "flowtracker", "otel", "aiozipkin", "ft / floor", "otel / ft", "zipkin / ft"),
         summary_rows,
     )
