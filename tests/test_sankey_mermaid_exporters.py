@@ -71,10 +71,24 @@ class TestSankeyExporter:
         exporter = exporter_from_url(f"sankey://{path}")
         assert isinstance(exporter, ft.SankeyExporter)
         await record_demo_flow(exporter)
-        await record_demo_flow(exporter_from_url(f"sankey://{path}?tags=currency"))
+        await record_demo_flow(exporter_from_url(f"sankey://{path}?tag=currency&tags=x;y"))
         lines = path.read_text(encoding="utf-8").splitlines()
         assert len(lines) == 8
         assert lines[4] == "GET / [50] Process Payment (currency:USD)"
+
+    def test_both_from_the_environment_variable(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """FLOWTRACKER_EXPORTERS can name both, with several tags, despite its comma separator."""
+        from flowtracker.exporters import exporters_from_env
+
+        value = f"sankey://{tmp_path}/f.txt?tag=currency&tag=db.system,mermaid://{tmp_path}/f.md?direction=LR"
+        monkeypatch.setenv("FLOWTRACKER_EXPORTERS", value)
+        sankey, mermaid = exporters_from_env()
+        assert isinstance(sankey, ft.SankeyExporter)
+        assert sankey.include_tags == ("currency", "db.system")
+        assert isinstance(mermaid, ft.MermaidExporter)
+        assert mermaid.direction == "LR"
 
     def test_url_options(self) -> None:
         """URL query options map to constructor options; no path means stdout."""

@@ -7,7 +7,7 @@ call per batch, so concurrent writers never interleave inside a batch), or
 ``None`` for whatever ``sys.stdout`` is at write time.
 
 Example:
-    >>> url_options("sankey:///tmp/flows.txt?tags=currency,db.system&markers=1")
+    >>> url_options("sankey:///tmp/flows.txt?tag=currency&tag=db.system&markers=1")
     ('/tmp/flows.txt', {'tags': ['currency', 'db.system'], 'markers': True})
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -66,8 +67,10 @@ class TextSink:
 def url_options(url: str) -> tuple[str | None, dict[str, Any]]:
     """The path (``None``: stdout) and the options of a ``scheme:///path?k=v`` URL.
 
-    ``tags`` is a comma-separated list; ``markers`` and ``all_tags`` are
-    booleans (``1``/``true``/``yes``); other options stay text.
+    ``tag`` (or ``tags``) may repeat and holds keys separated by ``;`` or
+    ``,`` (``;`` or a repeated ``tag=`` inside ``FLOWTRACKER_EXPORTERS``, whose
+    items are separated by commas); ``markers`` and ``all_tags`` are booleans
+    (``1``/``true``/``yes``); other options stay text.
     """
     parts = urlsplit(url)
     path = unquote(parts.path)
@@ -77,8 +80,8 @@ def url_options(url: str) -> tuple[str | None, dict[str, Any]]:
         path = ""
     options: dict[str, Any] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key == "tags":
-            options["tags"] = [item for item in value.split(",") if item]
+        if key in ("tag", "tags"):
+            options.setdefault("tags", []).extend(item for item in re.split(r"[,;]", value) if item)
         elif key in ("markers", "all_tags"):
             options[key] = value.lower() in _TRUE
         else:

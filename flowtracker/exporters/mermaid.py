@@ -11,7 +11,7 @@ yields a valid diagram that shows the name as text (see
 GitHub and GitLab.
 
 Configured by URL as ``mermaid:///path/flows.md`` (``mermaid://`` alone:
-stdout), with options ``?direction=LR``, ``?tags=a,b``, ``?all_tags=1``.
+stdout), with options ``?direction=LR``, ``?tag=a&tag=b``, ``?all_tags=1``.
 
 Example:
     >>> import io, flowtracker as ft
@@ -63,7 +63,7 @@ class MermaidExporter:
 
     @classmethod
     def from_url(cls, url: str) -> MermaidExporter:
-        """The exporter for ``mermaid:///path.md?direction=LR&tags=a,b&all_tags=1``.
+        """The exporter for ``mermaid:///path.md?direction=LR&tag=a&tag=b&all_tags=1``.
 
         Raises:
             ValueError: for a direction other than ``TD`` or ``LR``.

@@ -10,8 +10,8 @@ each trace is framed by ``START SANKEY DATA`` / ``END SANKEY DATA`` lines,
 written as SankeyMATIC comments.
 
 Configured by URL as ``sankey:///path/flows.txt`` (``sankey://`` alone:
-stdout), with options ``?tags=currency,db.system``, ``?all_tags=1``,
-``?markers=1``.
+stdout), with options ``?tag=currency&tag=db.system`` (or
+``?tags=currency;db.system``), ``?all_tags=1``, ``?markers=1``.
 
 Example:
     >>> import io, flowtracker as ft
@@ -61,7 +61,7 @@ class SankeyExporter:
 
     @classmethod
     def from_url(cls, url: str) -> SankeyExporter:
-        """The exporter for ``sankey:///path.txt?tags=a,b&all_tags=1&markers=1``.
+        """The exporter for ``sankey:///path.txt?tag=a&tag=b&all_tags=1&markers=1``.
 
         Example:
             >>> SankeyExporter.from_url("sankey:///tmp/flows.txt?tags=currency").include_tags
