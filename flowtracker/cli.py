@@ -307,6 +307,10 @@ def _write(path: str, text: str | bytes) -> None:
         raise _Failure(f"cannot write {path!r}: {error.strerror or error}", EXIT_OUTPUT) from error
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _note(message: str) -> None:
     with contextlib.suppress(OSError, ValueError):  # stderr closed: nowhere left to say it
         print(f"{PROG}: {message}", file=sys.stderr, flush=True)
@@ -365,7 +369,8 @@ def _report(args: argparse.Namespace) -> int:
     _write(args.output, page)
     if not args.quiet and args.output != "-":
         size = len(page.encode("utf-8"))
-        _note(f"wrote {args.output} ({len(traces)} traces, {size / 1e6:.1f} MB); open it in a browser")
+        count = _plural(len(traces), "trace")
+        _note(f"wrote {args.output} ({count}, {size / 1e6:.1f} MB); open it in a browser")
     return EXIT_OK
 
 
@@ -437,5 +442,6 @@ def _demo(args: argparse.Namespace) -> int:
     slowest = max(traces, key=lambda trace: TraceTree(trace).wall_ms())
     print(file=sys.stdout)
     print(tree_text(slowest, color=_use_color(args.color)), file=sys.stdout, flush=True)
-    _note(f"wrote {args.traces} and {args.report} ({len(traces)} traces); open {args.report} in a browser")
+    count = _plural(len(traces), "trace")
+    _note(f"wrote {args.traces} and {args.report} ({count}); open {args.report} in a browser")
     return EXIT_OK

@@ -22,7 +22,7 @@ import gzip
 import io
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Union, cast
 
@@ -126,7 +126,9 @@ def read_traces(
         name = _display_name(source)
         try:
             with _open(source) as (stream, position):
-                for count, line in enumerate(_lines(stream), 1):
+                consumed = 0  # bytes of lines, for streams that cannot tell their position
+                for count, line in enumerate(stream, 1):
+                    consumed += len(line)
                     result.lines += 1
                     traces, looked_like = parse_line(line)
                     if traces:
@@ -136,18 +138,13 @@ def read_traces(
                     else:
                         result.skipped += 1
                     if progress is not None and count % 2048 == 0:
-                        progress(done + position(), total)
+                        progress(done + (position() or consumed), total)
                 done += _size(source)
         except (OSError, EOFError, gzip.BadGzipFile) as error:
             raise InputError(f"cannot read {name}: {_reason(error)}") from error
     if progress is not None:
         progress(total, total)
     return result
-
-
-def _lines(stream: IO[bytes]) -> Iterator[bytes]:
-    for line in stream:
-        yield line.rstrip(b"\r\n")
 
 
 class _Opened:
