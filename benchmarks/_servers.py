@@ -452,6 +452,8 @@ def main(argv: list[str] | None = None) -> None:
             profiler.disable()
             profiler.dump_stats(str(args.profile))
         if args.gc_stats is not None:
+            if stats in gc.callbacks:  # the census below is not the app's pause
+                gc.callbacks.remove(stats)
             if args.no_gc:
                 stats.garbage()
             args.gc_stats.write_text(json.dumps(stats.as_dict()))
