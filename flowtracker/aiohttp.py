@@ -243,7 +243,9 @@ def setup(
 
     async def stop_tracker(app: web.Application) -> None:
         if started_here:
-            await used.aclose()
+            # A task of its own: cleanup often runs in a task being cancelled
+            # (Ctrl-C under asyncio.run), which aclose() would take for its own.
+            await asyncio.shield(asyncio.ensure_future(used.aclose()))
         else:
             await used.flush()
 

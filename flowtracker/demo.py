@@ -183,7 +183,13 @@ async def run_demo(
                 await stop.wait()
     finally:
         # Cleanup flushes each app's tracker (setup() closes what it started).
-        if orders_runner is not None:
-            await orders_runner.cleanup()
-        await shipping_runner.cleanup()
+        # It runs in a task of its own: after a cancellation this task is still
+        # "cancelling", and Tracker.aclose() would take that for its own.
+        runners = [runner for runner in (orders_runner, shipping_runner) if runner is not None]
+        await asyncio.shield(asyncio.ensure_future(_cleanup(runners)))
     return _in_request_order(memory.traces)
+
+
+async def _cleanup(runners: list[web.AppRunner]) -> None:
+    for runner in runners:
+        await runner.cleanup()

@@ -523,6 +523,35 @@ class TestSetupAndShutdown:
         assert len(memory.traces) == 5
         assert memory.traces[0]["service"] == "orders"
 
+    async def test_cleanup_in_a_cancelled_task_still_flushes_and_closes(self):
+        """Ctrl-C under asyncio.run cancels the main task; its cleanup still exports and closes exporters."""
+
+        class Recording(ft.MemoryExporter):
+            closed = False
+
+            async def aclose(self) -> None:
+                self.closed = True
+
+        exporter = Recording()
+        served = asyncio.Event()
+
+        async def main() -> None:
+            app = web.Application()
+            setup(app, ft.Tracker(exporters=[exporter]))
+            app.router.add_get("/orders/{id}", hello)
+            async with serve(app) as url:
+                await fetch(url + "/orders/1")
+                served.set()
+                await asyncio.sleep(30)
+
+        task = asyncio.create_task(main())
+        await served.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(exporter.traces) == 1
+        assert exporter.closed
+
     async def test_setup_with_a_running_tracker_only_flushes(self, tracker, memory):
         """A tracker that was already running is flushed at cleanup, not closed."""
         app = web.Application()
