@@ -25,7 +25,7 @@ Example:
     >>> from aiohttp import web
     >>> from flowtracker.aiohttp import setup
     >>> app = web.Application()
-    >>> setup(app, excluded_paths=["/health"], trace_id_header="X-Trace-Id")
+    >>> tracker = setup(app, excluded_paths=["/health"], trace_id_header="X-Trace-Id")
 """
 
 from __future__ import annotations
