@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _clock
 from ._trace import TraceState
+from ._tracker import _context_tracker, resolve_tracker
 
 if TYPE_CHECKING:
     from ._tracker import Tracker
@@ -51,6 +52,7 @@ _T = TypeVar("_T")
 
 _current: ContextVar[Span | None] = ContextVar("flowtracker.current_span", default=None)
 _get_current = _current.get
+_get_context_tracker = _context_tracker.get
 
 # Hot-path copies of the clock and id source (a global lookup beats a module
 # attribute lookup); refreshed when ``flowtracker.testing`` swaps them.
@@ -88,18 +90,14 @@ class Span:
         'ok'
     """
 
-    # Slots set on every span are few on purpose: each write costs on the hot
-    # path. The rest (status, error, kind, events, dropped tags) stay unset
-    # until something sets them, and are read with defaults.
+    # Few slots, and few writes per span: every write costs on the hot path.
+    # What most spans never have (a non-ok status, an error, a kind, events,
+    # dropped tags) lives in ``_extra``, a dict made on first use.
     __slots__ = (
-        "_dropped",
-        "_error",
-        "_events",
-        "_kind",
+        "_extra",
         "_parent",
         "_recording",
         "_state",
-        "_status",
         "_tags",
         "_token",
         "end_ns",
@@ -112,62 +110,45 @@ class Span:
     start_ns: int
     _parent: Span | None
     _recording: bool
-    _events: list[tuple[str, int, dict[str, Any]]]
+    _token: contextvars.Token[Span | None] | None
 
     def __init__(self, name: str, tags: dict[str, Any] | None = None) -> None:
         self.name = name
         self._tags: dict[Any, Any] = {} if tags is None else tags
         self._state: TraceState | None = None
         self.end_ns: int | None = None
+        self._extra: dict[str, Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------
-
-    def _start(self, parent: Span | None) -> None:
-        """Starts the span as a child of ``parent`` (a root when None), not current."""
-        if parent is None:
-            _start_root(self, None, None, None, None, None)
-            return
-        state = self._state = parent._state
-        assert state is not None
-        self._parent = parent
-        self.span_id = _bits(64) or 1
-        if parent._recording:
-            spans = state.spans
-            if len(spans) < state.tracker.max_spans_per_trace:
-                if not spans:  # first span since the last emission: a late one
-                    state.reopen()
-                spans.append(self)
-                self._recording = True
-            else:
-                state.dropped_spans += 1
-                state.tracker._spans_dropped += 1
-                self._recording = False
-        else:
-            self._recording = False
-        self.start_ns = _now()
-
-    def _end(self, status: str, error: BaseException | None) -> None:
-        if self.end_ns is not None or self._state is None:
-            return
-        self.end_ns = _now()
-        if status is not STATUS_OK:
-            self._status = status
-            if error is not None:
-                self._error = error
-        if self._recording:
-            state = self._state
-            ended = next(state.ended)
-            if ended == len(state.spans):
-                state.ended_seen = ended
-                state.tracker._maybe_complete(state)
-
-    def finish(self) -> None:
-        """Ends the span with status ``ok``; a second call does nothing."""
-        self._end(STATUS_OK, None)
+    #
+    # __enter__ and __exit__ carry the common path inline (a child starts, a
+    # block ends without an exception): a Python call costs 40-80 ns here, a
+    # noticeable share of a span. The rarer paths go through _end/_end_with.
 
     def __enter__(self) -> Span:
         if self._state is None:
-            self._start(_get_current())
+            parent = _get_current()
+            if parent is None:
+                _start_root(self, None, None, None, None, None)
+            else:
+                state = self._state = parent._state
+                assert state is not None
+                self._parent = parent
+                self.span_id = _bits(64) or 1
+                if parent._recording:
+                    spans = state.spans
+                    if len(spans) < state.tracker.max_spans_per_trace:
+                        if not spans:  # first span since the last emission: a late one
+                            state.reopen()
+                        spans.append(self)
+                        self._recording = True
+                    else:
+                        state.dropped_spans += 1
+                        state.tracker._spans_dropped += 1
+                        self._recording = False
+                else:
+                    self._recording = False
+                self.start_ns = _now()
         self._token = _current.set(self)
         return self
 
@@ -178,16 +159,26 @@ class Span:
         tb: TracebackType | None,
     ) -> None:
         try:
-            _current.reset(self._token)
-        except (ValueError, RuntimeError, AttributeError):
+            _current.reset(self._token)  # type: ignore[arg-type]
+        except (ValueError, RuntimeError, TypeError, AttributeError):
             # Exited in another context than entered (e.g. another task), or
             # twice: restore the parent only where this span is still current.
             if _current.get() is self:
                 _current.set(self._parent)
-        if exc is None:
-            self._end(STATUS_OK, None)
-        else:
+        # Dropping the token now frees it (and its reference to the previous
+        # span) while it is young: fewer objects survive into older GC generations.
+        self._token = None
+        if exc is not None:
             self._end_with(exc)
+        elif self.end_ns is None and self._state is not None:
+            # The body of _close(), inlined: this is every span's way out.
+            self.end_ns = _now()
+            if self._recording:
+                state = self._state
+                ended = next(state.ended)
+                if ended == len(state.spans):
+                    state.ended_seen = ended
+                    state.tracker._maybe_complete(state)
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
@@ -200,6 +191,33 @@ class Span:
     ) -> None:
         self.__exit__(exc_type, exc, tb)
 
+    def _start(self) -> None:
+        """Starts the span (child of the current one) without making it current."""
+        self.__enter__()
+        _current.reset(self._token)  # type: ignore[arg-type]
+        self._token = None
+
+    def _end(self, status: str, error: BaseException | None) -> None:
+        if self.end_ns is not None or self._state is None:
+            return
+        if status is not STATUS_OK:
+            extra = self._extras()
+            extra["status"] = status
+            if error is not None:
+                extra["error"] = error
+        self._close()
+
+    def _close(self) -> None:
+        """Ends the span; the trace may be complete if this was its last open span."""
+        self.end_ns = _now()
+        if self._recording:
+            state = self._state
+            assert state is not None
+            ended = next(state.ended)
+            if ended == len(state.spans):
+                state.ended_seen = ended
+                state.tracker._maybe_complete(state)
+
     def _end_with(self, exc: BaseException) -> None:
         # asyncio is looked up, not imported: no asyncio, no CancelledError,
         # and sync programs need not pay for importing it.
@@ -210,6 +228,16 @@ class Span:
             self._end(STATUS_OK, None)
         else:
             self._end(STATUS_ERROR, exc)
+
+    def finish(self) -> None:
+        """Ends the span with status ``ok``; a second call does nothing."""
+        self._end(STATUS_OK, None)
+
+    def _extras(self) -> dict[str, Any]:
+        extra = self._extra
+        if extra is None:
+            extra = self._extra = {}
+        return extra
 
     # -- data --------------------------------------------------------------
 
@@ -227,7 +255,8 @@ class Span:
         if self.end_ns is not None or not self._recording:
             return
         if len(tags) >= state.tracker.max_tags_per_span and key not in tags:
-            self._dropped = getattr(self, "_dropped", 0) + 1
+            extra = self._extras()
+            extra["dropped_tags"] = extra.get("dropped_tags", 0) + 1
             state.tracker._tags_dropped += 1
             return
         tags[key] = value
@@ -237,9 +266,7 @@ class Span:
         state = self._state
         if self.end_ns is not None or (state is not None and not self._recording):
             return
-        events: list[tuple[str, int, dict[str, Any]]] | None = getattr(self, "_events", None)
-        if events is None:
-            events = self._events = []
+        events: list[tuple[str, int, dict[str, Any]]] = self._extras().setdefault("events", [])
         if state is not None and len(events) >= state.tracker.max_events_per_span:
             state.tracker._events_dropped += 1
             return
@@ -248,21 +275,24 @@ class Span:
     @property
     def status(self) -> str:
         """``ok``, ``error`` or ``cancelled`` (``ok`` while the span is open)."""
-        return getattr(self, "_status", STATUS_OK)
+        extra = self._extra
+        return STATUS_OK if extra is None else extra.get("status", STATUS_OK)
 
     @property
     def error(self) -> BaseException | None:
         """The exception that ended the span with status ``error``, else ``None``."""
-        return getattr(self, "_error", None)
+        extra = self._extra
+        return None if extra is None else extra.get("error")
 
     @property
     def kind(self) -> str:
         """``internal`` (default), ``server`` for request roots, ``client`` for outgoing calls."""
-        return getattr(self, "_kind", "internal")
+        extra = self._extra
+        return "internal" if extra is None else extra.get("kind", "internal")
 
     @kind.setter
     def kind(self, value: str) -> None:
-        self._kind = value
+        self._extras()["kind"] = value
 
     @property
     def parent_id(self) -> int | None:
@@ -276,7 +306,8 @@ class Span:
     @property
     def dropped_tags(self) -> int:
         """Tags not kept because of ``max_tags_per_span``."""
-        return getattr(self, "_dropped", 0)
+        extra = self._extra
+        return 0 if extra is None else extra.get("dropped_tags", 0)
 
     @property
     def tags(self) -> dict[Any, Any]:
@@ -286,7 +317,8 @@ class Span:
     @property
     def events(self) -> list[tuple[str, int, dict[str, Any]]]:
         """The span's events as ``(name, monotonic_ns, attributes)`` tuples."""
-        return getattr(self, "_events", None) or []
+        extra = self._extra
+        return [] if extra is None else extra.get("events", [])
 
     @property
     def trace_id(self) -> str | None:
@@ -325,7 +357,9 @@ def _start_root(
 ) -> None:
     """Starts ``root`` as the first span of a new trace (or a remote continuation)."""
     if tracker is None:
-        tracker = _resolve_tracker()
+        tracker = _get_context_tracker()  # resolve_tracker()'s first case, inlined
+        if tracker is None or tracker._closed:
+            tracker = resolve_tracker()
     now = _now()
     if trace_id is None:
         trace_id = _bits(128) or 1
@@ -374,7 +408,7 @@ def start_span(name: str, /, **tags: Any) -> Span:
         >>> s.finish()
     """
     new = Span(name, tags)
-    new._start(_get_current())
+    new._start()
     return new
 
 
@@ -397,7 +431,7 @@ def start_root_span(
     """
     root = Span(name, tags)
     if kind != "internal":
-        root._kind = kind
+        root._extra = {"kind": kind}
     _start_root(root, tracker, trace_id, parent_id, sampled, tracestate)
     return root
 
@@ -469,15 +503,6 @@ def bind(fn: Callable[..., _T]) -> Callable[..., _T]:
     return bound
 
 
-def _resolve_tracker() -> Tracker:
-    # Replaced by the real resolver on first call (the modules import each other).
-    global _resolve_tracker
-    from ._tracker import resolve_tracker
-
-    _resolve_tracker = resolve_tracker
-    return resolve_tracker()
-
-
 def _silent_span() -> None:
     """Makes the current context's span a non-recording one (exporter tasks)."""
     state = TraceState.__new__(TraceState)
@@ -494,7 +519,5 @@ def _silent_span() -> None:
 
 
 def _tracker_binding() -> tuple[ContextVar[Any], Any] | None:
-    from ._tracker import _context_tracker
-
     bound = _context_tracker.get()
     return None if bound is None else (_context_tracker, bound)

@@ -32,6 +32,9 @@ import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._policy import DEFAULT_POLICY
+from ._wire import encode, trace_to_dict
+
 if TYPE_CHECKING:
     from ._policy import ExportPolicy
     from ._span import Span
@@ -147,17 +150,12 @@ class Trace:
     def to_dict(self) -> dict[str, Any]:
         """The trace in the wire format of ``design.md`` (built once, then cached)."""
         if self._dict is None:
-            from ._policy import DEFAULT_POLICY
-            from ._wire import trace_to_dict
-
             self._dict = trace_to_dict(self, self._policy or DEFAULT_POLICY)
         return self._dict
 
     def to_json(self) -> bytes:
         """The trace as compact JSON bytes (encoded once, then cached)."""
         if self._json is None:
-            from ._wire import encode
-
             self._json = encode(self.to_dict())
         return self._json
 

@@ -24,7 +24,7 @@ import inspect
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._span import Span, _current, _get_current
+from ._span import Span, _current
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -101,7 +101,7 @@ def _wrap(fn: Callable[..., Any], name: str | None, tags: dict[str, Any]) -> Any
 
 
 def _traced_gen(gen: Generator[Any, Any, Any], span: Span) -> Generator[Any, Any, Any]:
-    span._start(_get_current())
+    span._start()
     sent: Any = None
     thrown: BaseException | None = None
     try:
@@ -133,7 +133,7 @@ def _traced_gen(gen: Generator[Any, Any, Any], span: Span) -> Generator[Any, Any
 
 
 async def _traced_agen(agen: AsyncGenerator[Any, Any], span: Span) -> AsyncGenerator[Any, Any]:
-    span._start(_get_current())
+    span._start()
     sent: Any = None
     thrown: BaseException | None = None
     try:

@@ -71,7 +71,8 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
     """The JSON-ready dict of one span (``now`` stands in for a missing end)."""
     start = span.start_ns
     end = span.end_ns
-    status = getattr(span, "_status", "ok")
+    extra = span._extra
+    status = "ok" if extra is None else extra.get("status", "ok")
     if end is None:
         end = max(now, start)
         status = "unfinished"
@@ -87,19 +88,23 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
     out["end_time"] = _clock.format_rfc3339(anchor + end)
     out["duration_ms"] = (end - start) / 1e6
     out["status"] = status
-    kind = getattr(span, "_kind", None)
+    tags = span._tags
+    if extra is None:  # the common span: no kind, error, events or dropped tags
+        if tags:
+            out["tags"] = safe_tags(tags, policy)
+        return out
+    kind = extra.get("kind")
     if kind is not None and kind != "internal":
         out["kind"] = kind
-    tags = span._tags
     if tags:
         out["tags"] = safe_tags(tags, policy)
-    dropped = getattr(span, "_dropped", 0)
+    dropped = extra.get("dropped_tags")
     if dropped:
         out["dropped_tags"] = dropped
-    error = getattr(span, "_error", None)
+    error = extra.get("error")
     if error is not None:
         out["error"] = {"type": _type_name(error), "message": safe_str(error, policy)}
-    events = getattr(span, "_events", None)
+    events = extra.get("events")
     if events:
         out["events"] = [
             _event_to_dict(name, anchor + at, attributes, policy) for name, at, attributes in events
@@ -120,10 +125,11 @@ def safe_tags(tags: Mapping[Any, Any], policy: ExportPolicy = DEFAULT_POLICY) ->
     """Tags with string keys, secrets redacted, and values that always encode."""
     out: dict[str, Any] = {}
     redact = policy.redact_keys
+    known = policy._cache
     for key, value in tags.items():
         if type(key) is not str:
             key = safe_str(key, policy)
-        if redact and policy.is_secret(key):
+        if redact and (known.get(key) or (key not in known and policy.is_secret(key))):
             out[key] = REDACTED
             policy.redacted += 1
         elif type(value) is str:
