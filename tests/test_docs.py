@@ -14,9 +14,8 @@ TEST_ID = re.compile(r"`(tests/test_\w+\.py(?:::\w+(?:::\w+)?)?)`")
 class TestNamedProofs:
     def test_every_named_test_exists(self):
         """Each `tests/...::Class::test` cited in README.md or SECURITY.md is collected by pytest."""
-        ids = sorted(
-            {match for doc in ("README.md", "SECURITY.md") for match in TEST_ID.findall((ROOT / doc).read_text())}
-        )
+        texts = [(ROOT / doc).read_text() for doc in ("README.md", "SECURITY.md")]
+        ids = sorted({match for text in texts for match in TEST_ID.findall(text)})
         assert len(ids) >= 15, ids
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *ids],
