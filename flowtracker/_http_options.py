@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._policy import REDACTED
 from ._span import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, _current, _silent_span
-from .propagation import TRACERESPONSE, Headers, continue_trace, traceresponse
+from .propagation import TRACERESPONSE, Headers, TraceContext, start_from_context, traceresponse
 
 if TYPE_CHECKING:
     from ._tracker import Tracker
@@ -106,7 +106,8 @@ class HttpOptions:
         """True when ``path`` must not be traced."""
         if path in self.excluded_exact:
             return True
-        return any(pattern.fullmatch(path) for pattern in self.excluded_patterns)
+        patterns = self.excluded_patterns
+        return bool(patterns) and any(pattern.fullmatch(path) for pattern in patterns)
 
 
 def build_options(
@@ -201,15 +202,17 @@ def start_request_span(
     method: str,
     path: str,
     route: str | None,
+    context: TraceContext | None,
     headers: Headers,
     request: Any,
 ) -> Span:
-    """Starts a request's root span (kind ``server``), continuing an incoming ``traceparent``."""
+    """Starts a request's root span (kind ``server``), continuing the incoming ``context``."""
     tags: dict[str, Any] = {"http.method": method}
     if route is not None:
         tags["http.route"] = route
     tags["http.target"] = path
-    tags.update(header_tags(options, headers))
+    if options.record_headers:
+        tags.update(header_tags(options, headers))
     if options.request_tags is not None:
         try:
             extra = options.request_tags(request)
@@ -218,7 +221,7 @@ def start_request_span(
         except Exception:
             logger.exception("request_tags callback raised; its tags are left out")
     name = root_name(options, method, route, request)
-    return continue_trace(name, headers, tags=tags, tracker=tracker, kind="server")
+    return start_from_context(name, context, tags=tags, tracker=tracker, kind="server")
 
 
 def set_route(options: HttpOptions, root: Span, method: str, route: str | None, request: Any) -> None:

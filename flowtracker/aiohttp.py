@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -50,7 +49,7 @@ from ._http_options import (
 )
 from ._span import STATUS_CANCELLED, STATUS_ERROR, Span, _current, current_span, start_span
 from ._tracker import Tracker
-from .propagation import inject
+from .propagation import TRACEPARENT, TRACESTATE, context_from, inject
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
@@ -73,7 +72,7 @@ _EXCHANGE_KEY: Any = web.RequestKey("flowtracker.exchange", object) if hasattr(w
 class _Exchange:
     """One traced request: its root span and what the middleware saw."""
 
-    __slots__ = ("cancelled", "ended", "error", "options", "root", "status")
+    __slots__ = ("cancelled", "ended", "error", "headers_added", "options", "root", "status")
 
     def __init__(self, root: Span, options: HttpOptions) -> None:
         self.root = root
@@ -82,12 +81,14 @@ class _Exchange:
         self.error: BaseException | None = None
         self.cancelled = False
         self.ended = False
+        self.headers_added = False
 
     def add_headers(self, response: web.StreamResponse, *, preparing: bool = False) -> None:
         # During on_response_prepare the response counts as prepared already,
         # but its headers are not written yet.
-        if response.prepared and not preparing:
+        if self.headers_added or (response.prepared and not preparing):
             return
+        self.headers_added = True
         for name, value in response_headers(self.options, self.root):
             response.headers[name] = value
 
@@ -143,24 +144,31 @@ def middleware(tracker: Tracker | None = None, **options: Unpack[HttpOptionsDict
         >>> from flowtracker.aiohttp import middleware
         >>> app = web.Application(middlewares=[middleware()])
     """
-    opts = build_options(**options)
+    return _middleware(tracker, build_options(**options), headers_at_prepare=False)
+
+
+def _middleware(tracker: Tracker | None, opts: HttpOptions, *, headers_at_prepare: bool) -> Middleware:
+    """The middleware; with ``headers_at_prepare`` the trace headers come from setup()'s signal."""
 
     @web.middleware
     async def flowtracker_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if opts.excluded(request.path):
             with untraced():
                 return await handler(request)
+        headers = request.headers
         root = start_request_span(
             opts,
             tracker,
             method=request.method,
             path=request.path,
             route=_route_template(request),
-            headers=request.headers,
+            context=context_from(headers.getall(TRACEPARENT, ()), headers.getall(TRACESTATE, ())),
+            headers=headers,
             request=request,
         )
         exchange = _Exchange(root, opts)
-        request[_EXCHANGE_KEY] = exchange
+        if headers_at_prepare:
+            request[_EXCHANGE_KEY] = exchange
         task = asyncio.current_task()
         # aiohttp sends the returned response in this task after we return;
         # when the handler runs in the connection's own task, end here instead.
@@ -175,7 +183,8 @@ def middleware(tracker: Tracker | None = None, **options: Unpack[HttpOptionsDict
             exchange.status = exc.status
             if exc.status >= 500:
                 exchange.error = exc
-            exchange.add_headers(exc)
+            if not headers_at_prepare:
+                exchange.add_headers(exc)
             raise
         except (asyncio.CancelledError, ConnectionResetError):
             exchange.cancelled = True  # the client went away mid-request
@@ -186,11 +195,14 @@ def middleware(tracker: Tracker | None = None, **options: Unpack[HttpOptionsDict
             raise
         else:
             exchange.status = response.status
-            exchange.add_headers(response)
+            if not headers_at_prepare:
+                exchange.add_headers(response)
             return response
         finally:
-            with contextlib.suppress(ValueError):  # reset from another context: leave it
+            try:  # noqa: SIM105 - per request: contextlib.suppress() costs an object and two calls
                 _current.reset(token)
+            except ValueError:  # reset from another context: leave it
+                pass
             if not deferred:
                 exchange.end()
 
@@ -231,8 +243,12 @@ def setup(
         >>> tracker = setup(app, ft.Tracker(exporters=[ft.MemoryExporter()], service="orders"))
     """
     used = tracker if tracker is not None else Tracker()
-    app.middlewares.insert(0, middleware(used, **options))
-    app.on_response_prepare.append(_on_response_prepare)
+    opts = build_options(**options)
+    # The signal costs every response a coroutine call: only when there are headers to send.
+    at_prepare = opts.traceresponse or bool(opts.trace_id_header)
+    app.middlewares.insert(0, _middleware(used, opts, headers_at_prepare=at_prepare))
+    if at_prepare:
+        app.on_response_prepare.append(_on_response_prepare)
     app[TRACKER_KEY] = used
     started_here: list[bool] = []
 

@@ -56,6 +56,7 @@ from ._http_options import (
 )
 from ._span import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, _current
 from ._tracker import Tracker
+from .propagation import TraceContext, context_from
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -186,13 +187,15 @@ class FlowTrackerMiddleware:
     # -- requests -----------------------------------------------------------------
 
     def _start(self, scope: Scope, method: str) -> Span:
+        headers = scope.get("headers") or ()
         return start_request_span(
             self.options,
             self._request_tracker(),
             method=method,
             path=scope.get("path", ""),
             route=None,  # known once the app has routed the request
-            headers=scope.get("headers") or (),
+            context=_trace_context(headers),
+            headers=headers,
             request=scope,
         )
 
@@ -349,6 +352,21 @@ class _HttpExchange:
             status = 500  # the server answers 500 for an app that raised before responding
         cancelled = self.cancelled or (self.disconnected and error is None)
         end_request_span(self.root, status, error, cancelled)
+
+
+def _trace_context(headers: Any) -> TraceContext | None:
+    """The incoming context from ASGI's ``[(name, value), ...]`` byte pairs (names lowercase)."""
+    parents: list[str] = []
+    states: list[str] = []
+    for name, value in headers:
+        if name == b"traceparent":
+            parents.append(value.decode("latin-1"))
+        elif name == b"tracestate":
+            states.append(value.decode("latin-1"))
+        elif name[:1] in (b"T", b"t") and name.lower() in (b"traceparent", b"tracestate"):
+            # ASGI servers lowercase names; this covers one that does not.
+            (parents if name.lower() == b"traceparent" else states).append(value.decode("latin-1"))
+    return context_from(parents, states) if parents else None
 
 
 def _with_headers(headers: Any, options: HttpOptions, root: Span) -> list[Any]:

@@ -33,7 +33,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
@@ -49,12 +49,14 @@ __all__ = (
     "TRACERESPONSE",
     "TRACESTATE",
     "TraceContext",
+    "context_from",
     "continue_trace",
     "extract",
     "format_traceparent",
     "inject",
     "parse_traceparent",
     "parse_tracestate",
+    "start_from_context",
     "traceresponse",
 )
 
@@ -213,18 +215,30 @@ def extract(headers: Headers) -> TraceContext | None:
         'congo=t61rcWkgMzE'
     """
     found = _header_values(headers, (TRACEPARENT, TRACESTATE))
-    parents = found[TRACEPARENT]
-    if len(parents) != 1:  # missing, or duplicated: ambiguous, so a new trace
+    return context_from(found[TRACEPARENT], found[TRACESTATE])
+
+
+def context_from(traceparents: Sequence[str], tracestates: Sequence[str] = ()) -> TraceContext | None:
+    """The trace context from every ``traceparent`` and ``tracestate`` value received.
+
+    For integrations that look headers up themselves (aiohttp's
+    ``request.headers.getall``): more than one ``traceparent`` is ambiguous
+    and starts a new trace.
+
+    Example:
+        >>> parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        >>> context_from([parent], ["a=1", "b=2"]).tracestate
+        'a=1,b=2'
+    """
+    if len(traceparents) != 1:  # missing, or duplicated: ambiguous, so a new trace
         return None
-    context = parse_traceparent(parents[0])
-    if context is None:
-        return None
-    states = found[TRACESTATE]
-    if states:
-        state = parse_tracestate(states)
-        if state is not None:
-            return TraceContext(context.trace_id, context.parent_id, context.flags, state)
-    return context
+    context = parse_traceparent(traceparents[0])
+    if context is None or not tracestates:
+        return context
+    state = parse_tracestate(tracestates)
+    if state is None:
+        return context
+    return TraceContext(context.trace_id, context.parent_id, context.flags, state)
 
 
 def format_traceparent(trace_id: int, span_id: int, flags: int = FLAG_SAMPLED) -> str:
@@ -316,11 +330,22 @@ def continue_trace(
         ...     root.trace_id, f"{root.parent_id:016x}"
         ('4bf92f3577b34da6a3ce929d0e0e4736', '00f067aa0ba902b7')
     """
-    context = extract(headers)
+    return start_from_context(name, extract(headers), tags=tags, tracker=tracker, kind=kind)
+
+
+def start_from_context(
+    name: str,
+    context: TraceContext | None,
+    *,
+    tags: dict[str, Any] | None = None,
+    tracker: Tracker | None = None,
+    kind: str = "server",
+) -> Span:
+    """Starts a root span continuing ``context`` (a new trace when ``None``); see :func:`continue_trace`."""
     if context is None:
         return start_root_span(name, tags, tracker=tracker, kind=kind)
     carried: str | None = context.tracestate
-    if context.random:
+    if context.flags & FLAG_RANDOM:
         carried = _CarriedState(context.tracestate or "")
     return start_root_span(
         name,
@@ -328,7 +353,7 @@ def continue_trace(
         tracker=tracker,
         trace_id=context.trace_id,
         parent_id=context.parent_id,
-        sampled=context.sampled,
+        sampled=bool(context.flags & FLAG_SAMPLED),
         tracestate=carried,
         kind=kind,
     )
