@@ -656,7 +656,7 @@ class TestClientTraceConfig:
         app = web.Application()
         for path, handler in (("/echo", echo), ("/fail", fail), ("/slow", slow), ("/moved", moved)):
             app.router.add_get(path, handler)
-        async with serve(app) as url:
+        async with serve(app, handler_cancellation=True) as url:  # /slow stops when the client leaves
             yield url
 
     async def test_child_span_and_traceparent_naming_it(self, tracker, memory, peer):
