@@ -34,6 +34,10 @@ from .exporters import LoggingExporter as LoggingExporter
 from .exporters import MemoryExporter as MemoryExporter
 from .exporters import exporter_from_url as exporter_from_url
 from .exporters import load_exporter as load_exporter
+from .log_correlation import TraceContextFilter as TraceContextFilter
+from .propagation import continue_trace as continue_trace
+from .propagation import extract as extract
+from .propagation import inject as inject
 
 _LAZY_EXPORTERS = frozenset(
     {
@@ -79,6 +83,7 @@ __all__ = (
     "SankeyExporter",
     "Span",
     "Trace",
+    "TraceContextFilter",
     "Tracker",
     "TrackerStats",
     "WebhookExporter",
@@ -86,10 +91,13 @@ __all__ = (
     "add_event",
     "add_tag",
     "bind",
+    "continue_trace",
     "current_span",
     "current_trace_id",
     "default_tracker",
     "exporter_from_url",
+    "extract",
+    "inject",
     "keep_errors_and_slow",
     "load_exporter",
     "span",

@@ -58,6 +58,8 @@ class TraceState:
     remote_parent_id: int | None = None
     #: The incoming ``tracestate`` header, passed on to outgoing calls.
     tracestate: str | None = None
+    #: The caller's W3C Level 2 ``random`` trace flag, passed on to outgoing calls.
+    random_flag = False
     #: The end count at the last completion trigger (see ``Tracker._complete_pending``).
     ended_seen = -1
 

@@ -274,14 +274,11 @@ class Tracker:
             lane.close()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                cancelling = getattr(current, "cancelling", None)  # Python 3.11+
-                if cancelling is not None and cancelling():
-                    raise
+        # wait() does not re-raise the lane tasks' own CancelledError, so only a
+        # cancellation of *this* task stops aclose(): one already being
+        # cancelled (a `finally:` after Ctrl-C) still closes the exporters.
+        if self._tasks:
+            await asyncio.wait(self._tasks)
         self._tasks.clear()
         await self._close_exporters(timeout)
         self._loop = None

@@ -352,6 +352,35 @@ class TestPipeline:
         finally:
             tracker.close_thread()
 
+    async def test_aclose_in_a_task_being_cancelled_still_closes_exporters(self):
+        """aclose() in the `finally:` of a cancelled task flushes and closes the exporters."""
+        closed = []
+
+        class Closing(ft.MemoryExporter):
+            async def aclose(self) -> None:
+                closed.append(True)
+
+        exporter = Closing()
+        tracker = ft.Tracker(exporters=[exporter])
+
+        async def app() -> None:
+            await tracker.start()
+            try:
+                with ft.start_root_span("request", tracker=tracker):
+                    pass
+                await asyncio.sleep(10)
+            finally:
+                await tracker.aclose()
+
+        task = asyncio.create_task(app())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert closed == [True]
+        assert len(exporter.traces) == 1
+        assert not tracker.running
+
     async def test_traces_after_close_are_counted_dropped(self, memory):
         """A trace completing on a closed tracker is counted as dropped, never silently lost."""
         tracker = ft.Tracker(exporters=[memory])
