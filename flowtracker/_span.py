@@ -146,9 +146,10 @@ class Span:
                         state.dropped_spans += 1
                         state.tracker._spans_dropped += 1
                         self._recording = False
-                else:
+                    self.start_ns = _now()
+                else:  # unsampled: ids and context only, no clock
                     self._recording = False
-                self.start_ns = _now()
+                    self.start_ns = 0
         self._token = _current.set(self)
         return self
 
@@ -172,13 +173,15 @@ class Span:
             self._end_with(exc)
         elif self.end_ns is None and self._state is not None:
             # The body of _close(), inlined: this is every span's way out.
-            self.end_ns = _now()
             if self._recording:
+                self.end_ns = _now()
                 state = self._state
                 ended = next(state.ended)
                 if ended == len(state.spans):
                     state.ended_seen = ended
                     state.tracker._maybe_complete(state)
+            else:
+                self.end_ns = self.start_ns  # not recorded: no clock read
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
@@ -209,14 +212,16 @@ class Span:
 
     def _close(self) -> None:
         """Ends the span; the trace may be complete if this was its last open span."""
+        if not self._recording:
+            self.end_ns = self.start_ns  # unsampled (no clock) or over a limit
+            return
         self.end_ns = _now()
-        if self._recording:
-            state = self._state
-            assert state is not None
-            ended = next(state.ended)
-            if ended == len(state.spans):
-                state.ended_seen = ended
-                state.tracker._maybe_complete(state)
+        state = self._state
+        assert state is not None
+        ended = next(state.ended)
+        if ended == len(state.spans):
+            state.ended_seen = ended
+            state.tracker._maybe_complete(state)
 
     def _end_with(self, exc: BaseException) -> None:
         # asyncio is looked up, not imported: no asyncio, no CancelledError,
@@ -338,7 +343,8 @@ class Span:
 
     @property
     def duration_ms(self) -> float | None:
-        """Milliseconds from start to end (``None`` while open)."""
+        """Milliseconds from start to end (``None`` while open; 0 for a span that
+        is not recorded, which reads no clock)."""
         if self.end_ns is None:
             return None
         return (self.end_ns - self.start_ns) / 1e6
@@ -360,11 +366,22 @@ def _start_root(
         tracker = _get_context_tracker()  # resolve_tracker()'s first case, inlined
         if tracker is None or tracker._closed:
             tracker = resolve_tracker()
-    now = _now()
     if trace_id is None:
         trace_id = _bits(128) or 1
     recording = tracker._sample_root(trace_id, sampled) if sampled is not None or tracker._sampling else True
-    state = root._state = TraceState(tracker, trace_id, now)
+    if recording:
+        now = _now()
+        state = root._state = TraceState(tracker, trace_id, now)
+        tracker._open_traces.add(state)
+        state.spans.append(root)
+    else:
+        # An unsampled trace keeps only what propagation needs (ids, flags):
+        # no span list, no counter, no clock reads.
+        now = 0
+        state = root._state = TraceState.__new__(TraceState)
+        state.trace_id = trace_id
+        state.tracker = tracker
+        state.sampled = False
     if parent_id is not None:
         state.remote_parent_id = parent_id
     if tracestate is not None:
@@ -372,11 +389,6 @@ def _start_root(
     root._parent = None
     root.span_id = _bits(64) or 1
     root._recording = recording
-    if recording:
-        tracker._open_traces.add(state)
-        state.spans.append(root)
-    else:
-        state.sampled = False
     root.start_ns = now
 
 

@@ -54,6 +54,13 @@ class TestSuites:
         assert "| workload" in output
         assert "ft / floor" in output
 
+    def test_sampling_suite_compares_unsampled_with_the_floor(self, tmp_path: Path) -> None:
+        """The sampling suite measures recorded, unsampled and tail-dropped spans against the floor."""
+        result, output = run_suite(tmp_path, "sampling")
+        assert set(result["samples"]) == {"floor", "flowtracker", "unsampled", "tail-dropped"}
+        assert result["ratios_vs_floor"]["floor"] == 1.0
+        assert "unsampled" in output
+
     def test_pipeline_suite_measures_rates_and_export_costs(self, tmp_path: Path) -> None:
         """The pipeline suite reports traces/s per pipeline and the export-only costs."""
         result, _ = run_suite(tmp_path, "pipeline")
