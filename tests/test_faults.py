@@ -11,17 +11,13 @@ import asyncio
 import contextlib
 import json
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from doubles import StalledExporter, accounted
 
 import flowtracker as ft
-
-
-def accounted(stats: ft.TrackerStats) -> None:
-    for lane in stats.exporters.values():
-        assert lane.exported + lane.failed + lane.dropped + lane.queued == stats.traces_completed
 
 
 def rss_mb() -> float:
@@ -108,24 +104,11 @@ class TestFileSystemFaults:
         accounted(stats)
 
 
-class Stalled:
-    name = "stalled"
-
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-
-    async def export(self, traces: Sequence[ft.Trace]) -> None:
-        await self.release.wait()
-
-    async def aclose(self) -> None:
-        pass
-
-
 class TestOverload:
     @pytest.mark.slow
     async def test_million_traces_into_a_stalled_exporter(self):
         """1,000,000 traces offered to a stalled exporter: memory stays bounded, every trace counted."""
-        stalled = Stalled()
+        stalled = StalledExporter()
         tracker = ft.Tracker(exporters=[stalled], max_queue=8192)
         await tracker.start()
         samples = []
