@@ -139,7 +139,7 @@ class Span:
                     spans = state.spans
                     if len(spans) < state.tracker.max_spans_per_trace:
                         if not spans:  # first span since the last emission: a late one
-                            state.reopen()
+                            spans = state.reopen()
                         spans.append(self)
                         self._recording = True
                     else:

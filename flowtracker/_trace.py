@@ -41,6 +41,11 @@ if TYPE_CHECKING:
     from ._tracker import Tracker
 
 
+#: ``TraceState.spans`` once emitted: empty, so the next span to start knows it
+#: is late and calls ``reopen()`` (new list and count made only if one comes).
+EMITTED: list[Span] = ()  # type: ignore[assignment]
+
+
 class TraceState:
     """One trace under assembly. Internal: users see ``Span`` and ``Trace``.
 
@@ -70,12 +75,17 @@ class TraceState:
         self.ended: Iterator[int] = itertools.count(1)
         self.created_ns = created_ns
 
-    def reopen(self) -> None:
-        """A span starts after the trace was emitted: track it again (for the age limit)."""
+    def reopen(self) -> list[Span]:
+        """A span starts after the trace was emitted: a fresh span list and end
+        count for the follow-up record, tracked again for the age limit."""
         from ._clock import now_ns
 
+        spans: list[Span] = []
+        self.spans = spans
+        self.ended = itertools.count(1)
         self.created_ns = now_ns()
         self.tracker._open_traces.add(self)
+        return spans
 
     def all_ended(self) -> bool:
         """True when every recorded span has ended (newest first: they end last)."""
@@ -86,10 +96,9 @@ class TraceState:
         return bool(spans)
 
     def take(self) -> list[Span]:
-        """Moves the spans out for emission and resets for late (follow-up) spans."""
+        """Moves the spans out for emission; a late span will ``reopen()``."""
         spans = self.spans
-        self.spans = []
-        self.ended = itertools.count(1)
+        self.spans = EMITTED
         return spans
 
 

@@ -35,7 +35,6 @@ import asyncio
 import atexit
 import collections
 import contextvars
-import itertools
 import logging
 import threading
 import time
@@ -51,7 +50,7 @@ from ._executor import PrestartedExecutor
 from ._lane import Lane
 from ._policy import DEFAULT_MAX_STRING, ExportPolicy
 from ._stats import TrackerStats
-from ._trace import Trace, TraceState
+from ._trace import EMITTED, Trace, TraceState
 
 if TYPE_CHECKING:
     from .exporters._base import Exporter
@@ -457,16 +456,20 @@ class Tracker:
             if not fast or state.emitted or state.dropped_spans:
                 self._emit(state, state.take(), 0)
                 continue
-            state.spans = []
-            state.ended = itertools.count(1)
+            state.spans = EMITTED
             state.emitted = True
             open_traces.discard(state)
             record = Trace(state.trace_id, service, spans, policy=policy)
             self._traces_completed += 1
             accepted = True
-            for lane in lanes:
-                if not lane.offer(record):
+            for lane in lanes:  # Lane.offer(), inlined
+                try:
+                    lane._send.send_nowait(record)  # type: ignore[union-attr]
+                except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    lane.dropped += 1
                     accepted = False
+                else:
+                    lane.offered += 1
             if not accepted:
                 self._traces_dropped += 1
 
