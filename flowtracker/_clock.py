@@ -82,6 +82,26 @@ def format_rfc3339(wall_ns: int) -> str:
     return f"{prefix}.{rest // 1000:06d}Z"
 
 
+def format_pair(start_ns: int, end_ns: int) -> tuple[str, str]:
+    """Both ends of a span, formatted as :func:`format_rfc3339` does (one call, one cache).
+
+    Example:
+        >>> format_pair(1_795_168_800_000_000_000, 1_795_168_800_500_000_000)
+        ('2026-11-20T10:00:00.000000Z', '2026-11-20T10:00:00.500000Z')
+    """
+    global _second_cache
+    cached_second, prefix = _second_cache
+    start_s, start_rest = divmod(start_ns, 1_000_000_000)
+    end_s, end_rest = divmod(end_ns, 1_000_000_000)
+    if start_s != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start_s))
+        _second_cache = (start_s, prefix)
+    start_text = f"{prefix}.{start_rest // 1000:06d}Z"
+    if end_s != start_s:
+        return start_text, format_rfc3339(end_ns)
+    return start_text, f"{prefix}.{end_rest // 1000:06d}Z"
+
+
 def parse_rfc3339(text: str) -> int:
     """Parses what :func:`format_rfc3339` writes back into wall-clock nanoseconds.
 

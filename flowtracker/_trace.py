@@ -167,7 +167,12 @@ class Trace:
     def to_json(self) -> bytes:
         """The trace as compact JSON bytes (encoded once, then cached)."""
         if self._json is None:
-            self._json = encode(self.to_dict())
+            if self._dict is not None:
+                self._json = encode(self._dict)
+            else:
+                # The dict is not kept: most exporters want only the bytes, and
+                # every object left alive makes the cyclic GC's passes longer.
+                self._json = encode(trace_to_dict(self, self._policy or DEFAULT_POLICY))
         return self._json
 
     def __repr__(self) -> str:

@@ -76,18 +76,34 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
     if end is None:
         end = max(now, start)
         status = "unfinished"
-    out: dict[str, Any] = {"span_id": f"{span.span_id:016x}"}
-    parent_id = span.parent_id
-    if parent_id is not None:
-        out["parent_id"] = f"{parent_id:016x}"
     name = span.name
-    out["name"] = (
-        name if type(name) is str and 0 < len(name) <= policy.max_string else safe_name(name, policy)
-    )
-    out["start_time"] = _clock.format_rfc3339(anchor + start)
-    out["end_time"] = _clock.format_rfc3339(anchor + end)
-    out["duration_ms"] = (end - start) / 1e6
-    out["status"] = status
+    if type(name) is not str or not 0 < len(name) <= policy.max_string:
+        name = safe_name(name, policy)
+    start_time, end_time = _clock.format_pair(anchor + start, anchor + end)
+    # One dict literal per shape (key order is the output's): cheaper than
+    # building it key by key, and export runs once per span.
+    parent = span._parent
+    parent_id = parent.span_id if parent is not None else span._state.remote_parent_id  # type: ignore[union-attr]
+    out: dict[str, Any]
+    if parent_id is None:
+        out = {
+            "span_id": f"{span.span_id:016x}",
+            "name": name,
+            "start_time": start_time,
+            "end_time": end_time,
+            "duration_ms": (end - start) / 1e6,
+            "status": status,
+        }
+    else:
+        out = {
+            "span_id": f"{span.span_id:016x}",
+            "parent_id": f"{parent_id:016x}",
+            "name": name,
+            "start_time": start_time,
+            "end_time": end_time,
+            "duration_ms": (end - start) / 1e6,
+            "status": status,
+        }
     tags = span._tags
     if extra is None:  # the common span: no kind, error, events or dropped tags
         if tags:
