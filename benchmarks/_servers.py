@@ -34,7 +34,9 @@ from typing import Any
 
 from ._sinks import DropExporter, otel_provider, zipkin_tracer
 
-AIOHTTP_VARIANTS = ("untraced", "floor", "flowtracker", "ft-core", "otel", "aiozipkin", "floor-cyclic")
+AIOHTTP_VARIANTS = (
+    "untraced", "floor", "flowtracker", "ft-middleware", "ft-core", "otel", "aiozipkin", "floor-cyclic"
+)
 ASGI_VARIANTS = ("untraced", "floor", "flowtracker", "ft-core")
 
 Scope = MutableMapping[str, Any]
@@ -91,7 +93,7 @@ def aiohttp_app(variant: str) -> Any:
         app.on_startup.append(start_floor)
         app.on_cleanup.append(stop_floor)
 
-    elif variant in ("flowtracker", "ft-core"):
+    elif variant in ("flowtracker", "ft-middleware", "ft-core"):
         import flowtracker as ft
 
         tracker = ft.Tracker(exporters=[DropExporter()], service="bench")
@@ -115,6 +117,10 @@ def aiohttp_app(variant: str) -> Any:
                 return response
 
             middlewares = [core_middleware]
+        elif variant == "ft-middleware":
+            from flowtracker.aiohttp import middleware
+
+            middlewares = [middleware(tracker)]  # the bare middleware, default options
 
         async def handler(request: web.Request) -> web.Response:
             async with ft_span("load_user", user_id=42):

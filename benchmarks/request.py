@@ -5,9 +5,10 @@ in the handler, exporters that drop. Each variant runs in its own server
 process pinned to one CPU, with wrk (1 thread, 50 connections) pinned to the
 other; variants are interleaved over the repetitions and restarted for each.
 
-aiohttp: untraced, the floor tracer's middleware, ``flowtracker.aiohttp``'s
-middleware, ``ft-core`` (a 10-line middleware on ``ft.start_root_span``: the
-core's cost without the integration's), OpenTelemetry's aiohttp-server
+aiohttp: untraced, the floor tracer's middleware, ``flowtracker.aiohttp.setup``,
+the bare ``flowtracker.aiohttp.middleware()`` (``ft-middleware``), ``ft-core``
+(a 10-line middleware on ``ft.start_root_span``: the core's cost without the
+integration's), OpenTelemetry's aiohttp-server
 instrumentation, aiozipkin. ASGI under uvicorn (h11, asyncio loop): untraced,
 floor, ``flowtracker.asgi.FlowTrackerMiddleware``, ``ft-core``.
 
@@ -31,6 +32,7 @@ from ._servers import AIOHTTP_VARIANTS, ASGI_VARIANTS
 CONNECTIONS = 50
 NEEDS = {
     "flowtracker": {"aiohttp": "flowtracker.aiohttp", "asgi": "flowtracker.asgi"},
+    "ft-middleware": {"aiohttp": "flowtracker.aiohttp"},
     "otel": {"aiohttp": "opentelemetry.instrumentation.aiohttp_server"},
     "aiozipkin": {"aiohttp": "aiozipkin"},
     "ft-core": {"asgi": "uvicorn"},
