@@ -47,8 +47,8 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._policy import REDACTED
-from ._span import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, _current, _silent_span
-from .propagation import TRACERESPONSE, Headers, TraceContext, start_from_context, traceresponse
+from ._span import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, _current, _silent_span, start_root_span
+from .propagation import FLAG_RANDOM, FLAG_SAMPLED, TRACERESPONSE, Headers, TraceContext, start_from_context
 
 if TYPE_CHECKING:
     from ._tracker import Tracker
@@ -101,6 +101,21 @@ class HttpOptions:
     trace_id_header: str | None
     traceresponse: bool
     unmatched_route: str
+
+    @property
+    def excludes_any(self) -> bool:
+        """True when some path is excluded (else the middlewares skip the check)."""
+        return bool(self.excluded_exact or self.excluded_patterns)
+
+    @property
+    def extra_tags(self) -> bool:
+        """True when requests get tags beyond the standard ones (headers, callback)."""
+        return bool(self.record_headers) or self.request_tags is not None
+
+    @property
+    def sends_headers(self) -> bool:
+        """True when responses carry trace headers."""
+        return self.traceresponse or bool(self.trace_id_header)
 
     def excluded(self, path: str) -> bool:
         """True when ``path`` must not be traced."""
@@ -195,18 +210,41 @@ def root_name(options: HttpOptions, method: str, route: str | None, request: Any
     return f"{shown_method} {shown_route}"
 
 
-def start_request_span(
-    options: HttpOptions,
-    tracker: Tracker | None,
-    *,
-    method: str,
-    path: str,
-    route: str | None,
-    context: TraceContext | None,
-    headers: Headers,
-    request: Any,
-) -> Span:
-    """Starts a request's root span (kind ``server``), continuing the incoming ``context``."""
+class RootNames:
+    """Root-span names per route and method, made once: the names are a bounded set.
+
+    Without a ``span_name`` callback a route's name never changes, so each
+    request costs a dict lookup instead of a format; with one, the callback
+    runs for every request (it may look at the request).
+    """
+
+    __slots__ = ("_names", "_options")
+
+    #: Routes x methods remembered (guards against unbounded keys).
+    LIMIT = 4096
+
+    def __init__(self, options: HttpOptions) -> None:
+        self._options = options
+        self._names: dict[tuple[str, str | None], str] = {}
+
+    def get(self, method: str, route: str | None, request: Any) -> str:
+        """The root name for ``method`` and ``route`` (``None``: unmatched)."""
+        options = self._options
+        if options.span_name is not None:
+            return root_name(options, method, route, request)
+        key = (method, route)
+        name = self._names.get(key)
+        if name is None:
+            name = root_name(options, method, route, request)
+            if len(self._names) < self.LIMIT:
+                self._names[key] = name
+        return name
+
+
+def request_tags(
+    options: HttpOptions, method: str, route: str | None, path: str, headers: Headers, request: Any
+) -> dict[str, Any]:
+    """A request root's tags: method, route, target, then recorded headers and the callback's."""
     tags: dict[str, Any] = {"http.method": method}
     if route is not None:
         tags["http.route"] = route
@@ -220,8 +258,32 @@ def start_request_span(
                 tags.update(extra)
         except Exception:
             logger.exception("request_tags callback raised; its tags are left out")
-    name = root_name(options, method, route, request)
+    return tags
+
+
+def start_root(
+    name: str, tags: dict[str, Any], tracker: Tracker | None, context: TraceContext | None
+) -> Span:
+    """Starts a request's root span (kind ``server``), continuing the incoming ``context``."""
+    if context is None:
+        return start_root_span(name, tags, tracker=tracker, kind="server")
     return start_from_context(name, context, tags=tags, tracker=tracker, kind="server")
+
+
+def start_request_span(
+    options: HttpOptions,
+    tracker: Tracker | None,
+    *,
+    method: str,
+    path: str,
+    route: str | None,
+    context: TraceContext | None,
+    headers: Headers,
+    request: Any,
+) -> Span:
+    """Starts a request's root span (kind ``server``), continuing the incoming ``context``."""
+    tags = request_tags(options, method, route, path, headers, request)
+    return start_root(root_name(options, method, route, request), tags, tracker, context)
 
 
 def set_route(options: HttpOptions, root: Span, method: str, route: str | None, request: Any) -> None:
@@ -231,17 +293,26 @@ def set_route(options: HttpOptions, root: Span, method: str, route: str | None, 
     root.name = root_name(options, method, route, request)
 
 
+def traceresponse_value(root: Span) -> str | None:
+    """The ``traceresponse`` value naming ``root`` (see :func:`~flowtracker.propagation.traceresponse`)."""
+    state = root._state
+    if state is None or not state.trace_id:  # not started, or an exporter's silent span
+        return None
+    flags = (FLAG_SAMPLED if state.sampled else 0) | (FLAG_RANDOM if state.random_flag else 0)
+    return f"00-{state.trace_id:032x}-{root.span_id:016x}-{flags:02x}"
+
+
 def response_headers(options: HttpOptions, root: Span) -> list[tuple[str, str]]:
-    """The headers that tell a client which trace served it."""
+    """The headers that tell a client which trace served it (each formatted once)."""
+    state = root._state
+    if state is None or not state.trace_id:
+        return []
     out: list[tuple[str, str]] = []
     if options.traceresponse:
-        value = traceresponse(root)
-        if value is not None:
-            out.append((TRACERESPONSE, value))
+        flags = (FLAG_SAMPLED if state.sampled else 0) | (FLAG_RANDOM if state.random_flag else 0)
+        out.append((TRACERESPONSE, f"00-{state.trace_id:032x}-{root.span_id:016x}-{flags:02x}"))
     if options.trace_id_header:
-        trace_id = root.trace_id
-        if trace_id is not None and root._state is not None and root._state.trace_id:
-            out.append((options.trace_id_header, trace_id))
+        out.append((options.trace_id_header, f"{state.trace_id:032x}"))
     return out
 
 

@@ -11,9 +11,12 @@ went away, ``ok`` otherwise.
 The root ends when the response is finished, not when the handler returns:
 aiohttp runs each request in a task of its own and sends a returned
 response (prepare, body, ``write_eof``; a ``FileResponse`` its file) in that
-task after the middleware chain returned, so the middleware ends the root in
-that task's done-callback. Streams prepared by the handler and websockets end
-with the handler, which is when they are finished.
+task after the middleware chain returned. A ``web.Response`` with a small
+in-memory body (up to 64 KiB, not compressed: the common case) goes out in one
+write that never waits, so its root ends as the middleware returns it; any
+other returned response (a lazy or large body, a file, a stream) ends the
+root in that task's done-callback, once sent. A client gone before the answer
+is ``cancelled`` either way.
 
 Shutdown: :func:`setup` starts a tracker on the app's loop at startup and
 flushes it at cleanup. The bare :func:`middleware` reports to the tracker in
@@ -43,13 +46,31 @@ from ._http_options import (
     HTTPStatusError,
     build_options,
     end_request_span,
-    response_headers,
-    start_request_span,
+    request_tags,
+    root_name,
     untraced,
 )
-from ._span import STATUS_CANCELLED, STATUS_ERROR, Span, _current, current_span, start_span
+from ._span import (
+    STATUS_CANCELLED,
+    STATUS_ERROR,
+    STATUS_OK,
+    Span,
+    _current,
+    current_span,
+    start_root_span,
+    start_span,
+)
 from ._tracker import Tracker
-from .propagation import TRACEPARENT, TRACESTATE, context_from, inject
+from .propagation import (
+    FLAG_RANDOM,
+    FLAG_SAMPLED,
+    TRACEPARENT,
+    TRACERESPONSE,
+    TRACESTATE,
+    context_from,
+    inject,
+    start_from_context,
+)
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
@@ -64,60 +85,82 @@ __all__ = ("TRACKER_KEY", "client_trace_config", "middleware", "setup")
 TRACKER_KEY = web.AppKey("flowtracker.tracker", Tracker)
 
 # aiohttp >= 3.11 wants typed request keys; older versions take plain strings.
-_EXCHANGE_KEY: Any = web.RequestKey("flowtracker.exchange", object) if hasattr(web, "RequestKey") else (
-    "flowtracker.exchange"
+_ROOT_KEY: Any = (
+    web.RequestKey("flowtracker.root", Span) if hasattr(web, "RequestKey") else "flowtracker.root"
 )
 
+# A body up to this size goes out in one write that never waits for the
+# client (asyncio buffers it; aiohttp drains only above 64 KiB).
+_SMALL_BODY = 0x10000
+# Bounds of the per-middleware name cache (routes are a fixed set; methods are
+# whatever clients send).
+_ROUTES_LIMIT = 4096
+_METHODS_LIMIT = 16
 
-class _Exchange:
-    """One traced request: its root span and what the middleware saw."""
 
-    __slots__ = ("cancelled", "ended", "error", "headers_added", "options", "root", "status")
+class _Deferred:
+    """A root that ends once aiohttp has sent the response: from the request task's done-callback."""
 
-    def __init__(self, root: Span, options: HttpOptions) -> None:
+    __slots__ = ("error", "root", "status")
+
+    def __init__(self, root: Span, status: int | None, error: BaseException | None) -> None:
         self.root = root
-        self.options = options
-        self.status: int | None = None
-        self.error: BaseException | None = None
-        self.cancelled = False
-        self.ended = False
-        self.headers_added = False
-
-    def add_headers(self, response: web.StreamResponse, *, preparing: bool = False) -> None:
-        # During on_response_prepare the response counts as prepared already,
-        # but its headers are not written yet.
-        if self.headers_added or (response.prepared and not preparing):
-            return
-        self.headers_added = True
-        for name, value in response_headers(self.options, self.root):
-            response.headers[name] = value
-
-    def end(self) -> None:
-        if not self.ended:
-            self.ended = True
-            end_request_span(self.root, self.status, self.error, self.cancelled)
+        self.status = status
+        self.error = error
 
     def task_done(self, task: asyncio.Task[Any]) -> None:
         """The request's task finished: the response was sent, or the client left."""
+        status, cancelled = self.status, False
         if task.cancelled():
-            self.cancelled = True
-            self.end()
+            cancelled = True
+        else:
+            failure = task.exception()
+            if isinstance(failure, ConnectionError):
+                # aiohttp could not send its response: the client is gone (unless
+                # the handler failed mid-stream, which stays an error).
+                cancelled = self.error is None
+            elif failure is None:
+                result = task.result()
+                # aiohttp's request task returns (response, client_disconnected).
+                if isinstance(result, tuple) and len(result) == 2:
+                    response, reset = result
+                    if reset is True:
+                        cancelled = True
+                    if isinstance(response, web.StreamResponse):
+                        status = response.status
+        end_request_span(self.root, status, self.error, cancelled)
+
+
+def _sent_at_once(response: web.StreamResponse) -> bool:
+    """True when aiohttp will send ``response`` without waiting: a small in-memory body.
+
+    aiohttp prepares and writes a returned response in the request's task
+    after the middleware returned; for such a body that is one synchronous
+    write, so the response is finished when the middleware returns it.
+    """
+    if not isinstance(response, web.Response):
+        return False
+    body = response.body
+    return (
+        (body is None or (isinstance(body, (bytes, bytearray)) and len(body) <= _SMALL_BODY))
+        and not response.compression
+        and not response.prepared
+    )
+
+
+def _end_root(
+    request: web.Request, root: Span, response: web.StreamResponse, error: BaseException | None
+) -> None:
+    """Ends ``root`` for ``response`` now, or once aiohttp has sent it (streams, files, big bodies)."""
+    if not _sent_at_once(response):
+        task = asyncio.current_task()
+        # aiohttp sends the returned response in this task after we return; when
+        # the handler runs in the connection's own task, end here instead.
+        if task is not None and task is not request.task:
+            task.add_done_callback(_Deferred(root, response.status, error).task_done)
             return
-        failure = task.exception()
-        if isinstance(failure, ConnectionError):
-            # aiohttp could not send its response: the client is gone (unless
-            # the handler failed mid-stream, which stays an error).
-            self.cancelled = self.error is None
-        elif failure is None:
-            result = task.result()
-            # aiohttp's request task returns (response, client_disconnected).
-            if isinstance(result, tuple) and len(result) == 2:
-                response, reset = result
-                if reset is True:
-                    self.cancelled = True
-                if isinstance(response, web.StreamResponse):
-                    self.status = response.status
-        self.end()
+    # No await happens between here and the write: a client gone now is gone for it.
+    end_request_span(root, response.status, error, request.transport is None)
 
 
 def _route_template(request: web.Request) -> str | None:
@@ -127,6 +170,25 @@ def _route_template(request: web.Request) -> str | None:
         return None
     resource = match_info.route.resource
     return None if resource is None else resource.canonical
+
+
+def _header_adder(options: HttpOptions) -> Callable[[Span, web.StreamResponse], None]:
+    """Writes the trace headers (formatted once, straight into the response)."""
+    send_traceresponse = options.traceresponse
+    id_header = options.trace_id_header
+
+    def add_headers(root: Span, response: web.StreamResponse) -> None:
+        state = root._state
+        if state is None or not state.trace_id:  # an exporter's silent span: no trace
+            return
+        headers = response.headers
+        if send_traceresponse:
+            flags = (FLAG_SAMPLED if state.sampled else 0) | (FLAG_RANDOM if state.random_flag else 0)
+            headers[TRACERESPONSE] = f"00-{state.trace_id:032x}-{root.span_id:016x}-{flags:02x}"
+        if id_header:
+            headers[id_header] = f"{state.trace_id:032x}"
+
+    return add_headers
 
 
 def middleware(tracker: Tracker | None = None, **options: Unpack[HttpOptionsDict]) -> Middleware:
@@ -149,72 +211,111 @@ def middleware(tracker: Tracker | None = None, **options: Unpack[HttpOptionsDict
 
 def _middleware(tracker: Tracker | None, opts: HttpOptions, *, headers_at_prepare: bool) -> Middleware:
     """The middleware; with ``headers_at_prepare`` the trace headers come from setup()'s signal."""
+    # Everything that depends only on the options is decided here, once: a
+    # request pays only for what is configured.
+    excludes = opts.excludes_any
+    extra_tags = opts.extra_tags
+    add_headers = _header_adder(opts) if opts.sends_headers and not headers_at_prepare else None
+    named = opts.span_name is None
+    # Matched route -> (its template, root names by method); routes are fixed
+    # once the app runs, so naming a request costs two dict lookups.
+    routes: dict[Any, tuple[str | None, dict[str, str]]] = {}
+    unmatched: tuple[str | None, dict[str, str]] = (None, {})
 
     @web.middleware
     async def flowtracker_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if opts.excluded(request.path):
+        path = request.path
+        if excludes and opts.excluded(path):
             with untraced():
                 return await handler(request)
+        method = request.method
+        match_info = request.match_info
+        route = match_info.route
+        known = routes.get(route)
+        if known is None:
+            if match_info.http_exception is not None:
+                known = unmatched  # a new SystemRoute for each such request: not cached
+            else:
+                known = (_route_template(request), {})
+                if len(routes) < _ROUTES_LIMIT:
+                    routes[route] = known
+        template, by_method = known
+        name = by_method.get(method) if named else None
+        if name is None:
+            name = root_name(opts, method, template, request)
+            if named and len(by_method) < _METHODS_LIMIT:
+                by_method[method] = name
         headers = request.headers
-        root = start_request_span(
-            opts,
-            tracker,
-            method=request.method,
-            path=request.path,
-            route=_route_template(request),
-            context=context_from(headers.getall(TRACEPARENT, ()), headers.getall(TRACESTATE, ())),
-            headers=headers,
-            request=request,
-        )
-        exchange = _Exchange(root, opts)
+        if extra_tags:
+            tags = request_tags(opts, method, template, path, headers, request)
+        elif template is None:
+            tags = {"http.method": method, "http.target": path}
+        else:
+            tags = {"http.method": method, "http.route": template, "http.target": path}
+        # One case-insensitive lookup when no trace context came in (the common case).
+        if TRACEPARENT in headers:
+            context = context_from(headers.getall(TRACEPARENT), headers.getall(TRACESTATE, ()))
+            root = start_from_context(name, context, tags=tags, tracker=tracker, kind="server")
+        else:
+            root = start_root_span(name, tags, tracker=tracker, kind="server")
         if headers_at_prepare:
-            request[_EXCHANGE_KEY] = exchange
-        task = asyncio.current_task()
-        # aiohttp sends the returned response in this task after we return;
-        # when the handler runs in the connection's own task, end here instead.
-        deferred = task is not None and task is not request.task
-        if deferred:
-            assert task is not None
-            task.add_done_callback(exchange.task_done)
+            request[_ROOT_KEY] = root
         token = _current.set(root)
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            exchange.status = exc.status
-            if exc.status >= 500:
-                exchange.error = exc
-            if not headers_at_prepare:
-                exchange.add_headers(exc)
+            if add_headers is not None:
+                add_headers(root, exc)
+            _end_root(request, root, exc, exc if exc.status >= 500 else None)
             raise
         except (asyncio.CancelledError, ConnectionResetError):
-            exchange.cancelled = True  # the client went away mid-request
+            end_request_span(root, None, None, True)  # the client went away mid-request
             raise
         except Exception as exc:
-            exchange.status = 500
-            exchange.error = exc
+            end_request_span(root, 500, exc, False)  # aiohttp answers 500
             raise
-        else:
-            exchange.status = response.status
-            if not headers_at_prepare:
-                exchange.add_headers(response)
-            return response
         finally:
             try:  # noqa: SIM105 - per request: contextlib.suppress() costs an object and two calls
                 _current.reset(token)
             except ValueError:  # reset from another context: leave it
                 pass
-            if not deferred:
-                exchange.end()
+        # The common case inline (every call costs here): an unprepared
+        # response with a small in-memory body goes out in one write after we
+        # return, so the root ends now; anything else once aiohttp sent it.
+        if add_headers is not None and not response.prepared:
+            add_headers(root, response)
+        status = response.status
+        if status < 500 and isinstance(response, web.Response):
+            body = response.body
+            if (
+                (body is None or (isinstance(body, (bytes, bytearray)) and len(body) <= _SMALL_BODY))
+                and not response.compression
+                and not response.prepared
+                and request.transport is not None  # else the client left: cancelled, below
+            ):
+                root.set_tag("http.status_code", status)
+                root._end(STATUS_OK, None)
+                return response
+        _end_root(request, root, response, None)
+        return response
 
     return flowtracker_middleware
 
 
-async def _on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    # Reaches the responses the middleware cannot touch: streams the handler
-    # prepared itself, websocket handshakes and aiohttp's own 500 page.
-    exchange = request.get(_EXCHANGE_KEY)
-    if isinstance(exchange, _Exchange):
-        exchange.add_headers(response, preparing=True)
+def _on_response_prepare(options: HttpOptions) -> Callable[[web.Request, web.StreamResponse], Any]:
+    """setup()'s ``on_response_prepare`` receiver: the trace headers on every response."""
+    add_headers = _header_adder(options)
+
+    async def add_trace_headers(request: web.Request, response: web.StreamResponse) -> None:
+        # Reaches the responses the middleware cannot touch: streams the handler
+        # prepared itself, websocket handshakes and aiohttp's own 500 page.
+        try:
+            root = request[_ROOT_KEY]
+        except KeyError:  # not traced (an excluded path)
+            return
+        add_headers(root, response)
+
+    return add_trace_headers
 
 
 def setup(
@@ -245,10 +346,10 @@ def setup(
     used = tracker if tracker is not None else Tracker()
     opts = build_options(**options)
     # The signal costs every response a coroutine call: only when there are headers to send.
-    at_prepare = opts.traceresponse or bool(opts.trace_id_header)
+    at_prepare = opts.sends_headers
     app.middlewares.insert(0, _middleware(used, opts, headers_at_prepare=at_prepare))
     if at_prepare:
-        app.on_response_prepare.append(_on_response_prepare)
+        app.on_response_prepare.append(_on_response_prepare(opts))
     app[TRACKER_KEY] = used
     started_here: list[bool] = []
 

@@ -84,6 +84,7 @@ _VALUE = re.compile(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3
 Headers: TypeAlias = Mapping[Any, Any] | Iterable[tuple[Any, Any]]
 
 _H = TypeVar("_H", bound=MutableMapping[Any, Any])
+_WANTED = (TRACEPARENT, TRACESTATE)
 
 
 @dataclass(frozen=True)
@@ -111,17 +112,6 @@ class TraceContext:
     def random(self) -> bool:
         """The caller's random flag (Level 2)."""
         return bool(self.flags & FLAG_RANDOM)
-
-
-class _CarriedState(str):
-    """A ``tracestate`` string that also carries the caller's random flag.
-
-    The trace state kept per trace has one slot for the incoming
-    ``tracestate``; the random flag rides along on it so outgoing calls can
-    pass it on. An empty instance means "no tracestate, random flag set".
-    """
-
-    random = True
 
 
 def _is_hex(text: str) -> bool:
@@ -187,6 +177,9 @@ def parse_tracestate(values: str | Iterable[str]) -> str | None:
 
 def _header_values(headers: Headers, wanted: tuple[str, ...]) -> dict[str, list[str]]:
     """Every value of the ``wanted`` (lowercase) header names, names matched in any case."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:  # a case-insensitive multidict (aiohttp): no scan of every header
+        return {name: [str(value) for value in getall(name, ())] for name in wanted}
     found: dict[str, list[str]] = {name: [] for name in wanted}
     pairs: Iterable[tuple[Any, Any]]
     pairs = headers.items() if isinstance(headers, Mapping) else headers
@@ -214,8 +207,11 @@ def extract(headers: Headers) -> TraceContext | None:
         ...          (b"tracestate", b"congo=t61rcWkgMzE")]).tracestate
         'congo=t61rcWkgMzE'
     """
-    found = _header_values(headers, (TRACEPARENT, TRACESTATE))
-    return context_from(found[TRACEPARENT], found[TRACESTATE])
+    found = _header_values(headers, _WANTED)
+    parents = found[TRACEPARENT]
+    if not parents:  # the common case: a new trace, nothing to parse
+        return None
+    return context_from(parents, found[TRACESTATE])
 
 
 def context_from(traceparents: Sequence[str], tracestates: Sequence[str] = ()) -> TraceContext | None:
@@ -257,7 +253,7 @@ def _flags_of(span: Span) -> int | None:
     if state is None or state.trace_id == 0:  # not started, or an exporter's silent span
         return None
     flags = FLAG_SAMPLED if state.sampled else 0
-    if isinstance(state.tracestate, _CarriedState):
+    if state.random_flag:
         flags |= FLAG_RANDOM
     return flags
 
@@ -289,7 +285,7 @@ def inject(headers: _H, span: Span | None = None) -> _H:
         del headers[key]
     headers[TRACEPARENT] = format_traceparent(state.trace_id, span.span_id, flags)
     if state.tracestate:
-        headers[TRACESTATE] = str(state.tracestate)
+        headers[TRACESTATE] = state.tracestate
     return headers
 
 
@@ -344,16 +340,16 @@ def start_from_context(
     """Starts a root span continuing ``context`` (a new trace when ``None``); see :func:`continue_trace`."""
     if context is None:
         return start_root_span(name, tags, tracker=tracker, kind=kind)
-    carried: str | None = context.tracestate
-    if context.flags & FLAG_RANDOM:
-        carried = _CarriedState(context.tracestate or "")
-    return start_root_span(
+    root = start_root_span(
         name,
         tags,
         tracker=tracker,
         trace_id=context.trace_id,
         parent_id=context.parent_id,
         sampled=bool(context.flags & FLAG_SAMPLED),
-        tracestate=carried,
+        tracestate=context.tracestate,
         kind=kind,
     )
+    if context.flags & FLAG_RANDOM and root._state is not None:
+        root._state.random_flag = True  # passed on to outgoing calls by inject()
+    return root

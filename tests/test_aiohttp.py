@@ -111,6 +111,21 @@ class TestRootSpan:
         (trace,) = await collected(tracker, memory, 1)
         assert trace["spans"][0]["name"] == "GET /*"
 
+    async def test_names_are_per_route_and_method(self, tracker, memory):
+        """One route answering several methods names each request after its own method (names are cached)."""
+        app = web.Application(middlewares=[middleware(tracker)])
+        app.router.add_route("*", "/any/{id}", hello)
+        async with serve(app) as url:
+            for method in ("GET", "DELETE", "GET", "PROPFIND", "DELETE"):
+                assert (await fetch(url + "/any/1", method))[0] == 200
+        traces = await collected(tracker, memory, 5)
+        assert sorted(t["spans"][0]["name"] for t in traces) == [
+            "DELETE /any/{id}", "DELETE /any/{id}", "GET /any/{id}", "GET /any/{id}", "_OTHER /any/{id}",
+        ]
+        assert sorted(t["spans"][0]["tags"]["http.method"] for t in traces) == [
+            "DELETE", "DELETE", "GET", "GET", "PROPFIND",
+        ]
+
     async def test_zero_config_middleware_uses_the_tracker_in_effect(self, tracker, memory):
         """`middleware()` with no tracker reports to the running tracker (here the test's)."""
         async with serve(app_with(None)) as url:
@@ -200,6 +215,13 @@ class TestResponseHeaders:
         assert headers["traceresponse"] == f"00-{TRACE}-{trace['spans'][0]['span_id']}-01"
         assert headers["X-Trace-Id"] == TRACE
 
+    async def test_traceresponse_passes_the_callers_random_flag_on(self, tracker, memory):
+        """Flags 03 in: the traceresponse says sampled and random (Level 2)."""
+        async with serve(app_with(tracker)) as url:
+            _, headers, _ = await fetch(url + "/orders/1", headers={"traceparent": f"00-{TRACE}-{PARENT}-03"})
+        (trace,) = await collected(tracker, memory, 1)
+        assert headers["traceresponse"] == f"00-{TRACE}-{trace['spans'][0]['span_id']}-03"
+
     async def test_traceresponse_can_be_turned_off(self, tracker, memory):
         """`traceresponse=False` sends no trace header."""
         async with serve(app_with(tracker, traceresponse=False)) as url:
@@ -284,6 +306,44 @@ class TestStreaming:
         assert roots["GET /file"]["tags"]["http.status_code"] == 200
 
 
+    @pytest.mark.parametrize(
+        ("body", "compress", "ends_before_prepare"),
+        [
+            pytest.param(b"small", False, True, id="small-body"),
+            pytest.param(b"x" * 200_000, False, False, id="large-body"),
+            pytest.param(b"small", True, False, id="compressed"),
+        ],
+    )
+    async def test_in_memory_bodies_end_at_return_others_once_sent(
+        self, tracker, memory, body, compress, ends_before_prepare
+    ):
+        """A small in-memory body (one write that never waits) ends the root as the middleware returns
+        it, before aiohttp prepares it; a large or compressed one only after it was sent."""
+        prepared: list[int] = []
+
+        async def reply(request: web.Request) -> web.Response:
+            response = web.Response(body=body)
+            if compress:
+                response.enable_compression()
+            return response
+
+        async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+            prepared.append(_clock.now_ns())
+
+        app = web.Application(middlewares=[middleware(tracker)])
+        app.on_response_prepare.append(on_prepare)
+        app.router.add_get("/reply", reply)
+        async with serve(app) as url:
+            status, headers, received = await fetch(url + "/reply", headers={"Accept-Encoding": "gzip"})
+        assert (status, received) == (200, body)
+        assert "traceresponse" in headers
+        await collected(tracker, memory, 1)
+        root = memory.records[0].spans[0]
+        assert (root.end_ns < prepared[0]) is ends_before_prepare
+        assert root.status == "ok"
+        assert root.tags["http.status_code"] == 200
+
+
 class TestErrors:
     async def test_unhandled_exception_is_500_error_and_still_reaches_aiohttp(self, tracker, memory, caplog):
         """The handler's exception: HTTP 500, status error with type and message, logged by aiohttp."""
@@ -335,14 +395,15 @@ class TestErrors:
 
 
 class TestClientDisconnect:
-    async def test_client_gone_before_the_response_is_cancelled(self, tracker, memory):
-        """The client hangs up while the handler works: the root ends `cancelled`."""
+    @pytest.mark.parametrize("size", [8, 200_000], ids=["small-body", "large-body"])
+    async def test_client_gone_before_the_response_is_cancelled(self, tracker, memory, size):
+        """The client hangs up while the handler works: the root ends `cancelled` (whichever way it ends)."""
         started, release = asyncio.Event(), asyncio.Event()
 
         async def slow(request: web.Request) -> web.Response:
             started.set()
             await release.wait()
-            return web.Response(text="too late")
+            return web.Response(body=b"x" * size)
 
         app = web.Application(middlewares=[middleware(tracker)])
         app.router.add_get("/slow", slow)

@@ -6,6 +6,7 @@ import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 import flowtracker as ft
 from flowtracker.propagation import (
@@ -143,6 +144,16 @@ class TestExtract:
         context = extract([(b"traceparent", VALID.encode()), (b"tracestate", b"congo=t61rcWkgMzE")])
         assert context is not None
         assert context.parent_id == int(PARENT, 16)
+
+    def test_case_insensitive_multidicts_are_read_with_getall(self):
+        """aiohttp's CIMultiDict: any case, repeated tracestate headers joined, duplicates still ambiguous."""
+        headers = CIMultiDict([("TraceParent", VALID), ("TRACESTATE", "a=1"), ("tracestate", "b=2")])
+        context = extract(headers)
+        assert context is not None
+        assert context.tracestate == "a=1,b=2"
+        headers.add("traceparent", VALID)
+        assert extract(headers) is None
+        assert extract(CIMultiDict([("tracestate", "a=1")])) is None
 
     def test_duplicated_traceparent_starts_a_new_trace(self):
         """Two traceparent headers are ambiguous: ignored."""
