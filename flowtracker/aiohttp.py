@@ -48,6 +48,7 @@ from ._http_options import (
     end_request_span,
     request_tags,
     root_name,
+    trace_header_values,
     untraced,
 )
 from ._span import (
@@ -62,8 +63,6 @@ from ._span import (
 )
 from ._tracker import Tracker
 from .propagation import (
-    FLAG_RANDOM,
-    FLAG_SAMPLED,
     TRACEPARENT,
     TRACERESPONSE,
     TRACESTATE,
@@ -174,19 +173,14 @@ def _route_template(request: web.Request) -> str | None:
 
 def _header_adder(options: HttpOptions) -> Callable[[Span, web.StreamResponse], None]:
     """Writes the trace headers (formatted once, straight into the response)."""
-    send_traceresponse = options.traceresponse
     id_header = options.trace_id_header
 
     def add_headers(root: Span, response: web.StreamResponse) -> None:
-        state = root._state
-        if state is None or not state.trace_id:  # an exporter's silent span: no trace
-            return
-        headers = response.headers
-        if send_traceresponse:
-            flags = (FLAG_SAMPLED if state.sampled else 0) | (FLAG_RANDOM if state.random_flag else 0)
-            headers[TRACERESPONSE] = f"00-{state.trace_id:032x}-{root.span_id:016x}-{flags:02x}"
-        if id_header:
-            headers[id_header] = f"{state.trace_id:032x}"
+        traceresponse, trace_hex = trace_header_values(options, root)
+        if traceresponse is not None:
+            response.headers[TRACERESPONSE] = traceresponse
+        if trace_hex is not None and id_header:
+            response.headers[id_header] = trace_hex
 
     return add_headers
 

@@ -47,16 +47,18 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ._http_options import (
+    RootNames,
     build_options,
     end_request_span,
-    response_headers,
+    request_tags,
     set_route,
-    start_request_span,
+    start_root,
+    trace_header_values,
     untraced,
 )
 from ._span import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, _current
 from ._tracker import Tracker
-from .propagation import TraceContext, context_from
+from .propagation import TRACERESPONSE, TraceContext, context_from
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -100,6 +102,13 @@ class FlowTrackerMiddleware:
         self.tracker = tracker
         self.options: HttpOptions = build_options(**options)
         self._owned: Tracker | None = None  # started by this middleware's lifespan
+        # Decided once from the options: a request pays only for what is configured.
+        self._excludes = self.options.excludes_any
+        self._extra_tags = self.options.extra_tags
+        self._names = RootNames(self.options)
+        self._sends_headers = self.options.sends_headers
+        id_header = self.options.trace_id_header
+        self._id_header = id_header.lower().encode("latin-1") if id_header else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -187,29 +196,29 @@ class FlowTrackerMiddleware:
     # -- requests -----------------------------------------------------------------
 
     def _start(self, scope: Scope, method: str) -> Span:
+        """Starts the root, named for the unmatched route until the app has routed the request."""
         headers = scope.get("headers") or ()
-        return start_request_span(
-            self.options,
-            self._request_tracker(),
-            method=method,
-            path=scope.get("path", ""),
-            route=None,  # known once the app has routed the request
-            context=_trace_context(headers),
-            headers=headers,
-            request=scope,
-        )
+        path = scope.get("path", "")
+        if self._extra_tags:
+            tags = request_tags(self.options, method, None, path, headers, scope)
+        else:
+            tags = {"http.method": method, "http.target": path}
+        name = self._names.get(method, None, scope)
+        owned = self._owned  # _request_tracker(), inlined
+        tracker = owned if owned is not None and owned.running else self.tracker
+        return start_root(name, tags, tracker, _trace_context(headers))
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.options.excluded(scope.get("path", "")):
+        if self._excludes and self.options.excluded(scope.get("path", "")):
             with untraced():
                 await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET")
         root = self._start(scope, method)
-        exchange = _HttpExchange(self.options, root, scope, method)
+        exchange = _HttpExchange(self, root, scope, method, receive, send)
         token = _current.set(root)
         try:
-            await self.app(scope, exchange.receive(receive), exchange.send(send))
+            await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
             exchange.cancelled = True
             raise
@@ -223,9 +232,22 @@ class FlowTrackerMiddleware:
             exchange.error = error
             raise
         finally:
-            with contextlib.suppress(ValueError):
+            try:  # noqa: SIM105 - per request: contextlib.suppress() costs an object and two calls
                 _current.reset(token)
-            exchange.end()
+            except ValueError:  # reset from another context: leave it
+                pass
+            if not exchange.ended:
+                exchange.end()
+
+    def _trace_headers(self, root: Span) -> list[tuple[bytes, bytes]]:
+        """The trace headers for ``root`` as ASGI byte pairs (each value formatted once)."""
+        traceresponse, trace_hex = trace_header_values(self.options, root)
+        out: list[tuple[bytes, bytes]] = []
+        if traceresponse is not None:
+            out.append((_TRACERESPONSE, traceresponse.encode("latin-1")))
+        if trace_hex is not None and self._id_header is not None:
+            out.append((self._id_header, trace_hex.encode("latin-1")))
+        return out
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.options.excluded(scope.get("path", "")):
@@ -243,9 +265,9 @@ class FlowTrackerMiddleware:
 
         async def watched_send(message: Message) -> None:
             kind = message["type"]
-            if kind == "websocket.accept":
+            if kind == "websocket.accept" and self._sends_headers:
                 message = dict(message)
-                message["headers"] = _with_headers(message.get("headers"), self.options, root)
+                message["headers"] = [*(message.get("headers") or ()), *self._trace_headers(root)]
             elif kind == "websocket.close":
                 close_code.append(int(message.get("code", 1000)))
             elif kind == "websocket.http.response.start":  # the handshake was denied
@@ -272,27 +294,43 @@ class FlowTrackerMiddleware:
 
 
 class _HttpExchange:
-    """One HTTP request under the middleware: watches its messages, ends its root."""
+    """One HTTP request under the middleware: watches its messages, ends its root.
+
+    ``receive`` and ``send`` are bound methods handed to the app (one object
+    per request, no closures).
+    """
 
     __slots__ = (
+        "_receive",
+        "_send",
         "cancelled",
         "disconnected",
         "ended",
         "error",
         "final_sent",
         "method",
-        "options",
+        "middleware",
         "root",
         "scope",
         "status",
         "trailers",
     )
 
-    def __init__(self, options: HttpOptions, root: Span, scope: Scope, method: str) -> None:
-        self.options = options
+    def __init__(
+        self,
+        middleware: FlowTrackerMiddleware,
+        root: Span,
+        scope: Scope,
+        method: str,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        self.middleware = middleware
         self.root = root
         self.scope = scope
         self.method = method
+        self._receive = receive
+        self._send = send
         self.status: int | None = None
         self.error: BaseException | None = None
         self.cancelled = False
@@ -301,80 +339,86 @@ class _HttpExchange:
         self.trailers = False
         self.ended = False
 
-    def receive(self, receive: Receive) -> Receive:
-        async def watched_receive() -> Message:
-            message = await receive()
-            # After the final body message, a disconnect is the normal end.
-            if message["type"] == "http.disconnect" and not self.final_sent:
-                self.disconnected = True
-            return message
+    async def receive(self) -> Message:
+        message = await self._receive()
+        # After the final body message, a disconnect is the normal end.
+        if message["type"] == "http.disconnect" and not self.final_sent:
+            self.disconnected = True
+        return message
 
-        return watched_receive
-
-    def send(self, send: Send) -> Send:
-        async def watched_send(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                self.status = message["status"]
-                self.trailers = bool(message.get("trailers"))
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":  # the most frequent message first
+            final = not message.get("more_body", False) and not self.trailers
+        elif kind == "http.response.start":
+            final = False
+            self.status = message["status"]
+            self.trailers = bool(message.get("trailers"))
+            middleware = self.middleware
+            if middleware._sends_headers:
+                # A new message and list: the app's may be shared.
                 message = dict(message)
-                message["headers"] = _with_headers(message.get("headers"), self.options, self.root)
-            final = self._is_final(kind, message)
-            if final:
-                self.final_sent = True
-            try:
-                await send(message)
-            except OSError:
-                self.disconnected = True
-                raise
-            if final:
-                self.end()
-
-        return watched_send
-
-    def _is_final(self, kind: str, message: Message) -> bool:
-        if kind == "http.response.body":
-            return not message.get("more_body", False) and not self.trailers
-        if kind == "http.response.trailers":
-            return not message.get("more_trailers", False)
-        if kind == "http.response.zerocopysend":
-            return not message.get("more_body", False)
-        return kind == "http.response.pathsend"
+                message["headers"] = [*(message.get("headers") or ()), *middleware._trace_headers(self.root)]
+        elif kind == "http.response.trailers":
+            final = not message.get("more_trailers", False)
+        elif kind == "http.response.zerocopysend":
+            final = not message.get("more_body", False)
+        else:
+            final = kind == "http.response.pathsend"
+        if final:
+            self.final_sent = True
+        try:
+            await self._send(message)
+        except OSError:
+            self.disconnected = True
+            raise
+        if final:
+            self.end()
 
     def end(self) -> None:
         if self.ended:
             return
         self.ended = True
-        set_route(self.options, self.root, self.method, route_template(self.scope), self.scope)
+        middleware = self.middleware
+        route = route_template(self.scope)
+        root = self.root
+        if route is not None:
+            root.set_tag("http.route", route)
+            root.name = middleware._names.get(self.method, route, self.scope)
+        elif middleware.options.span_name is not None:  # the callback sees the request as it ended
+            root.name = middleware._names.get(self.method, None, self.scope)
         status = self.status
         error = self.error
         if error is not None and status is None:
             status = 500  # the server answers 500 for an app that raised before responding
         cancelled = self.cancelled or (self.disconnected and error is None)
-        end_request_span(self.root, status, error, cancelled)
+        end_request_span(root, status, error, cancelled)
+
+
+_TRACERESPONSE = TRACERESPONSE.encode("latin-1")
+_TRACE_NAMES = (b"traceparent", b"tracestate")
 
 
 def _trace_context(headers: Any) -> TraceContext | None:
     """The incoming context from ASGI's ``[(name, value), ...]`` byte pairs (names lowercase)."""
-    parents: list[str] = []
+    parents: list[str] | None = None
     states: list[str] = []
     for name, value in headers:
         if name == b"traceparent":
+            if parents is None:
+                parents = []
             parents.append(value.decode("latin-1"))
         elif name == b"tracestate":
             states.append(value.decode("latin-1"))
-        elif name[:1] in (b"T", b"t") and name.lower() in (b"traceparent", b"tracestate"):
+        elif 10 <= len(name) <= 11 and name.lower() in _TRACE_NAMES:
             # ASGI servers lowercase names; this covers one that does not.
-            (parents if name.lower() == b"traceparent" else states).append(value.decode("latin-1"))
-    return context_from(parents, states) if parents else None
-
-
-def _with_headers(headers: Any, options: HttpOptions, root: Span) -> list[Any]:
-    """The message's headers plus the trace headers (a new list: the app's may be shared)."""
-    out = list(headers or ())
-    for name, value in response_headers(options, root):
-        out.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-    return out
+            if name.lower() == b"traceparent":
+                if parents is None:
+                    parents = []
+                parents.append(value.decode("latin-1"))
+            else:
+                states.append(value.decode("latin-1"))
+    return context_from(parents, states) if parents is not None else None
 
 
 def route_template(scope: Scope) -> str | None:

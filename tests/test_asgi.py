@@ -137,6 +137,32 @@ class TestHttp:
         assert response_headers["traceresponse"] == f"00-{TRACE}-{root['span_id']}-01"
         assert response_headers["x-trace-id"] == TRACE
 
+    async def test_trace_headers_read_from_a_server_that_does_not_lowercase_names(self, tracker, memory):
+        """Header names in any case are found; the app's own response message and headers stay untouched."""
+        sent: list[dict[str, Any]] = []
+        start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send(start)
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "method": "GET", "path": "/x",
+            "headers": [(b"TraceParent", f"00-{TRACE}-{PARENT}-03".encode()), (b"TRACESTATE", b"a=1")],
+        }
+        await FlowTrackerMiddleware(app, tracker=tracker)(scope, receive, send)
+        (trace,) = await collected(tracker, memory, 1)
+        root = trace["spans"][0]
+        assert (trace["trace_id"], root["parent_id"], root["name"]) == (TRACE, PARENT, "GET <unmatched>")
+        assert dict(sent[0]["headers"])[b"traceresponse"] == f"00-{TRACE}-{root['span_id']}-03".encode()
+        assert start["headers"] == [(b"content-type", b"text/plain")]
+
     async def test_malformed_traceparent_starts_a_new_trace(self, tracker, memory):
         """An uppercase (invalid) traceparent is ignored."""
         async with uvicorn_serve(shop(tracker)) as url:
