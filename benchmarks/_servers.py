@@ -35,9 +35,10 @@ from typing import Any
 from ._sinks import DropExporter, otel_provider, zipkin_tracer
 
 AIOHTTP_VARIANTS = (
-    "untraced", "floor", "flowtracker", "ft-middleware", "ft-core", "otel", "aiozipkin", "floor-cyclic"
+    "untraced", "floor", "flowtracker", "ft-middleware", "ft-noheader", "ft-core", "otel", "aiozipkin",
+    "floor-cyclic",
 )
-ASGI_VARIANTS = ("untraced", "floor", "flowtracker", "ft-core")
+ASGI_VARIANTS = ("untraced", "floor", "flowtracker", "ft-noheader", "ft-core")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -93,7 +94,7 @@ def aiohttp_app(variant: str) -> Any:
         app.on_startup.append(start_floor)
         app.on_cleanup.append(stop_floor)
 
-    elif variant in ("flowtracker", "ft-middleware", "ft-core"):
+    elif variant in ("flowtracker", "ft-middleware", "ft-noheader", "ft-core"):
         import flowtracker as ft
 
         tracker = ft.Tracker(exporters=[DropExporter()], service="bench")
@@ -135,6 +136,11 @@ def aiohttp_app(variant: str) -> Any:
             from flowtracker.aiohttp import setup
 
             setup(app, tracker)  # the documented way: middleware, startup and cleanup
+        elif variant == "ft-noheader":
+            from flowtracker.aiohttp import setup
+
+            # The floor sends no response header: this shows what traceresponse costs.
+            setup(app, tracker, traceresponse=False)
         else:
 
             async def start_tracker(app: web.Application) -> None:
@@ -286,10 +292,11 @@ def asgi_app(variant: str) -> ASGIApp:
                     pass
         await _respond(send)
 
-    if variant == "flowtracker":
+    if variant in ("flowtracker", "ft-noheader"):
         from flowtracker.asgi import FlowTrackerMiddleware
 
-        return FlowTrackerMiddleware(inner, tracker=tracker)
+        # ft-noheader: without the traceresponse header (the floor sends none).
+        return FlowTrackerMiddleware(inner, tracker=tracker, traceresponse=variant == "flowtracker")
 
     if variant == "ft-core":
         start_root_span = ft.start_root_span

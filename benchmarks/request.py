@@ -6,11 +6,12 @@ process pinned to one CPU, with wrk (1 thread, 50 connections) pinned to the
 other; variants are interleaved over the repetitions and restarted for each.
 
 aiohttp: untraced, the floor tracer's middleware, ``flowtracker.aiohttp.setup``,
-the bare ``flowtracker.aiohttp.middleware()`` (``ft-middleware``), ``ft-core``
+the bare ``flowtracker.aiohttp.middleware()`` (``ft-middleware``), ``setup``
+with ``traceresponse=False`` (``ft-noheader``: the floor sends no header), ``ft-core``
 (a 10-line middleware on ``ft.start_root_span``: the core's cost without the
 integration's), OpenTelemetry's aiohttp-server
 instrumentation, aiozipkin. ASGI under uvicorn (h11, asyncio loop): untraced,
-floor, ``flowtracker.asgi.FlowTrackerMiddleware``, ``ft-core``.
+floor, ``flowtracker.asgi.FlowTrackerMiddleware`` (also ``ft-noheader``), ``ft-core``.
 
 Targets (issue 6): flowtracker >= 90% of the floor's requests/s, p99 within
 1.2x the floor's.
@@ -33,6 +34,7 @@ CONNECTIONS = 50
 NEEDS = {
     "flowtracker": {"aiohttp": "flowtracker.aiohttp", "asgi": "flowtracker.asgi"},
     "ft-middleware": {"aiohttp": "flowtracker.aiohttp"},
+    "ft-noheader": {"aiohttp": "flowtracker.aiohttp", "asgi": "flowtracker.asgi"},
     "otel": {"aiohttp": "opentelemetry.instrumentation.aiohttp_server"},
     "aiozipkin": {"aiohttp": "aiozipkin"},
     "ft-core": {"asgi": "uvicorn"},
