@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from web_helpers import collected, fetch
 
 import flowtracker as ft
 from flowtracker import _clock
@@ -39,22 +40,6 @@ async def serve(app: web.Application, **runner_options: Any) -> AsyncIterator[st
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
-
-
-async def fetch(url: str, method: str = "GET", **options: Any) -> tuple[int, dict[str, str], bytes]:
-    """One request with a fresh client: status, headers, body."""
-    async with aiohttp.ClientSession() as client, client.request(method, url, **options) as response:
-        return response.status, dict(response.headers), await response.read()
-
-
-async def collected(tracker: ft.Tracker, memory: ft.MemoryExporter, count: int) -> list[dict[str, Any]]:
-    """Waits (bounded) until ``count`` traces were exported: roots end after the client read the reply."""
-    for _ in range(200):
-        await tracker.flush()
-        if len(memory.traces) >= count:
-            break
-        await asyncio.sleep(0.01)
-    return memory.traces
 
 
 def by_name(trace: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
+from web_helpers import collected, fetch
 
 import flowtracker as ft
 from flowtracker import _clock
@@ -49,19 +50,6 @@ async def uvicorn_serve(app: Any, lifespan: str = "on") -> AsyncIterator[str]:
         server.should_exit = True
         await task
 
-
-async def fetch(url: str, **options: Any) -> tuple[int, dict[str, str], bytes]:
-    async with aiohttp.ClientSession() as client, client.get(url, **options) as response:
-        return response.status, dict(response.headers), await response.read()
-
-
-async def collected(tracker: ft.Tracker, memory: ft.MemoryExporter, count: int) -> list[dict[str, Any]]:
-    for _ in range(200):
-        await tracker.flush()
-        if len(memory.traces) >= count:
-            break
-        await asyncio.sleep(0.01)
-    return memory.traces
 
 
 async def order(request: Request) -> JSONResponse:
