@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -25,3 +27,22 @@ class TestNamedProofs:
             check=False,
         )
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+class TestQuickstart:
+    def test_readme_quickstart_runs(self, tmp_path):
+        """The README's quickstart, run as written, prints one FLOW_LOG trace and writes traces.jsonl."""
+        readme = (ROOT / "README.md").read_text()
+        section = readme.split("## Quickstart", 1)[1]
+        code = section.split("```python\n", 1)[1].split("```", 1)[0]
+        env = {k: v for k, v in os.environ.items() if k != "FLOWTRACKER_EXPORTERS"}
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith("FLOW_LOG: {")
+        trace = json.loads((tmp_path / "traces.jsonl").read_text())
+        assert trace["service"] == "orders"
+        assert {s["name"] for s in trace["spans"]} == {"GET /users/{id}", "load_user", "FetchFromDB"}
