@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from web_helpers import collected, fetch
+from web_helpers import collected, fetch, leave_mid_stream
 
 import flowtracker as ft
 from flowtracker import _clock
@@ -418,12 +418,7 @@ class TestClientDisconnect:
         app = web.Application(middlewares=[middleware(tracker)])
         app.router.add_get("/endless", endless)
         async with serve(app) as url:
-            port = int(url.rsplit(":", 1)[1])
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /endless HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            await reader.readuntil(b"tick\n")
-            writer.close()
-            await writer.wait_closed()
+            await leave_mid_stream(url, "/endless", b"tick\n")
             (trace,) = await collected(tracker, memory, 1)
         assert trace["spans"][0]["status"] == "cancelled"
         assert "error" not in trace["spans"][0]

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
-from web_helpers import collected, fetch
+from web_helpers import collected, fetch, leave_mid_stream
 
 import flowtracker as ft
 from flowtracker import _clock
@@ -299,12 +299,7 @@ class TestStreaming:
         app = Starlette(routes=[Route("/endless", endless)])
         app.add_middleware(FlowTrackerMiddleware, tracker=tracker)
         async with uvicorn_serve(app) as url:
-            port = int(url.rsplit(":", 1)[1])
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /endless HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            await reader.readuntil(b"tick\n")
-            writer.close()
-            await writer.wait_closed()
+            await leave_mid_stream(url, "/endless", b"tick\n")
             (trace,) = await collected(tracker, memory, 1)
         assert trace["spans"][0]["status"] == "cancelled"
 

@@ -24,3 +24,13 @@ async def collected(tracker: ft.Tracker, memory: ft.MemoryExporter, count: int) 
             break
         await asyncio.sleep(0.01)
     return memory.traces
+
+
+async def leave_mid_stream(url: str, path: str, first_chunk: bytes) -> None:
+    """A raw client that reads the first chunk of a streamed response, then hangs up."""
+    port = int(url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    await reader.readuntil(first_chunk)
+    writer.close()
+    await writer.wait_closed()
