@@ -409,7 +409,7 @@ def _drop_tokens_on_exit() -> None:
     GC-tracked object per span kept for the span's whole life; this measures
     what releasing it at exit does to the collector's work.
     """
-    from flowtracker._span import Span
+    from flowtracker._core import Span
 
     original = Span.__exit__
 

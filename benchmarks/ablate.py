@@ -8,7 +8,7 @@ part as the difference between two rungs of the ladder:
 * ``no lane``: traces complete but are not queued (``Lane.offer`` returns at
   once; the floor's ``offer`` does nothing): the lane + exporter-task cost;
 * ``spans only``: spans start, end and join their trace, but nothing decides
-  completion (``Tracker._maybe_complete`` does nothing, no open-trace
+  completion (``Tracker.span_ended`` does nothing, no open-trace
   registry): the completion + emission cost is ``no lane - spans only``.
 
 The switches are monkeypatches in this process only (the core is untouched);
@@ -64,14 +64,13 @@ def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
 
 async def _run_ft(rung: str, n: int) -> float:
     import flowtracker as ft
-    from flowtracker import _tracker
+    from flowtracker._pipeline import tracker as _tracker
 
     with contextlib.ExitStack() as stack:
         if rung == "spans only":
-            stack.enter_context(_patched(_tracker.Tracker, "_maybe_complete", lambda self, state: None))
+            stack.enter_context(_patched(_tracker.Tracker, "span_ended", lambda self, state: None))
         # "no lane": a tracker with no exporter assembles and emits traces but
-        # hands them to no lane (the tracker inlines Lane.offer, so patching it
-        # would not take the lane out).
+        # hands them to no lane.
         exporters = [DropExporter()] if rung == "full" else []
         async with ft.Tracker(exporters=exporters, service="bench") as tracker:
             if rung == "spans only":

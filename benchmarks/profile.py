@@ -212,7 +212,7 @@ def primitives(number: int) -> list[tuple[str, float]]:
         ("threading.get_ident()", threading.get_ident),
         ("f'{id:032x}' (128-bit hex)", lambda: f"{value:032x}"),
         ("set.add + set.discard", lambda s=set(): (s.add(1), s.discard(1))),
-        ("import statement inside a function", lambda: __import__("flowtracker._tracker", fromlist=["x"])),
+        ("import statement inside a function", lambda: __import__("flowtracker.propagation", fromlist=["x"])),
         ("loop.call_soon (scheduling only)", lambda: loop.call_soon(noop)),
         ("anyio send_nowait + receive_nowait", stream_pair),
     ]

@@ -10,23 +10,22 @@ Example:
 
 from __future__ import annotations
 
-from ._policy import DEFAULT_REDACT_KEYS as DEFAULT_REDACT_KEYS
-from ._sampling import keep_errors_and_slow as keep_errors_and_slow
-from ._span import Span as Span
-from ._span import add_event as add_event
-from ._span import add_tag as add_tag
-from ._span import bind as bind
-from ._span import current_span as current_span
-from ._span import current_trace_id as current_trace_id
-from ._span import span as span
-from ._span import start_root_span as start_root_span
-from ._span import start_span as start_span
-from ._stats import ExporterStats as ExporterStats
-from ._stats import TrackerStats as TrackerStats
-from ._trace import Trace as Trace
-from ._traced import traced as traced
-from ._tracker import Tracker as Tracker
-from ._tracker import default_tracker as default_tracker
+from ._core.span import Span as Span
+from ._core.span import add_event as add_event
+from ._core.span import add_tag as add_tag
+from ._core.span import bind as bind
+from ._core.span import current_span as current_span
+from ._core.span import current_trace_id as current_trace_id
+from ._core.span import span as span
+from ._core.span import start_root_span as start_root_span
+from ._core.span import start_span as start_span
+from ._pipeline.sampling import keep_errors_and_slow as keep_errors_and_slow
+from ._pipeline.stats import ExporterStats as ExporterStats
+from ._pipeline.stats import TrackerStats as TrackerStats
+from ._pipeline.tracker import Tracker as Tracker
+from ._pipeline.tracker import default_tracker as default_tracker
+from ._wire.policy import DEFAULT_REDACT_KEYS as DEFAULT_REDACT_KEYS
+from ._wire.record import Trace as Trace
 from .exporters import ConsoleExporter as ConsoleExporter
 from .exporters import Exporter as Exporter
 from .exporters import FileExporter as FileExporter
@@ -34,6 +33,7 @@ from .exporters import LoggingExporter as LoggingExporter
 from .exporters import MemoryExporter as MemoryExporter
 from .exporters import exporter_from_url as exporter_from_url
 from .exporters import load_exporter as load_exporter
+from .integrations.traced import traced as traced
 from .log_correlation import TraceContextFilter as TraceContextFilter
 from .propagation import continue_trace as continue_trace
 from .propagation import extract as extract
@@ -59,12 +59,9 @@ def __getattr__(name: str) -> object:
 
         return getattr(exporters, name)
     if name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version
+        from ._core.version import package_version
 
-        try:
-            return version("flowtracker")
-        except PackageNotFoundError:  # a source tree that was never installed
-            return "0+unknown"
+        return package_version()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -41,41 +41,25 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from ._http_options import (
+from ._core import STATUS_ERROR, Span, activate, deactivate, start_child, suppressed
+from ._pipeline.tracker import Tracker
+from .integrations.http_server import (
     HttpOptions,
     HTTPStatusError,
+    RootNames,
     build_options,
     end_request_span,
     request_tags,
-    root_name,
+    start_request_root,
     trace_header_values,
-    untraced,
 )
-from ._span import (
-    STATUS_CANCELLED,
-    STATUS_ERROR,
-    STATUS_OK,
-    Span,
-    _current,
-    current_span,
-    start_root_span,
-    start_span,
-)
-from ._tracker import Tracker
-from .propagation import (
-    TRACEPARENT,
-    TRACERESPONSE,
-    TRACESTATE,
-    context_from,
-    inject,
-    start_from_context,
-)
+from .propagation import TRACEPARENT, TRACERESPONSE, TRACESTATE, context_from, inject
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
     from typing_extensions import Unpack
 
-    from ._http_options import HttpOptionsDict
+    from .integrations.http_server import HttpOptionsDict
 
 __all__ = ("TRACKER_KEY", "client_trace_config", "middleware", "setup")
 
@@ -91,10 +75,6 @@ _ROOT_KEY: Any = (
 # A body up to this size goes out in one write that never waits for the
 # client (asyncio buffers it; aiohttp drains only above 64 KiB).
 _SMALL_BODY = 0x10000
-# Bounds of the per-middleware name cache (routes are a fixed set; methods are
-# whatever clients send).
-_ROUTES_LIMIT = 4096
-_METHODS_LIMIT = 16
 
 
 class _Deferred:
@@ -191,7 +171,7 @@ def middleware(tracker: Tracker | None = None, **options: Unpack[HttpOptionsDict
     Args:
         tracker: Where traces go. ``None``: the tracker in effect (see the
             module docstring); with no configuration, the console.
-        **options: See :mod:`flowtracker._http_options` (``excluded_paths``,
+        **options: See :mod:`flowtracker.integrations.http_server` (``excluded_paths``,
             ``request_tags``, ``record_headers``, ``span_name``,
             ``trace_id_header``, ``traceresponse``, ``unmatched_route``).
 
@@ -208,53 +188,29 @@ def _middleware(tracker: Tracker | None, opts: HttpOptions, *, headers_at_prepar
     # Everything that depends only on the options is decided here, once: a
     # request pays only for what is configured.
     excludes = opts.excludes_any
-    extra_tags = opts.extra_tags
     add_headers = _header_adder(opts) if opts.sends_headers and not headers_at_prepare else None
-    named = opts.span_name is None
-    # Matched route -> (its template, root names by method); routes are fixed
-    # once the app runs, so naming a request costs two dict lookups.
-    routes: dict[Any, tuple[str | None, dict[str, str]]] = {}
-    unmatched: tuple[str | None, dict[str, str]] = (None, {})
+    names = RootNames(opts)
 
     @web.middleware
     async def flowtracker_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
         if excludes and opts.excluded(path):
-            with untraced():
+            with suppressed():
                 return await handler(request)
         method = request.method
-        match_info = request.match_info
-        route = match_info.route
-        known = routes.get(route)
-        if known is None:
-            if match_info.http_exception is not None:
-                known = unmatched  # a new SystemRoute for each such request: not cached
-            else:
-                known = (_route_template(request), {})
-                if len(routes) < _ROUTES_LIMIT:
-                    routes[route] = known
-        template, by_method = known
-        name = by_method.get(method) if named else None
-        if name is None:
-            name = root_name(opts, method, template, request)
-            if named and len(by_method) < _METHODS_LIMIT:
-                by_method[method] = name
+        template = _route_template(request)
         headers = request.headers
-        if extra_tags:
-            tags = request_tags(opts, method, template, path, headers, request)
-        elif template is None:
-            tags = {"http.method": method, "http.target": path}
-        else:
-            tags = {"http.method": method, "http.route": template, "http.target": path}
+        tags = request_tags(opts, method, template, path, headers, request)
         # One case-insensitive lookup when no trace context came in (the common case).
-        if TRACEPARENT in headers:
-            context = context_from(headers.getall(TRACEPARENT), headers.getall(TRACESTATE, ()))
-            root = start_from_context(name, context, tags=tags, tracker=tracker, kind="server")
-        else:
-            root = start_root_span(name, tags, tracker=tracker, kind="server")
+        context = (
+            context_from(headers.getall(TRACEPARENT), headers.getall(TRACESTATE, ()))
+            if TRACEPARENT in headers
+            else None
+        )
+        root = start_request_root(names.get(method, template, request), tags, tracker, context)
         if headers_at_prepare:
             request[_ROOT_KEY] = root
-        token = _current.set(root)
+        token = activate(root)
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -269,27 +225,9 @@ def _middleware(tracker: Tracker | None, opts: HttpOptions, *, headers_at_prepar
             end_request_span(root, 500, exc, False)  # aiohttp answers 500
             raise
         finally:
-            try:  # noqa: SIM105 - per request: contextlib.suppress() costs an object and two calls
-                _current.reset(token)
-            except ValueError:  # reset from another context: leave it
-                pass
-        # The common case inline (every call costs here): an unprepared
-        # response with a small in-memory body goes out in one write after we
-        # return, so the root ends now; anything else once aiohttp sent it.
+            deactivate(root, token)
         if add_headers is not None and not response.prepared:
             add_headers(root, response)
-        status = response.status
-        if status < 500 and isinstance(response, web.Response):
-            body = response.body
-            if (
-                (body is None or (isinstance(body, (bytes, bytearray)) and len(body) <= _SMALL_BODY))
-                and not response.compression
-                and not response.prepared
-                and request.transport is not None  # else the client left: cancelled, below
-            ):
-                root.set_tag("http.status_code", status)
-                root._end(STATUS_OK, None)
-                return response
         _end_root(request, root, response, None)
         return response
 
@@ -392,9 +330,6 @@ def client_trace_config(
     async def on_start(
         session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams
     ) -> None:
-        parent = current_span()
-        if parent is None or parent._state is None or parent._state.trace_id == 0:
-            return
         url = params.url.with_query(None).with_fragment(None).with_user(None)
         name = None
         if span_name is not None:
@@ -405,8 +340,9 @@ def client_trace_config(
         if not name:
             port = f":{url.explicit_port}" if url.explicit_port is not None else ""
             name = f"HTTP {params.method} {url.host}{port}{url.path}"
-        client = start_span(name, **{"http.method": params.method, "http.url": str(url)})
-        client.kind = "client"
+        client = start_child(name, {"http.method": params.method, "http.url": str(url)}, kind="client")
+        if client is None:  # no current span: the request is not traced
+            return
         ctx.flowtracker_span = client
         if propagate:
             inject(params.headers, client)
@@ -429,7 +365,7 @@ def client_trace_config(
         client.set_tag("http.status_code", status)
         if status >= 500:
             reason = params.response.reason or ""
-            client._end(STATUS_ERROR, HTTPStatusError(f"HTTP {status} {reason}".strip()))
+            client.end(STATUS_ERROR, HTTPStatusError(f"HTTP {status} {reason}".strip()))
         else:
             client.finish()
 
@@ -439,10 +375,7 @@ def client_trace_config(
         client: Span | None = getattr(ctx, "flowtracker_span", None)
         if client is None:
             return
-        if isinstance(params.exception, asyncio.CancelledError):
-            client._end(STATUS_CANCELLED, None)
-        else:
-            client._end(STATUS_ERROR, params.exception)
+        client.end_with_exception(params.exception)
 
     config = aiohttp.TraceConfig()
     config.on_request_start.append(on_start)

@@ -41,29 +41,26 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from ._http_options import (
+from ._core import Span, activate, deactivate, suppressed
+from ._pipeline.tracker import Tracker
+from .integrations.http_server import (
     RootNames,
     build_options,
     end_request_span,
     request_tags,
-    set_route,
-    start_root,
+    start_request_root,
     trace_header_values,
-    untraced,
 )
-from ._span import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, _current
-from ._tracker import Tracker
 from .propagation import TRACERESPONSE, TraceContext, context_from
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from ._http_options import HttpOptions, HttpOptionsDict
+    from .integrations.http_server import HttpOptions, HttpOptionsDict
 
 __all__ = ("FlowTrackerMiddleware",)
 
@@ -84,7 +81,7 @@ class FlowTrackerMiddleware:
         tracker: Where traces go. ``None``: a tracker the middleware creates
             and runs for the app's lifespan (exporters from
             ``FLOWTRACKER_EXPORTERS``, console when unset).
-        **options: See :mod:`flowtracker._http_options` (``excluded_paths``,
+        **options: See :mod:`flowtracker.integrations.http_server` (``excluded_paths``,
             ``request_tags`` (called with the ASGI ``scope``), ``record_headers``,
             ``span_name``, ``trace_id_header``, ``traceresponse``, ``unmatched_route``).
 
@@ -104,9 +101,8 @@ class FlowTrackerMiddleware:
         self._owned: Tracker | None = None  # started by this middleware's lifespan
         # Decided once from the options: a request pays only for what is configured.
         self._excludes = self.options.excludes_any
-        self._extra_tags = self.options.extra_tags
         self._names = RootNames(self.options)
-        self._sends_headers = self.options.sends_headers
+        self.sends_headers = self.options.sends_headers
         id_header = self.options.trace_id_header
         self._id_header = id_header.lower().encode("latin-1") if id_header else None
 
@@ -122,13 +118,6 @@ class FlowTrackerMiddleware:
             await self.app(scope, receive, send)
 
     # -- tracker lifecycle ------------------------------------------------------
-
-    def _request_tracker(self) -> Tracker | None:
-        """The tracker for a new request; ``None`` lets the core pick (default tracker)."""
-        owned = self._owned
-        if owned is not None and owned.running:
-            return owned
-        return self.tracker
 
     async def _startup(self) -> None:
         tracker = self.tracker
@@ -198,25 +187,22 @@ class FlowTrackerMiddleware:
     def _start(self, scope: Scope, method: str) -> Span:
         """Starts the root, named for the unmatched route until the app has routed the request."""
         headers = scope.get("headers") or ()
-        path = scope.get("path", "")
-        if self._extra_tags:
-            tags = request_tags(self.options, method, None, path, headers, scope)
-        else:
-            tags = {"http.method": method, "http.target": path}
-        name = self._names.get(method, None, scope)
-        owned = self._owned  # _request_tracker(), inlined
+        tags = request_tags(self.options, method, None, scope.get("path", ""), headers, scope)
+        owned = self._owned
+        # None lets the core pick (the bound, last started or default tracker).
         tracker = owned if owned is not None and owned.running else self.tracker
-        return start_root(name, tags, tracker, _trace_context(headers))
+        name = self._names.get(method, None, scope)
+        return start_request_root(name, tags, tracker, _trace_context(headers))
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._excludes and self.options.excluded(scope.get("path", "")):
-            with untraced():
+            with suppressed():
                 await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET")
         root = self._start(scope, method)
         exchange = _HttpExchange(self, root, scope, method, receive, send)
-        token = _current.set(root)
+        token = activate(root)
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
@@ -232,14 +218,11 @@ class FlowTrackerMiddleware:
             exchange.error = error
             raise
         finally:
-            try:  # noqa: SIM105 - per request: contextlib.suppress() costs an object and two calls
-                _current.reset(token)
-            except ValueError:  # reset from another context: leave it
-                pass
+            deactivate(root, token)
             if not exchange.ended:
                 exchange.end()
 
-    def _trace_headers(self, root: Span) -> list[tuple[bytes, bytes]]:
+    def trace_headers(self, root: Span) -> list[tuple[bytes, bytes]]:
         """The trace headers for ``root`` as ASGI byte pairs (each value formatted once)."""
         traceresponse, trace_hex = trace_header_values(self.options, root)
         out: list[tuple[bytes, bytes]] = []
@@ -251,7 +234,7 @@ class FlowTrackerMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.options.excluded(scope.get("path", "")):
-            with untraced():
+            with suppressed():
                 await self.app(scope, receive, send)
             return
         root = self._start(scope, "WEBSOCKET")
@@ -265,32 +248,40 @@ class FlowTrackerMiddleware:
 
         async def watched_send(message: Message) -> None:
             kind = message["type"]
-            if kind == "websocket.accept" and self._sends_headers:
+            if kind == "websocket.accept" and self.sends_headers:
                 message = dict(message)
-                message["headers"] = [*(message.get("headers") or ()), *self._trace_headers(root)]
+                message["headers"] = [*(message.get("headers") or ()), *self.trace_headers(root)]
             elif kind == "websocket.close":
                 close_code.append(int(message.get("code", 1000)))
             elif kind == "websocket.http.response.start":  # the handshake was denied
                 root.set_tag("http.status_code", message["status"])
             await send(message)
 
-        token = _current.set(root)
-        status, failure = STATUS_OK, None
+        token = activate(root)
+        failure: BaseException | None = None
         try:
             await self.app(scope, watched_receive, watched_send)
-        except asyncio.CancelledError:
-            status = STATUS_CANCELLED
-            raise
         except BaseException as error:
-            status, failure = STATUS_ERROR, error
+            failure = error
             raise
         finally:
-            with contextlib.suppress(ValueError):
-                _current.reset(token)
-            set_route(self.options, root, "WEBSOCKET", route_template(scope), scope)
+            deactivate(root, token)
+            self.set_route(root, "WEBSOCKET", scope)
             if close_code:
                 root.set_tag("websocket.close_code", close_code[0])
-            root._end(status, failure)
+            if failure is None:
+                root.finish()
+            else:
+                root.end_with_exception(failure)
+
+    def set_route(self, root: Span, method: str, scope: Scope) -> None:
+        """Names ``root`` after the route the app matched (known only once it ran)."""
+        route = route_template(scope)
+        if route is not None:
+            root.set_tag("http.route", route)
+            root.name = self._names.get(method, route, scope)
+        elif self.options.span_name is not None:  # the callback sees the request as it ended
+            root.name = self._names.get(method, None, scope)
 
 
 class _HttpExchange:
@@ -355,10 +346,10 @@ class _HttpExchange:
             self.status = message["status"]
             self.trailers = bool(message.get("trailers"))
             middleware = self.middleware
-            if middleware._sends_headers:
+            if middleware.sends_headers:
                 # A new message and list: the app's may be shared.
                 message = dict(message)
-                message["headers"] = [*(message.get("headers") or ()), *middleware._trace_headers(self.root)]
+                message["headers"] = [*(message.get("headers") or ()), *middleware.trace_headers(self.root)]
         elif kind == "http.response.trailers":
             final = not message.get("more_trailers", False)
         elif kind == "http.response.zerocopysend":
@@ -379,14 +370,8 @@ class _HttpExchange:
         if self.ended:
             return
         self.ended = True
-        middleware = self.middleware
-        route = route_template(self.scope)
         root = self.root
-        if route is not None:
-            root.set_tag("http.route", route)
-            root.name = middleware._names.get(self.method, route, self.scope)
-        elif middleware.options.span_name is not None:  # the callback sees the request as it ended
-            root.name = middleware._names.get(self.method, None, self.scope)
+        self.middleware.set_route(root, self.method, self.scope)
         status = self.status
         error = self.error
         if error is not None and status is None:

@@ -49,7 +49,8 @@ from typing import IO, Any
 
 import orjson
 
-from ._wire import encode
+from ._graph.model import TraceTree
+from ._wire.encode import encode
 from .viz import (
     InputError,
     chrome_trace,
@@ -62,7 +63,6 @@ from .viz import (
     stats_table,
     tree_text,
 )
-from .viz._model import TraceTree
 
 EXIT_OK = 0
 EXIT_NO_TRACES = 1
@@ -120,7 +120,7 @@ def run(argv: Sequence[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._core.version import package_version
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 no traces, 2 usage, 3 unreadable input, 4 unwritable output, "
         "5 missing dependency, 130 interrupted.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     tree = commands.add_parser("tree", help="print execution trees", description="Print execution trees.")

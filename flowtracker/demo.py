@@ -31,8 +31,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ._span import span
-from ._tracker import Tracker
+from ._core.span import span
+from ._pipeline.tracker import Tracker
 from .aiohttp import client_trace_config, setup
 from .exporters import ConsoleExporter, FileExporter, MemoryExporter
 from .exporters._base import Exporter

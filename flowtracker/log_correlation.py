@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 
-from ._span import current_span
+from ._core import current_span
 
 __all__ = ("TraceContextFilter",)
 
@@ -63,10 +63,10 @@ class TraceContextFilter(logging.Filter):
         if not self.overwrite and hasattr(record, "trace_id"):
             return True
         span = current_span()
-        state = None if span is None else span._state
-        if span is None or state is None or state.trace_id == 0:  # 0: an exporter's silent span
+        context = None if span is None else span.span_context()
+        if context is None:  # outside a span, or in an exporter's silent one
             record.trace_id = record.span_id = self.missing
         else:
-            record.trace_id = f"{state.trace_id:032x}"
-            record.span_id = f"{span.span_id:016x}"
+            record.trace_id = f"{context.trace_id:032x}"
+            record.span_id = f"{context.span_id:016x}"
         return True

@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
-from . import _clock
-from ._clock import parse_rfc3339
-from ._tracker import Tracker, _context_tracker
+from ._core import BOUND_SINK
+from ._core import clock as _clock
+from ._core.clock import parse_rfc3339
+from ._pipeline.tracker import Tracker
 from .exporters.memory import MemoryExporter
 
 __all__ = ("FakeClock", "capture_traces", "sequential_ids", "use_clock", "use_ids")
@@ -120,13 +121,13 @@ class capture_traces:
     def _install(self) -> None:
         anchor = 0 if self._clock is not None else None
         self._previous = _clock.install(clock=self._clock, ids=self._ids, anchor_ns=anchor)
-        self._token = _context_tracker.set(self.tracker)
+        self._token = BOUND_SINK.set(self.tracker)
 
     def _uninstall(self) -> None:
         try:
-            _context_tracker.reset(self._token)
+            BOUND_SINK.reset(self._token)
         except (ValueError, RuntimeError):
-            _context_tracker.set(None)
+            BOUND_SINK.set(None)
         assert self._previous is not None
         clock, ids, anchor = self._previous
         _clock.install(clock=clock, ids=ids, anchor_ns=anchor)

@@ -22,7 +22,7 @@ from aiohttp import web
 from web_helpers import collected, fetch, leave_mid_stream
 
 import flowtracker as ft
-from flowtracker import _clock
+from flowtracker._core import clock as _clock
 from flowtracker.aiohttp import TRACKER_KEY, client_trace_config, middleware, setup
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

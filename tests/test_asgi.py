@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 from web_helpers import collected, fetch, leave_mid_stream
 
 import flowtracker as ft
-from flowtracker import _clock
+from flowtracker._core import clock as _clock
 from flowtracker.asgi import FlowTrackerMiddleware
 from flowtracker.propagation import inject
 

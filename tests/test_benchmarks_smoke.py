@@ -83,7 +83,7 @@ class TestSuites:
         """The profile suite attributes span-path time to flowtracker's own functions."""
         result, _ = run_suite(tmp_path, "profile")
         names = [row[0] for row in result["span_path_flowtracker"]["rows"]]
-        assert any("flowtracker/_span.py" in name for name in names)
+        assert any("flowtracker/_core/span.py" in name for name in names)
         assert result["primitives_ns"]["ContextVar.set + reset"] > 0
 
     @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")

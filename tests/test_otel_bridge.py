@@ -15,8 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import flowtracker as ft
-from flowtracker._clock import parse_rfc3339
-from flowtracker._span import start_root_span
+from flowtracker._core import start_root_span
+from flowtracker._core.clock import parse_rfc3339
 from flowtracker.exporters import OTelSpanExporterBridge
 
 

@@ -15,8 +15,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 import flowtracker as ft
-from flowtracker._clock import parse_rfc3339
-from flowtracker._span import start_root_span
+from flowtracker._core import start_root_span
+from flowtracker._core.clock import parse_rfc3339
 from flowtracker.exporters import otlp as otlp_module
 from flowtracker.exporters._otlp_mapping import any_value, otlp_request_dict
 from flowtracker.exporters.otlp import OTLPExporter

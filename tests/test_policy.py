@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 import flowtracker as ft
-from flowtracker._policy import ExportPolicy
+from flowtracker._wire.policy import ExportPolicy
 
 
 class TestRedaction:

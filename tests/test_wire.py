@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowtracker as ft
-from flowtracker import _wire
-from flowtracker._clock import format_rfc3339, parse_rfc3339
+from flowtracker._core.clock import format_rfc3339, parse_rfc3339
+from flowtracker._wire import encode as _wire
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 

@@ -13,15 +13,21 @@ Example:
 
 from __future__ import annotations
 
+from .._pipeline.tracker import set_exporter_resolver
 from ._base import Exporter as Exporter
 from ._config import ENV_VAR as ENV_VAR
 from ._config import exporter_from_url as exporter_from_url
 from ._config import exporters_from_env as exporters_from_env
 from ._config import load_exporter as load_exporter
+from ._config import resolve_exporters
 from .console import ConsoleExporter as ConsoleExporter
 from .file import FileExporter as FileExporter
 from .logging import LoggingExporter as LoggingExporter
 from .memory import MemoryExporter as MemoryExporter
+
+# The tracker reads exporter URLs and the environment through this package,
+# which knows the schemes (the pipeline sits below the exporters).
+set_exporter_resolver(resolve_exporters)
 
 # Exporters with heavier dependencies (aiohttp, aiokafka, opentelemetry) load
 # on first use, so ``import flowtracker`` stays light.

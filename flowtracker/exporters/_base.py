@@ -1,43 +1,11 @@
-"""The exporter protocol: what the tracker needs from anything that ships traces.
+"""The exporter protocol, re-exported where exporters look for it.
 
-An exporter is any object with two coroutine methods; no base class needed.
-``export`` receives a batch of finished traces and returns once they are
-handled (raising counts the whole batch as failed; the tracker's lane logs it,
-at most once a minute, and carries on). ``aclose`` releases resources; the
-tracker calls it once, after the last ``export``. An optional ``name``
-attribute names the exporter in ``Tracker.stats``.
-
-Both run on the tracker's event loop, in the exporter's own lane: a slow
-exporter delays nobody but itself. Blocking calls belong in a thread
-(``anyio.to_thread.run_sync``).
-
-Example:
-    >>> class PrintExporter:
-    ...     name = "print"
-    ...     async def export(self, traces):
-    ...         for trace in traces:
-    ...             print(trace.to_json().decode())
-    ...     async def aclose(self):
-    ...         pass
+It is defined by the pipeline (:mod:`flowtracker._pipeline.exporter`), which
+is what calls it; exporters are plug-ins over it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from .._pipeline.exporter import Exporter as Exporter
 
-if TYPE_CHECKING:
-    from .._trace import Trace
-
-
-@runtime_checkable
-class Exporter(Protocol):
-    """Receives finished traces in batches; see the module docstring."""
-
-    async def export(self, traces: Sequence[Trace]) -> None:
-        """Handles one batch; raise to count it as failed."""
-        ...
-
-    async def aclose(self) -> None:
-        """Flushes and releases resources; called once, last."""
-        ...
+__all__ = ("Exporter",)

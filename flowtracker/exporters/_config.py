@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -191,3 +191,16 @@ def _starts_exporter(text: str) -> bool:
     from importlib.metadata import entry_points
 
     return any(point.name == text.lower() for point in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def resolve_exporters(exporters: Iterable[Any] | None) -> list[Exporter]:
+    """What ``Tracker(exporters=...)`` holds: ``None`` reads ``FLOWTRACKER_EXPORTERS``
+    (console when unset); otherwise the exporters as given.
+
+    Example:
+        >>> [type(e).__name__ for e in resolve_exporters(None)]  # doctest: +SKIP
+        ['ConsoleExporter']
+    """
+    if exporters is None:
+        return exporters_from_env()
+    return list(exporters)

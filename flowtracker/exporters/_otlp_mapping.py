@@ -41,7 +41,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._clock import parse_rfc3339
+from .._core.clock import parse_rfc3339
 
 __all__ = (
     "SPAN_KINDS",

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from .._trace import Trace
+    from .._wire.record import Trace
 
 
 class ConsoleExporter:

@@ -47,7 +47,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 if TYPE_CHECKING:
-    from .._trace import Trace
+    from .._wire.record import Trace
 
 #: Producer options flowtracker sets unless you pass your own.
 PRODUCER_DEFAULTS: dict[str, Any] = {"acks": "all", "request_timeout_ms": 10_000}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from .._trace import Trace
+    from .._wire.record import Trace
 
 
 class MemoryExporter:

@@ -33,11 +33,11 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from .._clock import parse_rfc3339
+from .._core.clock import parse_rfc3339
 from ._otlp_mapping import SCOPE_NAME, UNKNOWN_SERVICE, library_version, span_times, trace_attributes
 
 if TYPE_CHECKING:
-    from .._trace import Trace
+    from .._wire.record import Trace
 
 _KINDS = {
     "server": SpanKind.SERVER,

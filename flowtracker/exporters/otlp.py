@@ -38,7 +38,7 @@ from ._otlp_mapping import otlp_request_dict
 from .webhook import HTTPSender, gzip_body
 
 if TYPE_CHECKING:
-    from .._trace import Trace
+    from .._wire.record import Trace
 
 #: Where an OTLP/HTTP receiver listens for traces by default.
 DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"

@@ -26,11 +26,11 @@ import os
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from ..viz._sankey import sankeymatic_text
+from .._graph.sankey import sankeymatic_text
 from ._text import TextSink, url_options
 
 if TYPE_CHECKING:
-    from .._trace import Trace
+    from .._wire.record import Trace
 
 
 class SankeyExporter:

@@ -44,7 +44,7 @@ import aiohttp
 import anyio
 
 if TYPE_CHECKING:
-    from .._trace import Trace
+    from .._wire.record import Trace
 
 #: The signature header (value ``sha256=<hex>``).
 SIGNATURE_HEADER = "X-Flowtracker-Signature"
@@ -131,9 +131,9 @@ class HTTPSender:
     def _get_session(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None or session.closed:
-            from .. import __version__
+            from .._core.version import package_version
 
-            headers = {"User-Agent": f"flowtracker/{__version__}", **self.headers}
+            headers = {"User-Agent": f"flowtracker/{package_version()}", **self.headers}
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self.tls), headers=headers, raise_for_status=False
             )

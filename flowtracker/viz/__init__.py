@@ -21,11 +21,17 @@ Example:
 
 from __future__ import annotations
 
+from .._graph.mermaid import mermaid_label as mermaid_label
+from .._graph.mermaid import mermaid_text as mermaid_text
+from .._graph.model import TraceTree as TraceTree
+from .._graph.model import format_ms as format_ms
+from .._graph.sankey import SankeyLink as SankeyLink
+from .._graph.sankey import sankey_graph as sankey_graph
+from .._graph.sankey import sankey_links as sankey_links
+from .._graph.sankey import sankeymatic_label as sankeymatic_label
+from .._graph.sankey import sankeymatic_text as sankeymatic_text
+from .._graph.sankey import span_label as span_label
 from ._chrome import chrome_trace as chrome_trace
-from ._mermaid import mermaid_label as mermaid_label
-from ._mermaid import mermaid_text as mermaid_text
-from ._model import TraceTree as TraceTree
-from ._model import format_ms as format_ms
 from ._read import InputError as InputError
 from ._read import ReadResult as ReadResult
 from ._read import is_trace as is_trace
@@ -34,12 +40,6 @@ from ._read import parse_line as parse_line
 from ._read import read_traces as read_traces
 from ._report import render_report as render_report
 from ._report import report_data as report_data
-from ._sankey import SankeyLink as SankeyLink
-from ._sankey import sankey_graph as sankey_graph
-from ._sankey import sankey_links as sankey_links
-from ._sankey import sankeymatic_label as sankeymatic_label
-from ._sankey import sankeymatic_text as sankeymatic_text
-from ._sankey import span_label as span_label
 from ._stats import SpanStats as SpanStats
 from ._stats import span_stats as span_stats
 from ._stats import stats_table as stats_table

@@ -26,7 +26,7 @@ import heapq
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._model import TraceDict, TraceTree, span_status, tags_of, time_us, trace_id_of
+from .._graph.model import TraceDict, TraceTree, span_status, tags_of, time_us, trace_id_of
 
 #: Tags that name the thread or task a span ran on, first match wins.
 TRACK_TAGS = ("thread.name", "thread.id", "task.name", "asyncio.task")

@@ -28,7 +28,7 @@ from typing import IO, Any, Union, cast
 
 import orjson
 
-from ._model import id_key
+from .._graph.model import id_key
 
 #: What a source may be: a path, ``"-"`` for stdin, or an open binary stream.
 Source = Union[str, "os.PathLike[str]", IO[bytes]]

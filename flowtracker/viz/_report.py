@@ -42,9 +42,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .._wire import encode
-from ._model import STATUSES, TraceDict, TraceTree, span_status, tags_of, trace_id_of
-from ._sankey import sankey_graph
+from .._graph.model import STATUSES, TraceDict, TraceTree, span_status, tags_of, trace_id_of
+from .._graph.sankey import sankey_graph
+from .._wire.encode import encode
 from ._stats import span_stats
 
 #: Most Sankey links drawn (the heaviest); more make an unreadable picture.
@@ -146,14 +146,14 @@ def report_data(
             last_end = end if last_end is None else max(last_end, end)
     graph = sankey_graph(trees, max_links=max_sankey_links)
     stats = span_stats(trees)
-    from .. import __version__
+    from .._core.version import package_version
 
     return {
         "version": 1,
         "meta": {
             "title": title,
             "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "flowtracker": __version__,
+            "flowtracker": package_version(),
             "traces": len(trees),
             "spans": span_total,
             "first": None if first_start is None else first_start / 1000.0,

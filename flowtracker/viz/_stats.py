@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TypedDict
 
-from ._model import TraceDict, TraceTree, as_tree, format_ms, printable, span_status
+from .._graph.model import TraceDict, TraceTree, as_tree, format_ms, printable, span_status
 
 
 class SpanStats(TypedDict):

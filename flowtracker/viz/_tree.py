@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from ._model import TraceDict, TraceTree, format_ms, printable, span_status, tags_of, trace_id_of
+from .._graph.model import TraceDict, TraceTree, format_ms, printable, span_status, tags_of, trace_id_of
 
 _RESET = "\x1b[0m"
 _STYLES = {

@@ -30,7 +30,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, TypedDict
 
-from ._model import TraceDict, TraceTree, as_tree, id_key, number, span_name, tags_of, trace_id_of
+from .model import TraceDict, TraceTree, as_tree, id_key, number, span_name, tags_of, trace_id_of
 
 #: The label of a parent that is not in the trace (the Go library's word).
 UNKNOWN = "Unknown"

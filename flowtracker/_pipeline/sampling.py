@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from ._trace import Trace
+from .._wire.record import Trace
 
 
 def keep_errors_and_slow(slower_than_ms: float, rate: float = 0.0) -> Callable[[Trace], bool]:

@@ -11,7 +11,7 @@ behind a burst, while draining what is ready batches naturally under load and
 adds no latency when idle.
 
 Example:
-    >>> from flowtracker._lane import Lane
+    >>> from flowtracker._pipeline.lane import Lane
     >>> from flowtracker import MemoryExporter
     >>> lane = Lane("memory", MemoryExporter(), max_queue=8, max_batch=4, timeout=1.0)
     >>> lane.stats().queued
@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._stats import ExporterStats
+from .stats import ExporterStats
 
 if TYPE_CHECKING:
-    from ._trace import Trace
-    from .exporters._base import Exporter
+    from .._wire.record import Trace
+    from .exporter import Exporter
 
 logger = logging.getLogger("flowtracker")
 

@@ -1,4 +1,4 @@
-"""The wire format: one JSON object per trace, as ``design.md`` specifies.
+"""The wire format: one JSON object per trace (the README's "Output" section).
 
 Everything about encoding lives here: ids to hex, monotonic readings to RFC 3339
 UTC, durations to float milliseconds, and the fallback for odd tag values.
@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from . import _clock
-from ._policy import DEFAULT_POLICY, REDACTED, ExportPolicy
+from .._core import clock as _clock
+from .policy import DEFAULT_POLICY, REDACTED, ExportPolicy
 
 if TYPE_CHECKING:
-    from ._span import Span
-    from ._trace import Trace
+    from .._core.span import Span
+    from .record import Trace
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 _NATIVE = (str, int, float, bool, type(None))
@@ -71,7 +71,7 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
     """The JSON-ready dict of one span (``now`` stands in for a missing end)."""
     start = span.start_ns
     end = span.end_ns
-    extra = span._extra
+    extra = span.details
     status = "ok" if extra is None else extra.get("status", "ok")
     if end is None:
         end = max(now, start)
@@ -82,8 +82,8 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
     start_time, end_time = _clock.format_pair(anchor + start, anchor + end)
     # One dict literal per shape (key order is the output's): cheaper than
     # building it key by key, and export runs once per span.
-    parent = span._parent
-    parent_id = parent.span_id if parent is not None else span._state.remote_parent_id  # type: ignore[union-attr]
+    parent = span.parent
+    parent_id = parent.span_id if parent is not None else span.trace_state.remote_parent_id  # type: ignore[union-attr]
     out: dict[str, Any]
     if parent_id is None:
         out = {
@@ -104,7 +104,7 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
             "duration_ms": (end - start) / 1e6,
             "status": status,
         }
-    tags = span._tags
+    tags = span.tags
     if extra is None:  # the common span: no kind, error, events or dropped tags
         if tags:
             out["tags"] = safe_tags(tags, policy)

@@ -31,8 +31,8 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 from typing import Literal
 
-from ._model import TraceDict, TraceTree, number
-from ._sankey import span_label
+from .model import TraceDict, TraceTree, number
+from .sankey import span_label
 
 _ID = re.compile(r"[0-9A-Za-z_]{1,64}")
 _ENTITIES = {

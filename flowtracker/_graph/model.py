@@ -24,7 +24,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .._clock import parse_rfc3339
+from .._core.clock import parse_rfc3339
 
 #: Span statuses in the wire format, in the order views rank them (worst last).
 STATUSES = ("ok", "cancelled", "unfinished", "error")

@@ -24,7 +24,8 @@ import inspect
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._span import Span, _current
+from .._core import Span, activate, deactivate
+from .._core.span import start_span
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -73,14 +74,14 @@ def _wrap(fn: Callable[..., Any], name: str | None, tags: dict[str, Any]) -> Any
 
         @functools.wraps(fn)
         def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-            return _traced_agen(fn(*args, **kwargs), new_span())
+            return _traced_agen(fn(*args, **kwargs), span_name, tags)
 
         return agen_wrapper
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            return (yield from _traced_gen(fn(*args, **kwargs), new_span()))
+            return (yield from _traced_gen(fn(*args, **kwargs), span_name, tags))
 
         return gen_wrapper
     if inspect.iscoroutinefunction(fn):
@@ -100,65 +101,67 @@ def _wrap(fn: Callable[..., Any], name: str | None, tags: dict[str, Any]) -> Any
     return sync_wrapper
 
 
-def _traced_gen(gen: Generator[Any, Any, Any], span: Span) -> Generator[Any, Any, Any]:
-    span._start()
+def _traced_gen(gen: Generator[Any, Any, Any], name: str, tags: dict[str, Any]) -> Generator[Any, Any, Any]:
+    span = start_span(name, **tags)  # at the first item: the parent is whoever iterates
     sent: Any = None
     thrown: BaseException | None = None
     try:
         while True:
-            token = _current.set(span)
+            token = activate(span)
             try:
                 item = gen.send(sent) if thrown is None else gen.throw(thrown)
             except StopIteration as stop:
                 return stop.value
             finally:
-                _current.reset(token)
+                deactivate(span, token)
             thrown = None
             try:
                 sent = yield item
             except GeneratorExit:
-                token = _current.set(span)
+                token = activate(span)
                 try:
                     gen.close()
                 finally:
-                    _current.reset(token)
+                    deactivate(span, token)
                 raise
             except BaseException as error:  # thrown in by the consumer: pass it on
                 thrown = error
     except BaseException as error:
-        span._end_with(error)
+        span.end_with_exception(error)
         raise
     finally:
-        span._end("ok", None)
+        span.finish()
 
 
-async def _traced_agen(agen: AsyncGenerator[Any, Any], span: Span) -> AsyncGenerator[Any, Any]:
-    span._start()
+async def _traced_agen(
+    agen: AsyncGenerator[Any, Any], name: str, tags: dict[str, Any]
+) -> AsyncGenerator[Any, Any]:
+    span = start_span(name, **tags)  # at the first item: the parent is whoever iterates
     sent: Any = None
     thrown: BaseException | None = None
     try:
         while True:
-            token = _current.set(span)
+            token = activate(span)
             try:
                 item = await (agen.asend(sent) if thrown is None else agen.athrow(thrown))
             except StopAsyncIteration:
                 return
             finally:
-                _current.reset(token)
+                deactivate(span, token)
             thrown = None
             try:
                 sent = yield item
             except GeneratorExit:
-                token = _current.set(span)
+                token = activate(span)
                 try:
                     await agen.aclose()
                 finally:
-                    _current.reset(token)
+                    deactivate(span, token)
                 raise
             except BaseException as error:
                 thrown = error
     except BaseException as error:
-        span._end_with(error)
+        span.end_with_exception(error)
         raise
     finally:
-        span._end("ok", None)
+        span.finish()

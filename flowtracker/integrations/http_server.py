@@ -1,4 +1,12 @@
-"""What the aiohttp and ASGI middlewares share: options, root-span naming, tags and status.
+"""The HTTP-server layer both middlewares (aiohttp, ASGI) stand on.
+
+It holds everything a request's root span needs that does not depend on the
+framework: the options, the route-name cache (:class:`RootNames`), the
+default tags (:func:`request_tags`), starting the root from the incoming
+trace context (:func:`start_request_root`), the trace headers of the
+response (:func:`trace_header_values`) and ending the request
+(:func:`end_request_span`). Each middleware only reads its framework's
+request and response.
 
 Both middlewares accept the same keyword options (:class:`HttpOptionsDict`):
 
@@ -38,20 +46,19 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from ._policy import REDACTED
-from ._span import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, _current, _silent_span, start_root_span
-from .propagation import FLAG_RANDOM, FLAG_SAMPLED, Headers, TraceContext, start_from_context
+from .._core import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span
+from .._wire.policy import REDACTED
+from ..propagation import Headers, TraceContext, flags_of, format_traceparent, start_from_context
 
 if TYPE_CHECKING:
-    from ._tracker import Tracker
+    from .._pipeline.tracker import Tracker
 
 logger = logging.getLogger("flowtracker")
 
@@ -63,8 +70,6 @@ SENSITIVE_HEADERS = frozenset(
 # Substrings that mark a header as a credential (X-Auth-Token, X-Api-Key, X-Session-Id, ...).
 _SENSITIVE_PARTS = ("auth", "token", "secret", "password", "passwd", "apikey", "api-key", "api_key",
                     "session", "cookie", "credential", "signature", "private")
-
-_FLAGS_HEX = ("00", "01", "02", "03")
 
 #: Methods named as themselves; any other becomes ``_OTHER`` in span names.
 KNOWN_METHODS = frozenset(
@@ -159,18 +164,6 @@ def build_options(
     )
 
 
-@contextlib.contextmanager
-def untraced() -> Iterator[None]:
-    """Spans opened inside the block record nothing (an excluded path's handler)."""
-    token = _current.set(None)
-    _silent_span()  # a non-recording current span: children inherit "not recording"
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ValueError):
-            _current.reset(token)
-
-
 def is_sensitive(name: str) -> bool:
     """True for header names whose values are credentials."""
     lowered = name.lower()
@@ -247,10 +240,14 @@ def request_tags(
     options: HttpOptions, method: str, route: str | None, path: str, headers: Headers, request: Any
 ) -> dict[str, Any]:
     """A request root's tags: method, route, target, then recorded headers and the callback's."""
-    tags: dict[str, Any] = {"http.method": method}
-    if route is not None:
-        tags["http.route"] = route
-    tags["http.target"] = path
+    # One literal per shape (key order is the output's): most requests take these.
+    tags: dict[str, Any]
+    if route is None:
+        tags = {"http.method": method, "http.target": path}
+    else:
+        tags = {"http.method": method, "http.route": route, "http.target": path}
+    if not options.extra_tags:
+        return tags
     if options.record_headers:
         tags.update(header_tags(options, headers))
     if options.request_tags is not None:
@@ -263,37 +260,23 @@ def request_tags(
     return tags
 
 
-def start_root(
+def start_request_root(
     name: str, tags: dict[str, Any], tracker: Tracker | None, context: TraceContext | None
 ) -> Span:
     """Starts a request's root span (kind ``server``), continuing the incoming ``context``."""
-    if context is None:
-        return start_root_span(name, tags, tracker=tracker, kind="server")
     return start_from_context(name, context, tags=tags, tracker=tracker, kind="server")
 
 
-def set_route(options: HttpOptions, root: Span, method: str, route: str | None, request: Any) -> None:
-    """Names ``root`` after a route found only once the app ran (ASGI)."""
-    if route is not None:
-        root.set_tag("http.route", route)
-    root.name = root_name(options, method, route, request)
-
-
 def trace_header_values(options: HttpOptions, root: Span) -> tuple[str | None, str | None]:
-    """``(traceresponse, trace id)`` header values for ``root``, each ``None`` when not sent.
-
-    Formatted once per response, from bytes (``int.to_bytes().hex()`` is about
-    twice as fast as a 32-digit ``format`` of a 128-bit int).
-    """
-    state = root._state
-    if state is None or not state.trace_id:  # not started, or an exporter's silent span
+    """``(traceresponse, trace id)`` header values for ``root``, each ``None`` when not sent."""
+    context = root.span_context()
+    if context is None:  # not started, or an exporter's silent span
         return None, None
-    trace_hex = state.trace_id.to_bytes(16, "big").hex()
     traceresponse = None
     if options.traceresponse:
-        flags = (FLAG_SAMPLED if state.sampled else 0) | (FLAG_RANDOM if state.random_flag else 0)
-        traceresponse = f"00-{trace_hex}-{root.span_id.to_bytes(8, 'big').hex()}-{_FLAGS_HEX[flags]}"
-    return traceresponse, trace_hex if options.trace_id_header else None
+        traceresponse = format_traceparent(context.trace_id, context.span_id, flags_of(context))
+    trace_hex = context.trace_id.to_bytes(16, "big").hex() if options.trace_id_header else None
+    return traceresponse, trace_hex
 
 
 def end_request_span(
@@ -303,13 +286,13 @@ def end_request_span(
     if status_code is not None:
         root.set_tag("http.status_code", status_code)
     if cancelled:
-        root._end(STATUS_CANCELLED, None)
+        root.end(STATUS_CANCELLED)
     elif error is not None:
-        root._end(STATUS_ERROR, error)
+        root.end(STATUS_ERROR, error)
     elif status_code is not None and status_code >= 500:
-        root._end(STATUS_ERROR, HTTPStatusError(_status_text(status_code)))
+        root.end(STATUS_ERROR, HTTPStatusError(_status_text(status_code)))
     else:
-        root._end(STATUS_OK, None)
+        root.end(STATUS_OK)
 
 
 def _status_text(code: int) -> str:

@@ -39,25 +39,30 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextvars import ContextVar
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
-from . import _clock
-from ._executor import PrestartedExecutor
-from ._lane import Lane
-from ._policy import DEFAULT_MAX_STRING, ExportPolicy
-from ._stats import TrackerStats
-from ._trace import EMITTED, Trace, TraceState
-
-if TYPE_CHECKING:
-    from .exporters._base import Exporter
+from .._core import clock
+from .._core.sink import BOUND_SINK, Limits, TraceSink, set_default_sink_resolver
+from .._core.span import activate, silent_span
+from .._core.trace import TraceState
+from .._wire.policy import DEFAULT_MAX_STRING, ExportPolicy
+from .._wire.record import Trace
+from .executor import PrestartedExecutor
+from .exporter import Exporter
+from .lane import Lane
+from .stats import TrackerStats
 
 logger = logging.getLogger("flowtracker")
 
-_context_tracker: ContextVar[Tracker | None] = ContextVar("flowtracker.tracker", default=None)
+#: Turns ``Tracker(exporters=...)`` into exporter objects (strings are exporter
+#: URLs; ``None`` reads the environment). Installed by :mod:`flowtracker.exporters`,
+#: which knows the URL schemes; until then only exporter objects are accepted.
+ExporterResolver = Callable[["Iterable[Any] | None"], "list[Exporter]"]
+_exporter_resolver: ExporterResolver | None = None
+
 _running: list[Tracker] = []
 _default: Tracker | None = None
 _default_lock = threading.Lock()
@@ -125,24 +130,23 @@ class Tracker:
         sample_rate: float = 1.0,
         tail_sampler: Callable[[Trace], bool] | None = None,
     ) -> None:
-        if exporters is None:
-            from .exporters import exporters_from_env
-
-            exporters = exporters_from_env()
+        exporters = resolve_exporters(exporters)
         if max_queue < 1 or max_batch < 1:
             raise ValueError("max_queue and max_batch must be at least 1")
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be between 0 and 1, got {sample_rate!r}")
         self.service = service
-        self.max_spans_per_trace = max_spans_per_trace
-        self.max_tags_per_span = max_tags_per_span
-        self.max_events_per_span = max_events_per_span
+        self.limits = Limits(
+            max_spans_per_trace=max_spans_per_trace,
+            max_tags_per_span=max_tags_per_span,
+            max_events_per_span=max_events_per_span,
+        )
         self.max_trace_age = max_trace_age
         self.completion_delay = completion_delay
         self.close_timeout = close_timeout
         self.sample_rate = sample_rate
         self._sample_threshold = int(sample_rate * (1 << 56))
-        self._sampling = sample_rate < 1.0
+        self.sampling = sample_rate < 1.0
         self.tail_sampler = tail_sampler
         self._policy = ExportPolicy(redact_keys, max_value_length)
         self._lanes: list[Lane] = []
@@ -155,9 +159,6 @@ class Tracker:
         # Counters (read by ``stats``).
         self._traces_completed = 0
         self._traces_dropped = 0
-        self._spans_dropped = 0
-        self._tags_dropped = 0
-        self._events_dropped = 0
         self._sampled_out = 0
         self._unfinished = 0
         # Assembly state.
@@ -171,7 +172,7 @@ class Tracker:
         self._loop_thread: int | None = None
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._context_token: contextvars.Token[Tracker | None] | None = None
+        self._context_token: contextvars.Token[TraceSink | None] | None = None
         self._thread: threading.Thread | None = None
         self._thread_stop: asyncio.Event | None = None
 
@@ -181,6 +182,26 @@ class Tracker:
     def exporters(self) -> tuple[Exporter, ...]:
         """The exporters, in lane order."""
         return tuple(lane.exporter for lane in self._lanes)
+
+    @property
+    def max_spans_per_trace(self) -> int:
+        """Spans kept per trace (see the constructor)."""
+        return self.limits.max_spans_per_trace
+
+    @property
+    def max_tags_per_span(self) -> int:
+        """Distinct tag keys kept per span (see the constructor)."""
+        return self.limits.max_tags_per_span
+
+    @property
+    def max_events_per_span(self) -> int:
+        """Events kept per span (see the constructor)."""
+        return self.limits.max_events_per_span
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` ran: new traces go to another tracker."""
+        return self._closed
 
     @property
     def running(self) -> bool:
@@ -193,9 +214,9 @@ class Tracker:
         return TrackerStats(
             traces_completed=self._traces_completed,
             traces_dropped=self._traces_dropped,
-            spans_dropped=self._spans_dropped,
-            tags_dropped=self._tags_dropped,
-            events_dropped=self._events_dropped,
+            spans_dropped=self.limits.spans_dropped,
+            tags_dropped=self.limits.tags_dropped,
+            events_dropped=self.limits.events_dropped,
             traces_sampled_out=self._sampled_out,
             traces_unfinished=self._unfinished,
             tags_redacted=self._policy.redacted,
@@ -218,7 +239,7 @@ class Tracker:
         # non-recording: spans an exporter opens (say, through an instrumented
         # HTTP client) must not become traces that are exported in turn.
         quiet = contextvars.Context()
-        quiet.run(_silence_context)
+        quiet.run(activate, silent_span())
         for lane in self._lanes:
             lane.open()
             lane.task = quiet.run(loop.create_task, lane.run())
@@ -286,7 +307,7 @@ class Tracker:
 
     async def __aenter__(self) -> Tracker:
         await self.start()
-        self._context_token = _context_tracker.set(self)
+        self._context_token = BOUND_SINK.set(self)
         return self
 
     async def __aexit__(
@@ -298,9 +319,9 @@ class Tracker:
         token, self._context_token = self._context_token, None
         if token is not None:
             try:
-                _context_tracker.reset(token)
+                BOUND_SINK.reset(token)
             except (ValueError, RuntimeError):
-                _context_tracker.set(None)
+                BOUND_SINK.set(None)
         await self.aclose()
 
     def start_in_thread(self, name: str = "flowtracker-export") -> None:
@@ -369,16 +390,21 @@ class Tracker:
     ) -> None:
         self.close_thread()
 
-    # -- called from the span hot path --------------------------------------
+    # -- the TraceSink interface (called by the core) ------------------------
 
-    def _sample_root(self, trace_id: int, sampled: bool | None) -> bool:
+    def sample(self, trace_id: int, sampled: bool | None) -> bool:
+        """Head sampling for a new root: the caller's flag wins, else ``sample_rate``."""
         if sampled is not None:
             return sampled
         if self._sample_threshold >= 1 << 56:
             return True
         return (trace_id & ((1 << 56) - 1)) < self._sample_threshold
 
-    def _maybe_complete(self, state: TraceState) -> None:
+    def trace_opened(self, state: TraceState) -> None:
+        """A recorded trace started (or reopened): watched for the age limit."""
+        self._open_traces.add(state)
+
+    def span_ended(self, state: TraceState) -> None:
         """A span of ``state`` ended and it may have been the last one."""
         if self._loop_thread == threading.get_ident():
             self._pending.append(state)
@@ -440,60 +466,33 @@ class Tracker:
     def _complete_pending(self) -> None:
         self._pending_scheduled = False
         pending, self._pending = self._pending, []
-        # The common case (first emission, nothing dropped, no tail sampler,
-        # running) is inlined: this loop runs once per trace.
-        fast = self.tail_sampler is None and not self._closed
-        open_traces = self._open_traces
-        service, policy, lanes = self.service, self._policy, self._lanes
         for state in pending:
             spans = state.spans
+            if not spans:  # emitted already (a second trigger for the same trace)
+                continue
             # The end count seen by the trigger equal to the spans started now
             # means no span started since: all ended. Otherwise look.
             if state.ended_seen != len(spans) and not state.all_ended():
                 continue
-            if not spans:
-                continue
-            if not fast or state.emitted or state.dropped_spans:
-                self._emit(state, state.take(), 0)
-                continue
-            state.spans = EMITTED
-            state.emitted = True
-            open_traces.discard(state)
-            record = Trace(state.trace_id, service, spans, policy=policy)
-            self._traces_completed += 1
-            accepted = True
-            for lane in lanes:  # Lane.offer(), inlined
-                try:
-                    lane._send.send_nowait(record)  # type: ignore[union-attr]
-                except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    lane.dropped += 1
-                    accepted = False
-                else:
-                    lane.offered += 1
-            if not accepted:
-                self._traces_dropped += 1
+            self._emit(state, state.take(), 0)
 
     def _emit(self, state: TraceState, spans: list[Any], unfinished: int) -> None:
+        """Hands the spans taken from ``state`` to the lanes as one ``Trace`` record."""
         follow_up = state.emitted
         state.emitted = True
-        if not state.spans:
+        if not state.spans:  # else a late span in another thread reopened it meanwhile
             self._open_traces.discard(state)
-        record = Trace(
-            state.trace_id, self.service, spans, state.dropped_spans, follow_up, unfinished, self._policy
-        )
-        state.dropped_spans = 0
+        dropped = state.dropped_spans
+        if dropped:
+            state.dropped_spans = 0
+        record = Trace(state.trace_id, self.service, spans, dropped, follow_up, unfinished, self._policy)
         if unfinished:
             self._unfinished += 1
             record.to_dict()  # snapshot now: open spans may still change
         self._offer(record)
 
     def _emit_unfinished(self, state: TraceState) -> None:
-        spans = state.take()
-        open_count = 0
-        for span in spans:
-            if span.end_ns is None:
-                span._recording = False  # its late end must not count again
-                open_count += 1
+        spans, open_count = state.take_unfinished()
         if spans:
             self._emit(state, spans, open_count)
         else:
@@ -540,7 +539,7 @@ class Tracker:
             now = time.monotonic()
             for lane in self._lanes:
                 lane.cancel_if_overdue(now)
-            limit = _clock.now_ns() - int(self.max_trace_age * 1e9)
+            limit = clock.now_ns() - int(self.max_trace_age * 1e9)
             for state in list(self._open_traces):
                 if state.created_ns < limit and not state.all_ended():
                     self._emit_unfinished(state)
@@ -564,17 +563,24 @@ def _unique_name(exporter: object, taken: set[str]) -> str:
     return name
 
 
-def _silence_context() -> None:
-    from ._span import _silent_span
+def resolve_exporters(exporters: Iterable[Any] | None) -> list[Exporter]:
+    """The exporter objects for ``Tracker(exporters=...)``, through the installed resolver."""
+    if _exporter_resolver is not None:
+        return _exporter_resolver(exporters)
+    if exporters is None:
+        raise RuntimeError("no exporter resolver installed: import flowtracker")
+    return list(exporters)
 
-    _silent_span()
+
+def set_exporter_resolver(resolver: ExporterResolver) -> None:
+    """Installs what turns exporter URLs and ``None`` into exporters (see :data:`ExporterResolver`)."""
+    global _exporter_resolver
+    _exporter_resolver = resolver
 
 
 def resolve_tracker() -> Tracker:
-    """The tracker that a new root span reports to (see the module docstring)."""
-    bound = _context_tracker.get()
-    if bound is not None and not bound._closed:
-        return bound
+    """The tracker a new root reports to when none is given or bound: the most
+    recently started one that still runs, else the default tracker."""
     while _running:
         latest = _running[-1]
         loop = latest._loop
@@ -609,3 +615,6 @@ def _flush_default_at_exit() -> None:
     tracker = _default
     if tracker is not None:
         tracker.close_thread()
+
+
+set_default_sink_resolver(resolve_tracker)

@@ -1,0 +1,649 @@
+"""Spans, the current-span ContextVar, and the module-level helpers.
+
+This is the hot path. Every span costs one object (slotted), one
+``ContextVar.set``/``reset`` pair, two clock reads and one random int; ids are
+formatted, times converted and tags checked only at export, off the request
+path. The kwargs dict that carries a span's tags is kept as is, not copied.
+
+One ``ContextVar`` holds the current span. asyncio copies the context into
+every task (``create_task``, ``gather``, ``TaskGroup``) and ``asyncio.to_thread``
+/ ``anyio.to_thread.run_sync`` copy it into worker threads, so a child finds its
+parent with no explicit passing; :func:`bind` covers ``run_in_executor`` and
+raw threads, which do not copy it.
+
+Example:
+    >>> import flowtracker as ft
+    >>> with ft.span("outer", user="u1") as outer:
+    ...     with ft.span("inner") as inner:
+    ...         ft.add_tag("rows", 3)
+    ...     inner.parent_id == outer.span_id
+    True
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from . import clock
+from .sink import BOUND_SINK, resolve_sink
+from .trace import TraceState
+
+if TYPE_CHECKING:
+    from .sink import TraceSink
+
+__all__ = (
+    "CURRENT",
+    "STATUS_CANCELLED",
+    "STATUS_ERROR",
+    "STATUS_OK",
+    "STATUS_UNFINISHED",
+    "Span",
+    "SpanContext",
+    "activate",
+    "add_event",
+    "add_tag",
+    "bind",
+    "current_span",
+    "current_trace_id",
+    "deactivate",
+    "span",
+    "start_child",
+    "start_root_span",
+    "start_span",
+    "suppressed",
+)
+
+_T = TypeVar("_T")
+
+#: The current span. Set and reset only through ``Span.__enter__``/``__exit__``,
+#: :func:`activate`/:func:`deactivate` and :func:`suppressed`.
+CURRENT: ContextVar[Span | None] = ContextVar("flowtracker.current_span", default=None)
+_get_current = CURRENT.get
+_set_current = CURRENT.set
+_reset_current = CURRENT.reset
+
+# Hot-path copies of the clock and id source (a global lookup beats a module
+# attribute lookup); refreshed when ``flowtracker.testing`` swaps them.
+_now = clock.now_ns
+_bits = clock.random_bits
+
+
+def _refresh_sources() -> None:
+    global _now, _bits
+    _now = clock.now_ns
+    _bits = clock.random_bits
+
+
+clock.on_change(_refresh_sources)
+
+#: Span statuses, as written in the output.
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+STATUS_CANCELLED = "cancelled"
+STATUS_UNFINISHED = "unfinished"
+
+
+class SpanContext(NamedTuple):
+    """A span's identity for propagation (W3C ``traceparent``/``tracestate``).
+
+    Example:
+        >>> import flowtracker as ft
+        >>> with ft.span("call") as s:
+        ...     context = s.span_context()
+        >>> context.span_id == s.span_id and context.sampled
+        True
+    """
+
+    trace_id: int
+    span_id: int
+    sampled: bool
+    #: The W3C Level 2 ``random`` flag the trace came in with.
+    random: bool
+    #: The incoming ``tracestate``, passed on to outgoing calls.
+    tracestate: str | None
+
+
+class Span:
+    """One timed operation: a name, tags, events, a status and its place in a trace.
+
+    Create spans with :func:`span` (``with``/``async with``) or
+    :func:`start_span`; a ``Span`` is itself a context manager.
+
+    Attributes (read them; change a span through its methods):
+        name: The span's name (the HTTP middlewares rename a root once routed).
+        span_id: A 64-bit int (:attr:`span_id_hex` for the hex form).
+        start_ns / end_ns: Monotonic clock readings (``end_ns`` is ``None`` while open).
+        tags: The tags dict (:meth:`set_tag` applies the per-span limit).
+        parent: The parent span in this process, or ``None``.
+        recording: Whether the span is recorded (False when unsampled, over a limit,
+            or emitted unfinished).
+        trace_state: The trace under assembly (internal; ``None`` before start).
+        details: What most spans never have (a non-ok status, an error, a kind,
+            events, dropped tags), or ``None``.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> s = ft.start_span("manual", step=1)
+        >>> s.set_tag("rows", 3)
+        >>> s.finish(); s.finish()  # idempotent
+        >>> s.status
+        'ok'
+    """
+
+    # Few slots, and few writes per span: every write costs on the hot path.
+    __slots__ = (
+        "_token",
+        "details",
+        "end_ns",
+        "name",
+        "parent",
+        "recording",
+        "span_id",
+        "start_ns",
+        "tags",
+        "trace_state",
+    )
+
+    span_id: int
+    start_ns: int
+    parent: Span | None
+    recording: bool
+    _token: contextvars.Token[Span | None] | None
+
+    def __init__(self, name: str, tags: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.tags: dict[Any, Any] = {} if tags is None else tags
+        self.trace_state: TraceState | None = None
+        self.end_ns: int | None = None
+        self.details: dict[str, Any] | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def __enter__(self) -> Span:
+        if self.trace_state is None:
+            parent = _get_current()
+            if parent is None:
+                _start_root(self, None, None, None, None, None)
+            else:
+                _start_child(self, parent)
+        self._token = _set_current(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            _reset_current(self._token)  # type: ignore[arg-type]
+        except (ValueError, RuntimeError, TypeError, AttributeError):
+            _restore_parent(self)  # left in another context than entered, or twice
+        # Dropping the token now frees it (and its reference to the previous
+        # span) while it is young: fewer objects survive into older GC generations.
+        self._token = None
+        if exc is None:
+            self._close()
+        else:
+            self.end_with_exception(exc)
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def end(self, status: str = STATUS_OK, error: BaseException | None = None) -> None:
+        """Ends the span with ``status`` (and ``error`` for ``error``); a second call does nothing.
+
+        For integrations that end spans on someone's behalf; code that ends
+        its own span calls :meth:`finish` or leaves a ``with`` block.
+        """
+        if self.end_ns is not None or self.trace_state is None:
+            return
+        if status != STATUS_OK:
+            details = self._details()
+            details["status"] = status
+            if error is not None:
+                details["error"] = error
+        self._close()
+
+    def end_with_exception(self, exc: BaseException) -> None:
+        """Ends the span for an exception: ``cancelled`` for task cancellation,
+        ``ok`` for a generator closed early, ``error`` otherwise."""
+        # asyncio is looked up, not imported: a sync program need not import it.
+        asyncio = sys.modules.get("asyncio")
+        if asyncio is not None and isinstance(exc, asyncio.CancelledError):
+            self.end(STATUS_CANCELLED)
+        elif isinstance(exc, GeneratorExit):
+            self.end(STATUS_OK)
+        else:
+            self.end(STATUS_ERROR, exc)
+
+    def finish(self) -> None:
+        """Ends the span with status ``ok``; a second call does nothing."""
+        self.end(STATUS_OK)
+
+    def _close(self) -> None:
+        """Ends the span; the trace may be complete if this was its last open span.
+
+        The one way every span ends (``__exit__``, :meth:`end`).
+        """
+        if self.end_ns is not None or self.trace_state is None:
+            return
+        if not self.recording:
+            self.end_ns = self.start_ns  # unsampled (no clock) or over a limit
+            return
+        self.end_ns = _now()
+        state = self.trace_state
+        ended = next(state.ended)
+        if ended == len(state.spans):
+            state.ended_seen = ended
+            state.sink.span_ended(state)
+
+    def _details(self) -> dict[str, Any]:
+        details = self.details
+        if details is None:
+            details = self.details = {}
+        return details
+
+    # -- data --------------------------------------------------------------
+
+    def set_tag(self, key: str, value: Any) -> None:
+        """Sets a tag; ignored once the span has ended.
+
+        Over the tracker's ``max_tags_per_span`` a new key is not kept and is
+        counted in the span's ``dropped_tags``.
+        """
+        tags = self.tags
+        state = self.trace_state
+        if state is None:  # not started yet: kept
+            tags[key] = value
+            return
+        if self.end_ns is not None or not self.recording:
+            return
+        limits = state.limits
+        if len(tags) >= limits.max_tags_per_span and key not in tags:
+            details = self._details()
+            details["dropped_tags"] = details.get("dropped_tags", 0) + 1
+            limits.tags_dropped += 1
+            return
+        tags[key] = value
+
+    def add_event(self, name: str, **attributes: Any) -> None:
+        """Records a timestamped event (``name`` plus attributes) on this span."""
+        state = self.trace_state
+        if self.end_ns is not None or (state is not None and not self.recording):
+            return
+        events: list[tuple[str, int, dict[str, Any]]] = self._details().setdefault("events", [])
+        if state is not None and len(events) >= state.limits.max_events_per_span:
+            state.limits.events_dropped += 1
+            return
+        events.append((name, _now(), attributes))
+
+    def span_context(self) -> SpanContext | None:
+        """This span's identity for propagation; ``None`` before start and for a
+        silent span (an exporter's own work), which propagates nothing."""
+        state = self.trace_state
+        if state is None or not state.trace_id:
+            return None
+        return SpanContext(state.trace_id, self.span_id, state.sampled, state.random_flag, state.tracestate)
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``error`` or ``cancelled`` (``ok`` while the span is open)."""
+        details = self.details
+        return STATUS_OK if details is None else details.get("status", STATUS_OK)
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that ended the span with status ``error``, else ``None``."""
+        details = self.details
+        return None if details is None else details.get("error")
+
+    @property
+    def kind(self) -> str:
+        """``internal`` (default), ``server`` for request roots, ``client`` for outgoing calls."""
+        details = self.details
+        return "internal" if details is None else details.get("kind", "internal")
+
+    @kind.setter
+    def kind(self, value: str) -> None:
+        self._details()["kind"] = value
+
+    @property
+    def parent_id(self) -> int | None:
+        """The parent's span id (an int), the remote caller's for a continued root, or None."""
+        parent: Span | None = getattr(self, "parent", None)
+        if parent is not None:
+            return parent.span_id
+        state = self.trace_state
+        return None if state is None else state.remote_parent_id
+
+    @property
+    def dropped_tags(self) -> int:
+        """Tags not kept because of ``max_tags_per_span``."""
+        details = self.details
+        return 0 if details is None else details.get("dropped_tags", 0)
+
+    @property
+    def events(self) -> list[tuple[str, int, dict[str, Any]]]:
+        """The span's events as ``(name, monotonic_ns, attributes)`` tuples."""
+        details = self.details
+        return [] if details is None else details.get("events", [])
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace id as 32 lowercase hex characters (``None`` before start)."""
+        state = self.trace_state
+        return None if state is None else f"{state.trace_id:032x}"
+
+    @property
+    def span_id_hex(self) -> str:
+        """The span id as 16 lowercase hex characters."""
+        return f"{self.span_id:016x}"
+
+    @property
+    def sampled(self) -> bool:
+        """Whether this span is recorded and will be exported."""
+        return self.trace_state is not None and self.recording
+
+    @property
+    def duration_ms(self) -> float | None:
+        """Milliseconds from start to end (``None`` while open; 0 for a span that
+        is not recorded, which reads no clock)."""
+        if self.end_ns is None:
+            return None
+        return (self.end_ns - self.start_ns) / 1e6
+
+    def __repr__(self) -> str:
+        return f"<Span {self.name!r} status={self.status}>"
+
+
+def _start_child(child: Span, parent: Span) -> None:
+    """Starts ``child`` in ``parent``'s trace (recorded only if the parent is)."""
+    state = child.trace_state = parent.trace_state
+    assert state is not None
+    child.parent = parent
+    child.span_id = _bits(64) or 1
+    if parent.recording:
+        spans = state.spans
+        if len(spans) < state.limits.max_spans_per_trace:
+            if not spans:  # first span since the last emission: a late one
+                spans = state.reopen()
+            spans.append(child)
+            child.recording = True
+        else:
+            state.dropped_spans += 1
+            state.limits.spans_dropped += 1
+            child.recording = False
+        child.start_ns = _now()
+    else:  # unsampled: ids and context only, no clock
+        child.recording = False
+        child.start_ns = 0
+
+
+def _start_root(
+    root: Span,
+    sink: TraceSink | None,
+    trace_id: int | None,
+    parent_id: int | None,
+    sampled: bool | None,
+    tracestate: str | None,
+) -> None:
+    """Starts ``root`` as the first span of a new trace (or a remote continuation)."""
+    if sink is None:
+        sink = resolve_sink()
+    if trace_id is None:
+        trace_id = _bits(128) or 1
+    recording = sink.sample(trace_id, sampled) if sampled is not None or sink.sampling else True
+    if recording:
+        now = _now()
+        state = root.trace_state = TraceState(sink, trace_id, now)
+        sink.trace_opened(state)
+        state.spans.append(root)
+    else:
+        now = 0
+        state = root.trace_state = TraceState.unsampled(sink, trace_id)
+    if parent_id is not None:
+        state.remote_parent_id = parent_id
+    if tracestate is not None:
+        state.tracestate = tracestate
+    root.parent = None
+    root.span_id = _bits(64) or 1
+    root.recording = recording
+    root.start_ns = now
+
+
+def _restore_parent(span: Span) -> None:
+    """The current span was set in another context than it is reset in (a span
+    left in another task, or twice): restore the parent only where ``span``
+    is still current, and never raise."""
+    if _get_current() is span:
+        _set_current(getattr(span, "parent", None))
+
+
+def span(name: str, /, **tags: Any) -> Span:
+    """A span for ``with`` / ``async with``; every keyword argument is a tag.
+
+    The span starts when the block is entered and becomes the current span
+    inside it. On an exception it ends with status ``error`` (or ``cancelled``
+    for task cancellation) and the exception propagates unchanged.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> async def handler():
+        ...     async with ft.span("FetchFromDB", db_system="postgres") as s:
+        ...         s.set_tag("rows", 3)
+    """
+    return Span(name, tags)
+
+
+def start_span(name: str, /, **tags: Any) -> Span:
+    """Starts a span now, as a child of the current span, without making it current.
+
+    For code that cannot use ``with``: call :meth:`Span.finish` when done
+    (idempotent), or enter the returned span with ``with`` to make it current.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> s = ft.start_span("manual")
+        >>> s.finish()
+    """
+    new = Span(name, tags)
+    parent = _get_current()
+    if parent is None:
+        _start_root(new, None, None, None, None, None)
+    else:
+        _start_child(new, parent)
+    return new
+
+
+def start_child(name: str, tags: dict[str, Any] | None = None, *, kind: str = "internal") -> Span | None:
+    """Starts a child of the current span, not made current; ``None`` outside a traced span.
+
+    For instrumentations: a call made with no current span (or inside an
+    exporter's own silent work) starts no trace.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> from flowtracker._core import start_child
+        >>> start_child("SELECT users", kind="client") is None  # no current span
+        True
+    """
+    parent = _get_current()
+    if parent is None:
+        return None
+    state = parent.trace_state
+    if state is None or not state.trace_id:
+        return None
+    child = Span(name, tags)
+    if kind != "internal":
+        child.details = {"kind": kind}
+    _start_child(child, parent)
+    return child
+
+
+def start_root_span(
+    name: str,
+    tags: dict[str, Any] | None = None,
+    *,
+    tracker: TraceSink | None = None,
+    trace_id: int | None = None,
+    parent_id: int | None = None,
+    sampled: bool | None = None,
+    tracestate: str | None = None,
+    random_flag: bool = False,
+    kind: str = "internal",
+) -> Span:
+    """Starts a new trace's root span, ignoring the current span; for integrations.
+
+    ``trace_id``/``parent_id`` continue a remote trace (W3C ``traceparent``);
+    ``sampled`` carries the caller's sampled flag and ``random_flag`` its
+    Level 2 random flag; ``tracestate`` is kept for pass-through on outgoing calls.
+    The root is not made current: enter it with ``with``, or :func:`activate` it.
+    """
+    root = Span(name, tags)
+    if kind != "internal":
+        root.details = {"kind": kind}
+    _start_root(root, tracker, trace_id, parent_id, sampled, tracestate)
+    if random_flag:
+        root.trace_state.random_flag = True  # type: ignore[union-attr]
+    return root
+
+
+def activate(span: Span | None) -> contextvars.Token[Span | None]:
+    """Makes ``span`` current (``None``: no span) until :func:`deactivate` with the token.
+
+    For integrations that cannot use ``with`` (a middleware around a handler).
+
+    Example:
+        >>> import flowtracker as ft
+        >>> root = ft.start_root_span("GET /")
+        >>> token = activate(root)
+        >>> ft.current_span() is root
+        True
+        >>> deactivate(root, token); root.finish()
+    """
+    return _set_current(span)
+
+
+def deactivate(span: Span | None, token: contextvars.Token[Span | None]) -> None:
+    """Undoes :func:`activate`; from another context, restores the parent where ``span``
+    is still current (never raises)."""
+    try:
+        _reset_current(token)
+    except (ValueError, RuntimeError):
+        if span is not None:
+            _restore_parent(span)
+
+
+@contextmanager
+def suppressed() -> Iterator[None]:
+    """Spans opened inside the block record nothing and propagate nothing.
+
+    For work that must not trace itself: exporters' own calls, excluded paths.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> with suppressed():
+        ...     with ft.span("not recorded") as s:
+        ...         pass
+        >>> s.sampled
+        False
+    """
+    token = _set_current(silent_span())
+    try:
+        yield
+    finally:
+        deactivate(None, token)
+
+
+def silent_span() -> Span:
+    """A non-recording span whose children record nothing (trace id 0)."""
+    silent = Span("flowtracker.silent")
+    silent.trace_state = TraceState.silent()
+    silent.parent = None
+    silent.span_id = 0
+    silent.recording = False
+    silent.start_ns = 0
+    return silent
+
+
+def current_span() -> Span | None:
+    """The current span, or ``None`` outside any span.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> ft.current_span() is None
+        True
+    """
+    return _get_current()
+
+
+def current_trace_id() -> str | None:
+    """The current trace id as 32 lowercase hex characters, or ``None``."""
+    current = _get_current()
+    if current is None:
+        return None
+    return current.trace_id
+
+
+def add_tag(key: str, value: Any) -> None:
+    """Tags the current span; does nothing outside a span.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> ft.add_tag("ignored", True)  # no span: a silent no-op
+    """
+    current = _get_current()
+    if current is not None:
+        current.set_tag(key, value)
+
+
+def add_event(name: str, /, **attributes: Any) -> None:
+    """Adds a timestamped event to the current span; does nothing outside a span."""
+    current = _get_current()
+    if current is not None:
+        current.add_event(name, **attributes)
+
+
+def bind(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Binds ``fn`` to the current span, for places that do not copy the context.
+
+    ``loop.run_in_executor`` and ``threading.Thread`` start with an empty
+    context; spans opened inside a bound function become children of the span
+    that was current when ``bind`` was called (and report to the same tracker).
+
+    Example:
+        >>> import flowtracker as ft, threading
+        >>> with ft.span("parent"):
+        ...     worker = threading.Thread(target=ft.bind(lambda: ft.span("child").__enter__().finish()))
+        ...     worker.start(); worker.join()
+    """
+    parent = _get_current()
+    sink = BOUND_SINK.get()
+
+    @functools.wraps(fn)
+    def bound(*args: Any, **kwargs: Any) -> _T:
+        def run() -> _T:
+            _set_current(parent)
+            if sink is not None:
+                BOUND_SINK.set(sink)
+            return fn(*args, **kwargs)
+
+        return contextvars.copy_context().run(run)
+
+    return bound
