@@ -54,6 +54,7 @@ from ._trace import EMITTED, Trace, TraceState
 
 if TYPE_CHECKING:
     from .exporters._base import Exporter
+    from .exporters._config import OnConfigError
 
 logger = logging.getLogger("flowtracker")
 
@@ -67,9 +68,14 @@ class Tracker:
     """Assembles finished traces and exports them, off the request path.
 
     Args:
-        exporters: Where traces go. ``None``: from ``FLOWTRACKER_EXPORTERS``,
-            else one :class:`~flowtracker.ConsoleExporter`. ``[]``: nowhere
-            (traces are still assembled and counted).
+        exporters: Where traces go: exporter objects, or exporter URLs as
+            :func:`~flowtracker.exporters.exporter_from_url` reads them
+            (``["console", "file:///var/log/traces.jsonl"]``). ``None``: from
+            ``FLOWTRACKER_EXPORTERS``, else one
+            :class:`~flowtracker.ConsoleExporter`. ``[]``: nowhere (traces are
+            still assembled and counted). An unknown URL raises ``ValueError``
+            listing the known schemes; an object without ``export``/``aclose``
+            raises ``TypeError``.
         service: Written as ``service`` in every trace.
         max_queue: Traces buffered per exporter lane before new ones are
             dropped and counted. Default 8192.
@@ -98,6 +104,12 @@ class Tracker:
             flag wins. Default 1.0.
         tail_sampler: Called with each finished :class:`Trace`; return False to
             drop it (counted in ``traces_sampled_out``). Default: keep all.
+        on_config_error: ``"raise"`` (default): a bad exporter setting raises
+            here, at start-up. ``"fallback"``: it is named once on stderr and
+            through ``logging``, the console exporter takes its place, and
+            ``stats.config_error`` holds the message. The default tracker and
+            the trackers the middlewares make for themselves fall back, so a
+            typo in ``FLOWTRACKER_EXPORTERS`` never breaks a request.
 
     Example:
         >>> import flowtracker as ft
@@ -108,7 +120,7 @@ class Tracker:
 
     def __init__(
         self,
-        exporters: Iterable[Exporter] | None = None,
+        exporters: Iterable[Exporter | str] | None = None,
         *,
         service: str | None = None,
         max_queue: int = 8192,
@@ -124,11 +136,11 @@ class Tracker:
         max_value_length: int = DEFAULT_MAX_STRING,
         sample_rate: float = 1.0,
         tail_sampler: Callable[[Trace], bool] | None = None,
+        on_config_error: OnConfigError = "raise",
     ) -> None:
-        if exporters is None:
-            from .exporters import exporters_from_env
+        from .exporters._config import resolve_exporters
 
-            exporters = exporters_from_env()
+        built, self._config_error = resolve_exporters(exporters, on_config_error)
         if max_queue < 1 or max_batch < 1:
             raise ValueError("max_queue and max_batch must be at least 1")
         if not 0.0 <= sample_rate <= 1.0:
@@ -146,7 +158,7 @@ class Tracker:
         self.tail_sampler = tail_sampler
         self._policy = ExportPolicy(redact_keys, max_value_length)
         self._lanes: list[Lane] = []
-        for exporter in exporters:
+        for exporter in built:
             name = _unique_name(exporter, {lane.name for lane in self._lanes})
             self._lanes.append(
                 Lane(name, exporter, max_queue=max_queue, max_batch=max_batch, timeout=export_timeout)
@@ -201,6 +213,7 @@ class Tracker:
             tags_redacted=self._policy.redacted,
             values_truncated=self._policy.truncated,
             exporters=MappingProxyType({lane.name: lane.stats() for lane in self._lanes}),
+            config_error=self._config_error,
         )
 
     async def start(self) -> None:
@@ -598,7 +611,7 @@ def default_tracker() -> Tracker:
         return tracker
     with _default_lock:
         if _default is None or _default._closed:
-            created = Tracker()
+            created = Tracker(on_config_error="fallback")  # never fails a span
             created.start_in_thread(name="flowtracker-default")
             _default = created
         return _default
