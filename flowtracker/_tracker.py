@@ -53,8 +53,8 @@ from ._stats import TrackerStats
 from ._trace import EMITTED, Trace, TraceState
 
 if TYPE_CHECKING:
+    from .exporters import OnConfigError
     from .exporters._base import Exporter
-    from .exporters._config import OnConfigError
 
 logger = logging.getLogger("flowtracker")
 
@@ -138,7 +138,7 @@ class Tracker:
         tail_sampler: Callable[[Trace], bool] | None = None,
         on_config_error: OnConfigError = "raise",
     ) -> None:
-        from .exporters._config import resolve_exporters
+        from .exporters import resolve_exporters
 
         built, self._config_error = resolve_exporters(exporters, on_config_error)
         if max_queue < 1 or max_batch < 1:
