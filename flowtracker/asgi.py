@@ -80,7 +80,8 @@ class FlowTrackerMiddleware:
         app: The ASGI app.
         tracker: Where traces go. ``None``: a tracker the middleware creates
             and runs for the app's lifespan (exporters from
-            ``FLOWTRACKER_EXPORTERS``, console when unset).
+            ``FLOWTRACKER_EXPORTERS``; console when unset, and when invalid,
+            the mistake named once on stderr: a typo never fails a request).
         **options: See :mod:`flowtracker.integrations.http_server` (``excluded_paths``,
             ``request_tags`` (called with the ASGI ``scope``), ``record_headers``,
             ``span_name``, ``trace_id_header``, ``traceresponse``, ``unmatched_route``).
@@ -122,8 +123,8 @@ class FlowTrackerMiddleware:
     async def _startup(self) -> None:
         tracker = self.tracker
         try:
-            if tracker is None:
-                tracker = Tracker()
+            if tracker is None:  # made here, so a bad FLOWTRACKER_EXPORTERS must not fail requests
+                tracker = Tracker(on_config_error="fallback")
             if not tracker.running:
                 await tracker.start()
                 self._owned = tracker

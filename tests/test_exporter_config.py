@@ -18,7 +18,7 @@ from flowtracker.exporters import (
     exporter_from_url,
     exporters_from_env,
 )
-from flowtracker.exporters._config import split_urls
+from flowtracker.exporters._config import QUERY_KEYS, split_urls
 
 
 @pytest.fixture
@@ -82,6 +82,66 @@ class TestSchemes:
         monkeypatch.delitem(sys.modules, "flowtracker.exporters.kafka", raising=False)
         with pytest.raises(ModuleNotFoundError, match=r"flowtracker\[kafka\]"):
             exporter_from_url("kafka://k:9092/t")
+
+
+# One valid value per documented query key, to build each scheme with each key.
+KEY_VALUES = {
+    "tag": "a",
+    "tags": "a;b",
+    "all_tags": "1",
+    "markers": "1",
+    "direction": "LR",
+    "encoding": "json",
+    "compression": "gzip",
+    "service": "s",
+    "timeout": "5",
+}
+BASES = {"otlp": "c", "otlp+http": "c", "otlp+https": "c", "sankey": "/tmp/f.txt", "mermaid": "/tmp/f.md"}
+
+
+class TestURLQuirks:
+    @pytest.mark.parametrize("url", ["file://tmp/x.jsonl", "sankey://tmp/f.txt", "mermaid://out/f.md"])
+    def test_host_part_in_a_path_url_is_refused(self, url: str) -> None:
+        """A host in file:// (and the other path schemes) is probably a missing slash: say how to fix it."""
+        scheme, rest = url.split("://")
+        with pytest.raises(ValueError, match=rf"host part .*{scheme}:///{rest}"):
+            exporter_from_url(url)
+
+    def test_localhost_and_three_slashes_are_paths(self) -> None:
+        """file://localhost/p and file:///p both name the absolute path /p."""
+        for url in ("file://localhost/tmp/x.jsonl", "file:///tmp/x.jsonl"):
+            exporter = exporter_from_url(url)
+            assert isinstance(exporter, FileExporter)
+            assert str(exporter.path) == "/tmp/x.jsonl"
+
+    @pytest.mark.parametrize(
+        ("url", "known"),
+        [
+            ("sankey:///tmp/f.txt?tga=currency", "all_tags, markers, tag, tags"),
+            ("mermaid:///tmp/f.md?markers=1", "all_tags, direction, tag, tags"),
+            ("otlp://c?encodng=json", "compression, encoding, service, timeout"),
+            ("file:///tmp/x.jsonl?mode=a", "none"),
+        ],
+    )
+    def test_unknown_query_key_lists_the_known_ones(self, url: str, known: str) -> None:
+        """A query key the scheme does not read raises, naming it and the keys that scheme takes."""
+        key = url.split("?")[1].split("=")[0]
+        with pytest.raises(ValueError, match=rf"unknown option '{key}'.*URLs take: {known}$"):
+            exporter_from_url(url)
+
+    @pytest.mark.parametrize(
+        ("scheme", "key"),
+        [(scheme, key) for scheme, keys in QUERY_KEYS.items() if keys for key in sorted(keys)],
+    )
+    def test_every_known_key_is_accepted(self, scheme: str, key: str) -> None:
+        """Each key in the table is one its scheme reads (the table and from_url agree)."""
+        exporter_from_url(f"{scheme}://{BASES[scheme]}?{key}={KEY_VALUES[key]}")
+
+    def test_webhook_query_belongs_to_the_target(self) -> None:
+        """A webhook URL's query is part of the address, so it is not checked."""
+        hook = exporter_from_url("https://hooks.example/x?anything=1")
+        assert isinstance(hook, WebhookExporter)
+        assert hook.url.endswith("?anything=1")
 
 
 class TestEnvironment:

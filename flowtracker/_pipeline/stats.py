@@ -58,6 +58,10 @@ class TrackerStats(NamedTuple):
         tags_redacted: Tag values replaced by ``[REDACTED]`` at export.
         values_truncated: Strings cut at ``max_value_length`` at export.
         exporters: Exporter name to :class:`ExporterStats`.
+        config_error: ``None``, or why the tracker ignored its exporter
+            configuration and fell back to the console exporter
+            (``Tracker(on_config_error="fallback")``, as the default tracker
+            and the middlewares' own trackers do).
     """
 
     traces_completed: int
@@ -70,3 +74,4 @@ class TrackerStats(NamedTuple):
     tags_redacted: int
     values_truncated: int
     exporters: Mapping[str, ExporterStats]
+    config_error: str | None = None

@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -60,7 +60,11 @@ logger = logging.getLogger("flowtracker")
 #: Turns ``Tracker(exporters=...)`` into exporter objects (strings are exporter
 #: URLs; ``None`` reads the environment). Installed by :mod:`flowtracker.exporters`,
 #: which knows the URL schemes; until then only exporter objects are accepted.
-ExporterResolver = Callable[["Iterable[Any] | None"], "list[Exporter]"]
+ExporterResolver = Callable[["Iterable[Any] | None", "OnConfigError"], "tuple[list[Exporter], str | None]"]
+
+#: What a tracker does with a bad exporter setting: raise at start-up, or fall
+#: back to the console exporter and say so (see ``Tracker(on_config_error=...)``).
+OnConfigError = Literal["raise", "fallback"]
 _exporter_resolver: ExporterResolver | None = None
 
 _running: list[Tracker] = []
@@ -72,9 +76,14 @@ class Tracker:
     """Assembles finished traces and exports them, off the request path.
 
     Args:
-        exporters: Where traces go. ``None``: from ``FLOWTRACKER_EXPORTERS``,
-            else one :class:`~flowtracker.ConsoleExporter`. ``[]``: nowhere
-            (traces are still assembled and counted).
+        exporters: Where traces go: exporter objects, or exporter URLs as
+            :func:`~flowtracker.exporters.exporter_from_url` reads them
+            (``["console", "file:///var/log/traces.jsonl"]``). ``None``: from
+            ``FLOWTRACKER_EXPORTERS``, else one
+            :class:`~flowtracker.ConsoleExporter`. ``[]``: nowhere (traces are
+            still assembled and counted). An unknown URL raises ``ValueError``
+            listing the known schemes; an object without ``export``/``aclose``
+            raises ``TypeError``.
         service: Written as ``service`` in every trace.
         max_queue: Traces buffered per exporter lane before new ones are
             dropped and counted. Default 8192.
@@ -103,6 +112,12 @@ class Tracker:
             flag wins. Default 1.0.
         tail_sampler: Called with each finished :class:`Trace`; return False to
             drop it (counted in ``traces_sampled_out``). Default: keep all.
+        on_config_error: ``"raise"`` (default): a bad exporter setting raises
+            here, at start-up. ``"fallback"``: it is named once on stderr and
+            through ``logging``, the console exporter takes its place, and
+            ``stats.config_error`` holds the message. The default tracker and
+            the trackers the middlewares make for themselves fall back, so a
+            typo in ``FLOWTRACKER_EXPORTERS`` never breaks a request.
 
     Example:
         >>> import flowtracker as ft
@@ -113,7 +128,7 @@ class Tracker:
 
     def __init__(
         self,
-        exporters: Iterable[Exporter] | None = None,
+        exporters: Iterable[Exporter | str] | None = None,
         *,
         service: str | None = None,
         max_queue: int = 8192,
@@ -129,8 +144,9 @@ class Tracker:
         max_value_length: int = DEFAULT_MAX_STRING,
         sample_rate: float = 1.0,
         tail_sampler: Callable[[Trace], bool] | None = None,
+        on_config_error: OnConfigError = "raise",
     ) -> None:
-        exporters = resolve_exporters(exporters)
+        built, self._config_error = resolve_exporters(exporters, on_config_error)
         if max_queue < 1 or max_batch < 1:
             raise ValueError("max_queue and max_batch must be at least 1")
         if not 0.0 <= sample_rate <= 1.0:
@@ -150,7 +166,7 @@ class Tracker:
         self.tail_sampler = tail_sampler
         self._policy = ExportPolicy(redact_keys, max_value_length)
         self._lanes: list[Lane] = []
-        for exporter in exporters:
+        for exporter in built:
             name = _unique_name(exporter, {lane.name for lane in self._lanes})
             self._lanes.append(
                 Lane(name, exporter, max_queue=max_queue, max_batch=max_batch, timeout=export_timeout)
@@ -222,6 +238,7 @@ class Tracker:
             tags_redacted=self._policy.redacted,
             values_truncated=self._policy.truncated,
             exporters=MappingProxyType({lane.name: lane.stats() for lane in self._lanes}),
+            config_error=self._config_error,
         )
 
     async def start(self) -> None:
@@ -563,13 +580,14 @@ def _unique_name(exporter: object, taken: set[str]) -> str:
     return name
 
 
-def resolve_exporters(exporters: Iterable[Any] | None) -> list[Exporter]:
-    """The exporter objects for ``Tracker(exporters=...)``, through the installed resolver."""
-    if _exporter_resolver is not None:
-        return _exporter_resolver(exporters)
-    if exporters is None:
+def resolve_exporters(
+    exporters: Iterable[Any] | None, on_error: OnConfigError
+) -> tuple[list[Exporter], str | None]:
+    """The exporters for ``Tracker(exporters=...)`` and the mistake fallen back from,
+    through the installed resolver (``flowtracker.exporters``' URL reader)."""
+    if _exporter_resolver is None:
         raise RuntimeError("no exporter resolver installed: import flowtracker")
-    return list(exporters)
+    return _exporter_resolver(exporters, on_error)
 
 
 def set_exporter_resolver(resolver: ExporterResolver) -> None:
@@ -604,7 +622,7 @@ def default_tracker() -> Tracker:
         return tracker
     with _default_lock:
         if _default is None or _default._closed:
-            created = Tracker()
+            created = Tracker(on_config_error="fallback")  # never fails a span
             created.start_in_thread(name="flowtracker-default")
             _default = created
         return _default

@@ -13,13 +13,14 @@ Example:
 
 from __future__ import annotations
 
+from .._pipeline.tracker import OnConfigError as OnConfigError
 from .._pipeline.tracker import set_exporter_resolver
 from ._base import Exporter as Exporter
 from ._config import ENV_VAR as ENV_VAR
 from ._config import exporter_from_url as exporter_from_url
 from ._config import exporters_from_env as exporters_from_env
 from ._config import load_exporter as load_exporter
-from ._config import resolve_exporters
+from ._config import resolve_exporters as resolve_exporters
 from .console import ConsoleExporter as ConsoleExporter
 from .file import FileExporter as FileExporter
 from .logging import LoggingExporter as LoggingExporter
@@ -61,9 +62,11 @@ __all__ = (
     "MermaidExporter",
     "OTLPExporter",
     "OTelSpanExporterBridge",
+    "OnConfigError",
     "SankeyExporter",
     "WebhookExporter",
     "exporter_from_url",
     "exporters_from_env",
     "load_exporter",
+    "resolve_exporters",
 )
