@@ -74,9 +74,9 @@ async def _run_ft(rung: str, n: int) -> float:
         exporters = [DropExporter()] if rung == "full" else []
         async with ft.Tracker(exporters=exporters, service="bench") as tracker:
             if rung == "spans only":
-                if not hasattr(tracker, "_open_traces"):
-                    raise LookupError("Tracker._open_traces is gone")
-                tracker._open_traces = _NullSet()  # type: ignore[assignment]
+                if not hasattr(tracker, "open_traces"):
+                    raise LookupError("Tracker.open_traces is gone")
+                tracker.open_traces = _NullSet()  # type: ignore[assignment]
             body = span_suite._ft_bodies()["async"]
             await body(max(16, n // 10))
             await tracker.flush()

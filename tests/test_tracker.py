@@ -154,7 +154,7 @@ class TestLimits:
             assert by_name["never-finished"]["status"] == "unfinished"
             assert by_name["root"]["status"] == "ok"
             assert trace["unfinished_spans"] == 1
-            assert tracker._open_traces == set()
+            assert tracker.open_traces == set()
             leaked.finish()  # a late end of a swept span is harmless
             await tracker.flush()
         assert len(memory.traces) == 1

@@ -9,8 +9,8 @@ cheap and none on the common path but the first:
 * ``span_ended(state)``: a span of ``state`` ended and may have been its
   last open one (the sink decides, on its own thread, whether the trace is
   complete);
-* ``trace_opened(state)``: a trace started (or restarted for a late span),
-  so the sink can bound its age;
+* ``open_traces``: a set the core adds each trace to when it starts (or
+  restarts for a late span), so the sink can bound its age;
 * ``sample(trace_id, sampled)``: whether a new root is recorded (only asked
   when ``sampling`` is true or the caller sent a sampled flag);
 * ``limits``: the per-trace bounds, and the counters of what they dropped.
@@ -88,18 +88,14 @@ class TraceSink(Protocol):
     limits: Limits
     #: True when head sampling may say no, so roots must ask :meth:`sample`.
     sampling: bool
-
-    @property
-    def closed(self) -> bool:
-        """True once the sink takes no new traces (a closed tracker)."""
-        ...
+    #: True once the sink takes no new traces (a closed tracker).
+    closed: bool
+    #: Traces under assembly: the core adds each one as it starts (one C call,
+    #: no method call per trace); the sink removes it when emitted.
+    open_traces: set[TraceState]
 
     def sample(self, trace_id: int, sampled: bool | None) -> bool:
         """Whether a new root with ``trace_id`` is recorded (``sampled``: the caller's flag)."""
-        ...
-
-    def trace_opened(self, state: TraceState) -> None:
-        """A recorded trace started, or a late span reopened an emitted one."""
         ...
 
     def span_ended(self, state: TraceState) -> None:

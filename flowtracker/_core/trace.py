@@ -100,7 +100,7 @@ class TraceState:
         self.spans = spans
         self.ended = itertools.count(1)
         self.created_ns = clock.now_ns()
-        self.sink.trace_opened(self)
+        self.sink.open_traces.add(self)
         return spans
 
     def all_ended(self) -> bool:

@@ -178,7 +178,8 @@ class Tracker:
         self._sampled_out = 0
         self._unfinished = 0
         # Assembly state.
-        self._open_traces: set[TraceState] = set()
+        #: Traces under assembly (the core adds each new one), swept for the age limit.
+        self.open_traces: set[TraceState] = set()
         self._pending: list[TraceState] = []
         self._pending_scheduled = False
         self._handed_over: collections.deque[TraceState] = collections.deque()
@@ -186,7 +187,8 @@ class Tracker:
         # Loop binding.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._closed = False
+        #: True once :meth:`aclose` ran: new traces go to another tracker.
+        self.closed = False
         self._tasks: list[asyncio.Task[None]] = []
         self._context_token: contextvars.Token[TraceSink | None] | None = None
         self._thread: threading.Thread | None = None
@@ -215,14 +217,9 @@ class Tracker:
         return self.limits.max_events_per_span
 
     @property
-    def closed(self) -> bool:
-        """True once :meth:`aclose` ran: new traces go to another tracker."""
-        return self._closed
-
-    @property
     def running(self) -> bool:
         """True between ``start()`` and ``aclose()``."""
-        return self._loop is not None and not self._closed
+        return self._loop is not None and not self.closed
 
     @property
     def stats(self) -> TrackerStats:
@@ -243,7 +240,7 @@ class Tracker:
 
     async def start(self) -> None:
         """Runs the export pipeline on the current event loop (idempotent)."""
-        if self._closed:
+        if self.closed:
             raise RuntimeError("this Tracker was closed; create a new one")
         loop = asyncio.get_running_loop()
         if self._loop is not None:
@@ -273,7 +270,7 @@ class Tracker:
             >>> async def handler(tracker):
             ...     await tracker.flush(timeout=5)
         """
-        if self._loop is None or self._closed:
+        if self._loop is None or self.closed:
             return True
         await asyncio.sleep(0)  # lets completion checks already scheduled run
         self._take_handed_over()
@@ -289,10 +286,10 @@ class Tracker:
         Waits at most ``timeout`` (default ``close_timeout``) for the lanes, and
         as long again for the exporters' own ``aclose()``. Idempotent.
         """
-        if self._closed:
+        if self.closed:
             return
         if self._loop is None:
-            self._closed = True
+            self.closed = True
             self._drop_handed_over()
             await self._close_exporters(timeout)
             return
@@ -300,10 +297,10 @@ class Tracker:
         await asyncio.sleep(0)
         self._take_handed_over()
         self._complete_pending()
-        for state in list(self._open_traces):
+        for state in list(self.open_traces):
             self._emit_unfinished(state)
         await self.flush(timeout)
-        self._closed = True
+        self.closed = True
         if self in _running:
             _running.remove(self)
         for lane in self._lanes:
@@ -417,10 +414,6 @@ class Tracker:
             return True
         return (trace_id & ((1 << 56) - 1)) < self._sample_threshold
 
-    def trace_opened(self, state: TraceState) -> None:
-        """A recorded trace started (or reopened): watched for the age limit."""
-        self._open_traces.add(state)
-
     def span_ended(self, state: TraceState) -> None:
         """A span of ``state`` ended and it may have been the last one."""
         if self._loop_thread == threading.get_ident():
@@ -439,7 +432,7 @@ class Tracker:
     # -- on the tracker's loop ------------------------------------------------
 
     def _hand_over(self, state: TraceState) -> None:
-        if self._closed:
+        if self.closed:
             self._drop_records(1)
             return
         if len(self._handed_over) >= self._max_pending:
@@ -494,11 +487,14 @@ class Tracker:
             self._emit(state, state.take(), 0)
 
     def _emit(self, state: TraceState, spans: list[Any], unfinished: int) -> None:
-        """Hands the spans taken from ``state`` to the lanes as one ``Trace`` record."""
+        """Hands the spans taken from ``state`` to every lane as one ``Trace`` record.
+
+        The one way out of assembly: complete traces, follow-ups, unfinished ones.
+        """
         follow_up = state.emitted
         state.emitted = True
         if not state.spans:  # else a late span in another thread reopened it meanwhile
-            self._open_traces.discard(state)
+            self.open_traces.discard(state)
         dropped = state.dropped_spans
         if dropped:
             state.dropped_spans = 0
@@ -506,16 +502,6 @@ class Tracker:
         if unfinished:
             self._unfinished += 1
             record.to_dict()  # snapshot now: open spans may still change
-        self._offer(record)
-
-    def _emit_unfinished(self, state: TraceState) -> None:
-        spans, open_count = state.take_unfinished()
-        if spans:
-            self._emit(state, spans, open_count)
-        else:
-            self._open_traces.discard(state)
-
-    def _offer(self, record: Trace) -> None:
         sampler = self.tail_sampler
         if sampler is not None:
             try:
@@ -527,7 +513,7 @@ class Tracker:
                 self._sampled_out += 1
                 return
         self._traces_completed += 1
-        if self._closed:
+        if self.closed:
             self._traces_dropped += 1
             for lane in self._lanes:
                 lane.drop(1)
@@ -538,6 +524,13 @@ class Tracker:
                 accepted = False
         if not accepted:
             self._traces_dropped += 1
+
+    def _emit_unfinished(self, state: TraceState) -> None:
+        spans, open_count = state.take_unfinished()
+        if spans:
+            self._emit(state, spans, open_count)
+        else:
+            self.open_traces.discard(state)
 
     def _drop_records(self, count: int) -> None:
         """Counts records that completed while no loop could take them."""
@@ -557,7 +550,7 @@ class Tracker:
             for lane in self._lanes:
                 lane.cancel_if_overdue(now)
             limit = clock.now_ns() - int(self.max_trace_age * 1e9)
-            for state in list(self._open_traces):
+            for state in list(self.open_traces):
                 if state.created_ns < limit and not state.all_ended():
                     self._emit_unfinished(state)
 
@@ -602,7 +595,7 @@ def resolve_tracker() -> Tracker:
     while _running:
         latest = _running[-1]
         loop = latest._loop
-        if not latest._closed and loop is not None and not loop.is_closed():
+        if not latest.closed and loop is not None and not loop.is_closed():
             return latest
         _running.pop()
     return default_tracker()
@@ -618,10 +611,10 @@ def default_tracker() -> Tracker:
     """
     global _default
     tracker = _default
-    if tracker is not None and not tracker._closed:
+    if tracker is not None and not tracker.closed:
         return tracker
     with _default_lock:
-        if _default is None or _default._closed:
+        if _default is None or _default.closed:
             created = Tracker(on_config_error="fallback")  # never fails a span
             created.start_in_thread(name="flowtracker-default")
             _default = created
