@@ -443,7 +443,12 @@ def _demo(args: argparse.Namespace) -> int:
         traces_path=args.traces,
         console=False if raw is None else raw,
     )
-    records = asyncio.run(demo)
+    try:
+        records = asyncio.run(demo)
+    except OSError as error:
+        if error.filename != args.traces:  # not ours to explain (a port in use, ...)
+            raise
+        raise _Failure(f"cannot write {args.traces!r}: {error.strerror or error}", EXIT_OUTPUT) from error
     if not records:
         raise _Failure("the demo produced no traces", EXIT_NO_TRACES)
     traces = merge_traces(records)

@@ -39,7 +39,7 @@ async def wait_for_stderr(capsys: pytest.CaptureFixture[str], needle: str) -> st
     raise AssertionError(f"{needle!r} never appeared on stderr: {seen!r}")
 
 
-def demo_command(*args: str, cwd: Path) -> tuple[list[str], str]:
+def demo_command(*args: str, cwd: Path, code: int = 0) -> tuple[list[str], str]:
     """Runs ``python -m flowtracker demo ARGS`` in ``cwd``; its stdout lines and its stderr."""
     result = subprocess.run(
         [sys.executable, "-m", "flowtracker", "demo", "--color", "never", *args],
@@ -49,7 +49,7 @@ def demo_command(*args: str, cwd: Path) -> tuple[list[str], str]:
         check=False,
         text=True,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == code, result.stderr
     return result.stdout.splitlines(), result.stderr
 
 
@@ -148,6 +148,26 @@ class TestOverviewText:
         """Without records there is nothing to show."""
         assert overview_text([]) == ""
 
+    def test_records_of_one_trace_are_one_request_and_a_failure_shows(self):
+        """The orders and shipping records of one trace are one request; its line says when it failed."""
+        orders = {"trace_id": "ab", "service": "orders", "spans": [
+            {"span_id": "1", "name": "GET /", "duration_ms": 20.0, "status": "error",
+             "tags": {"http.status_code": 500, "http.method": "GET"}},
+        ]}  # fmt: skip
+        shipping = {"trace_id": "ab", "service": "shipping", "spans": [
+            {"span_id": "2", "parent_id": "1", "name": "POST /ship", "duration_ms": 5.0},
+        ]}  # fmt: skip
+        assert overview_text([orders, shipping]).splitlines() == [
+            "1 request, one trace across the orders and shipping services.",
+            "",
+            "Request 1:",
+            "GET /  20.0 ms  ✗ error  http.status_code=500",
+            "└─ POST /ship  5.0 ms  25%",
+            "",
+            "One line per request:",
+            "  1  GET /  500  20.0 ms  2 spans  error  trace ab",
+        ]
+
 
 class TestDemoCommand:
     """``flowtracker demo`` as a person runs it: readable first, raw lines on request, this run's files."""
@@ -198,3 +218,10 @@ class TestDemoCommand:
         )
         assert f"wrote this run's 2 trace records to {tmp_path / 'out' / 't.jsonl'}" in err
         assert f"wrote the report to {tmp_path / 'out' / 'r.html'}; open it in a browser" in err
+
+    def test_an_unwritable_traces_path_is_named_before_anything_runs(self, tmp_path):
+        """--traces in a missing folder: exit 4 with the path named, no traceback, nothing written."""
+        out, err = demo_command("--traces", "missing/t.jsonl", cwd=tmp_path, code=4)
+        assert err == "flowtracker: cannot write 'missing/t.jsonl': No such file or directory\n"
+        assert out == []
+        assert not (tmp_path / "report.html").exists()
