@@ -6,7 +6,7 @@ Commands::
     flowtracker report  FILE... [-o report.html] [--title T] [--no-compress]
     flowtracker convert FILE... --to chrome|sankey|mermaid|otlp-json [-o OUT]
     flowtracker stats   FILE... [--sort total|count|p50|p95|p99|max|errors|name] [--json]
-    flowtracker demo    [--requests N] [--serve] [--traces traces.jsonl] [--report report.html]
+    flowtracker demo    [--requests N] [--serve] [--raw] [--traces traces.jsonl] [--report report.html]
 
 Input: JSON Lines files (``FileExporter``), raw logs where trace lines carry
 ``FLOW_LOG:`` anywhere in the line (``docker logs app | flowtracker tree -``),
@@ -182,15 +182,16 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="run the demo app, trace a few requests, write traces.jsonl and report.html",
-        description="Serve the demo order flow, send it requests, write traces.jsonl and report.html, "
-        "and print the tree of one request.",
+        help="run the demo app, trace a few requests, show them, write traces.jsonl and report.html",
+        description="Serve the demo order flow, send it requests, print the tree of the first request "
+        "and a line per request, and write this run's traces.jsonl and report.html.",
     )
     demo.add_argument("--requests", type=_count, default=3, help="requests sent (default 3)")
     demo.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=0, help="default: any free port")
-    demo.add_argument("--traces", default="traces.jsonl", help="JSON Lines (appended; default traces.jsonl)")
+    demo.add_argument("--raw", action="store_true", help="also print the FLOW_LOG: line of each trace record")
+    demo.add_argument("--traces", default="traces.jsonl", help="JSON Lines, replaced (default traces.jsonl)")
     demo.add_argument("--report", default="report.html", help="HTML report (default report.html)")
     demo.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     demo.set_defaults(handler=_demo)
@@ -424,24 +425,43 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     import asyncio
+    import io
 
     try:
-        from .demo import run_demo
+        from .demo import overview_text, run_demo
     except ImportError as error:
         raise _Failure(
             f"the demo needs aiohttp ({error}); pip install 'flowtracker[aiohttp]'", EXIT_MISSING
         ) from error
-    records = asyncio.run(
-        run_demo(args.requests, serve=args.serve, host=args.host, port=args.port, traces_path=args.traces)
+    # The FLOW_LOG: lines are held back until the readable overview is out: they fill a terminal.
+    raw = io.StringIO() if args.raw else None
+    demo = run_demo(
+        args.requests,
+        serve=args.serve,
+        host=args.host,
+        port=args.port,
+        traces_path=args.traces,
+        console=False if raw is None else raw,
     )
-    sys.stdout.flush()
+    try:
+        records = asyncio.run(demo)
+    except OSError as error:
+        if error.filename != args.traces:  # not ours to explain (a port in use, ...)
+            raise
+        raise _Failure(f"cannot write {args.traces!r}: {error.strerror or error}", EXIT_OUTPUT) from error
     if not records:
         raise _Failure("the demo produced no traces", EXIT_NO_TRACES)
     traces = merge_traces(records)
     _write(args.report, render_report(traces, title="flowtracker demo"))
-    slowest = max(traces, key=lambda trace: TraceTree(trace).wall_ms())
-    print(file=sys.stdout)
-    print(tree_text(slowest, color=_use_color(args.color)), file=sys.stdout, flush=True)
-    count = _plural(len(traces), "trace")
-    _note(f"wrote {args.traces} and {args.report} ({count}); open {args.report} in a browser")
+    print(overview_text(records, color=_use_color(args.color)), flush=True)
+    if raw is not None:
+        print(
+            f"\nThe {_plural(len(records), 'trace record')} (one per service and request), "
+            "as ConsoleExporter logs them:",
+            flush=True,
+        )
+        _write("-", raw.getvalue())
+    hint = "" if raw is not None else " (--raw prints them as FLOW_LOG: lines)"
+    _note(f"wrote this run's {_plural(len(records), 'trace record')} to {os.path.abspath(args.traces)}{hint}")
+    _note(f"wrote the report to {os.path.abspath(args.report)}; open it in a browser")
     return EXIT_OK

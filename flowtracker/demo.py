@@ -10,12 +10,14 @@ Each request gives two trace records with the same ``trace_id``: the orders
 service's (root ``GET /``, kind ``server``, down to the ``client`` span of the
 outgoing call) and the shipping service's (root ``POST /ship``, whose
 ``parent_id`` is that client span: the ``traceparent`` header carried it).
-Merged by ``trace_id`` they form one tree.
+Merged by ``trace_id`` they form one tree. :func:`overview_text` is what
+``flowtracker demo`` prints: one request's tree, then a line per request.
 
 Example:
     >>> import asyncio
-    >>> from flowtracker.demo import run_demo
+    >>> from flowtracker.demo import overview_text, run_demo
     >>> traces = asyncio.run(run_demo(requests=1, traces_path="/tmp/demo.jsonl"))  # doctest: +SKIP
+    >>> print(overview_text(traces))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
@@ -36,8 +38,9 @@ from ._pipeline.tracker import Tracker
 from .aiohttp import client_trace_config, setup
 from .exporters import ConsoleExporter, FileExporter, MemoryExporter
 from .exporters._base import Exporter
+from .viz import TraceTree, format_ms, merge_traces, tree_text
 
-__all__ = ("orders_app", "run_demo", "shipping_app")
+__all__ = ("orders_app", "overview_text", "run_demo", "shipping_app")
 
 SHIPPING_PATH = "/ship"
 _SESSION_KEY = web.AppKey("flowtracker.demo.session", aiohttp.ClientSession)
@@ -95,8 +98,23 @@ async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRun
     return runner, f"http://{shown}:{bound_port}"
 
 
-def _exporters(traces_path: str | os.PathLike[str], memory: MemoryExporter) -> list[Exporter]:
-    return [ConsoleExporter(), FileExporter(traces_path), memory]
+def _exporters(
+    traces_path: str | os.PathLike[str], memory: MemoryExporter, console: bool | TextIO
+) -> list[Exporter]:
+    exporters: list[Exporter] = [FileExporter(traces_path), memory]
+    if console is not False:
+        exporters.insert(0, ConsoleExporter(stream=None if console is True else console))
+    return exporters
+
+
+def _start_empty(path: str | os.PathLike[str]) -> None:
+    """Empties (or creates) ``path``, so it ends up holding this run's traces only.
+
+    Truncated in place rather than replaced: the FileExporters then append to
+    it, and a file that already exists keeps its owner and permissions (a new
+    one gets ``0o600``, as FileExporter would create it: traces may hold user data).
+    """
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
 
 
 def _in_request_order(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -135,12 +153,14 @@ async def run_demo(
     host: str = "127.0.0.1",
     port: int = 0,
     traces_path: str | os.PathLike[str] = "traces.jsonl",
+    console: bool | TextIO = True,
 ) -> list[dict[str, Any]]:
     """Serves the demo, sends it ``requests`` requests, and returns their traces.
 
-    Every trace is printed as a ``FLOW_LOG:`` line on stdout and appended to
-    ``traces_path`` as JSON Lines. The shipping service always listens on
-    127.0.0.1; the orders service on ``host``:``port`` (0: any free port).
+    ``traces_path`` is emptied first, then every trace of this run is written
+    to it as JSON Lines; ``console`` decides where the ``FLOW_LOG:`` lines go.
+    The shipping service always listens on 127.0.0.1; the orders service on
+    ``host``:``port`` (0: any free port).
 
     Args:
         requests: How many ``GET /`` requests the demo sends itself.
@@ -149,7 +169,10 @@ async def run_demo(
             (after a cancellation, the ``CancelledError`` propagates).
         host: The orders service's interface.
         port: The orders service's port.
-        traces_path: The JSON Lines file (appended to).
+        traces_path: The JSON Lines file (replaced: it holds this run's traces).
+        console: ``True`` (default): a ``FLOW_LOG:`` line per trace on stdout
+            as it is exported, as a service logs them; a text stream: those
+            lines go there instead; ``False``: no such lines.
 
     Returns:
         The trace records in wire format, grouped by request: for each, the
@@ -162,12 +185,14 @@ async def run_demo(
         ['orders', 'shipping']
     """
     memory = MemoryExporter()
-    shipping = shipping_app(Tracker(exporters=_exporters(traces_path, memory), service="shipping"))
+    _start_empty(traces_path)
+    shipping = shipping_app(Tracker(exporters=_exporters(traces_path, memory, console), service="shipping"))
     shipping_runner, shipping_url = await _serve(shipping, "127.0.0.1", 0)
     orders_runner: web.AppRunner | None = None
     try:
         orders = orders_app(
-            Tracker(exporters=_exporters(traces_path, memory), service="orders"), shipping_url + SHIPPING_PATH
+            Tracker(exporters=_exporters(traces_path, memory, console), service="orders"),
+            shipping_url + SHIPPING_PATH,
         )
         orders_runner, url = await _serve(orders, host, port)
         async with aiohttp.ClientSession() as visitor:
@@ -193,3 +218,71 @@ async def run_demo(
 async def _cleanup(runners: list[web.AppRunner]) -> None:
     for runner in runners:
         await runner.cleanup()
+
+
+#: Tags left out of the demo's tree: they repeat what the span's name already says.
+_REPEATED_TAGS = frozenset({"http.method", "http.route", "http.target", "http.url"})
+
+
+def overview_text(records: Sequence[Mapping[str, Any]], *, color: bool = False) -> str:
+    """What ``flowtracker demo`` prints: the first request's tree, then a line per request.
+
+    The records of one request (one per service) are merged by ``trace_id``
+    into one tree first; tags that repeat a span's name (``http.method``,
+    ``http.url``, ...) are left out of the tree.
+
+    Args:
+        records: Trace records as :func:`run_demo` returns them.
+        color: ANSI colours in the tree.
+
+    Returns:
+        Lines joined by newlines, without a trailing newline; ``""`` without records.
+
+    Example:
+        >>> print(overview_text(records))  # doctest: +SKIP
+        3 requests, each one trace across the orders and shipping services.
+        <BLANKLINE>
+        Request 1:
+        GET /  192.3 ms  http.status_code=200
+        ├─ Process Payment  50.3 ms  26%  currency=USD
+        ...
+        <BLANKLINE>
+        One line per request:
+          1  GET /  200  192.3 ms  7 spans  trace 812b0a86e1e8f32785e75b050a963d66
+          ...
+    """
+    traces = merge_traces(records)
+    if not traces:
+        return ""
+    services = sorted({str(record.get("service")) for record in records if record.get("service")})
+    count = len(traces)
+    across = f" across the {' and '.join(services)} services" if len(services) > 1 else ""
+    first = traces[0]
+    shown = sorted({key for span in first["spans"] for key in span.get("tags") or ()} - _REPEATED_TAGS)
+    lines = [
+        f"1 request, one trace{across}." if count == 1 else f"{count} requests, each one trace{across}.",
+        "",
+        "Request 1:",
+        tree_text(first, color=color, tags=shown, header=False),
+        "",
+        "One line per request:",
+    ]
+    lines.extend(_request_line(number, trace) for number, trace in enumerate(traces, 1))
+    return "\n".join(lines)
+
+
+def _request_line(number: int, trace: Mapping[str, Any]) -> str:
+    """``  2  GET /  200  190.1 ms  7 spans  trace 7a3f…``, plus the status when it is not ``ok``."""
+    tree = TraceTree(trace)
+    if not tree.roots:
+        return f"{number:>3}  (no spans)  trace {trace.get('trace_id')}"
+    root = tree.roots[0]
+    parts = [f"{number:>3}", tree.name(root)]
+    status_code = (tree.spans[root].get("tags") or {}).get("http.status_code")
+    if status_code is not None:
+        parts.append(str(status_code))
+    parts += [format_ms(tree.duration(root)), f"{len(tree.spans)} spans"]
+    if tree.status() != "ok":
+        parts.append(tree.status())
+    parts.append(f"trace {trace.get('trace_id')}")
+    return "  ".join(parts)

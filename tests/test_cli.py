@@ -19,7 +19,6 @@ import orjson
 import pytest
 
 from flowtracker import cli
-from flowtracker.viz import read_traces
 
 GOLDEN = Path(__file__).parent / "golden"
 TRACES = str(GOLDEN / "traces.jsonl")
@@ -311,25 +310,10 @@ class TestStats:
 
 
 class TestEntryPoints:
-    """``python -m flowtracker`` and the demo, end to end."""
+    """``python -m flowtracker``, end to end (the demo command: tests/test_demo.py)."""
 
     def test_module_entry_point(self) -> None:
         """``python -m flowtracker --version`` works."""
         result = flowtracker("--version")
         assert result.returncode == 0
         assert result.stdout.startswith(b"flowtracker ")
-
-    def test_demo_writes_traces_and_report_and_prints_a_tree(self, tmp_path: Path) -> None:
-        """``flowtracker demo``: FLOW_LOG lines, traces.jsonl, report.html, and one request's tree."""
-        result = flowtracker("demo", "--requests", "2", cwd=tmp_path)
-        assert result.returncode == 0, result.stderr.decode()
-        out = result.stdout.decode()
-        assert out.count("FLOW_LOG: ") == 4  # two services per request
-        tree = [line for line in out.splitlines() if not line.startswith("FLOW_LOG: ")]
-        assert any(line.lstrip(" │").startswith("└─ Calculate Weight") for line in tree)
-        assert any(line.startswith("├─ DB: Select User") for line in tree)
-        traces = read_traces([tmp_path / "traces.jsonl"]).traces
-        assert len(traces) == 4
-        page = (tmp_path / "report.html").read_text(encoding="utf-8")
-        assert page.startswith("<!doctype html>")
-        assert b"wrote traces.jsonl and report.html" in result.stderr

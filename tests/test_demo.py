@@ -1,18 +1,26 @@
-"""The demo: two real aiohttp services on 127.0.0.1, their traces printed, written and returned."""
+"""The demo: two real aiohttp services on 127.0.0.1, their traces printed, written and returned.
+
+``TestDemoCommand`` runs ``python -m flowtracker demo`` as a user does: a real
+process serving the demo on loopback, in a scratch directory.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from flowtracker.demo import run_demo
+from flowtracker.demo import overview_text, run_demo
 
 
 def free_port() -> int:
@@ -29,6 +37,24 @@ async def wait_for_stderr(capsys: pytest.CaptureFixture[str], needle: str) -> st
             return seen
         await asyncio.sleep(0.01)
     raise AssertionError(f"{needle!r} never appeared on stderr: {seen!r}")
+
+
+def demo_command(*args: str, cwd: Path, code: int = 0) -> tuple[list[str], str]:
+    """Runs ``python -m flowtracker demo ARGS`` in ``cwd``; its stdout lines and its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "flowtracker", "demo", "--color", "never", *args],
+        capture_output=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+        text=True,
+    )
+    assert result.returncode == code, result.stderr
+    return result.stdout.splitlines(), result.stderr
+
+
+def records_in(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def flow_log(text: str) -> list[dict[str, Any]]:
@@ -95,3 +121,107 @@ class TestRunDemo:
         traces = await asyncio.wait_for(task, 30)
         assert [t["service"] for t in traces] == ["orders", "shipping"]
         assert signal.getsignal(signal.SIGINT) is before  # the previous handler is back
+
+    async def test_console_false_prints_nothing_and_a_stream_gets_the_lines(self, tmp_path, capsys):
+        """console=False prints no FLOW_LOG line; console=stream sends every record's line there instead."""
+        stream = io.StringIO()
+        quiet = await run_demo(1, traces_path=tmp_path / "quiet.jsonl", console=False)
+        sent = await run_demo(1, traces_path=tmp_path / "sent.jsonl", console=stream)
+        assert capsys.readouterr().out == ""
+        assert len(quiet) == 2
+        assert sorted(flow_log(stream.getvalue()), key=str) == sorted(sent, key=str)
+
+    async def test_an_existing_traces_file_is_emptied_first(self, tmp_path, capsys):
+        """traces_path ends up holding this run's records only, and keeps its permissions."""
+        path = tmp_path / "traces.jsonl"
+        path.write_text('{"trace_id": "old", "spans": []}\n')
+        path.chmod(0o640)
+        traces = await run_demo(1, traces_path=path)
+        assert sorted(records_in(path), key=str) == sorted(traces, key=str)
+        assert path.stat().st_mode & 0o777 == 0o640
+
+
+class TestOverviewText:
+    """overview_text(): what the demo command prints first."""
+
+    def test_no_records_no_text(self):
+        """Without records there is nothing to show."""
+        assert overview_text([]) == ""
+
+    def test_records_of_one_trace_are_one_request_and_a_failure_shows(self):
+        """The orders and shipping records of one trace are one request; its line says when it failed."""
+        orders = {"trace_id": "ab", "service": "orders", "spans": [
+            {"span_id": "1", "name": "GET /", "duration_ms": 20.0, "status": "error",
+             "tags": {"http.status_code": 500, "http.method": "GET"}},
+        ]}  # fmt: skip
+        shipping = {"trace_id": "ab", "service": "shipping", "spans": [
+            {"span_id": "2", "parent_id": "1", "name": "POST /ship", "duration_ms": 5.0},
+        ]}  # fmt: skip
+        assert overview_text([orders, shipping]).splitlines() == [
+            "1 request, one trace across the orders and shipping services.",
+            "",
+            "Request 1:",
+            "GET /  20.0 ms  ✗ error  http.status_code=500",
+            "└─ POST /ship  5.0 ms  25%",
+            "",
+            "One line per request:",
+            "  1  GET /  500  20.0 ms  2 spans  error  trace ab",
+        ]
+
+
+class TestDemoCommand:
+    """``flowtracker demo`` as a person runs it: readable first, raw lines on request, this run's files."""
+
+    def test_prints_one_tree_and_a_line_per_request_without_raw_lines(self, tmp_path):
+        """Without --raw: the first request's tree, one line per request (by trace id), no FLOW_LOG line."""
+        out, err = demo_command("--requests", "3", cwd=tmp_path)
+        assert not any('FLOW_LOG: {"' in line for line in out + err.splitlines())
+        records = records_in(tmp_path / "traces.jsonl")
+        assert len(records) == 6  # two services per request
+        trace_ids = list(dict.fromkeys(record["trace_id"] for record in records))
+        request_lines = [line for line in out if line.startswith("  ") and line.split()[0].isdigit()]
+        assert [line.split()[0] for line in request_lines] == ["1", "2", "3"]
+        assert sorted(line.split()[-1] for line in request_lines) == sorted(trace_ids)
+        assert sum(line.startswith("GET /  ") for line in out) == 1  # one tree
+        assert any(line.startswith("├─ DB: Select User") for line in out)
+        assert any(line.lstrip(" │").startswith("└─ Calculate Weight") for line in out)
+        assert len(out) < 20  # fits a terminal
+        assert (tmp_path / "report.html").read_text(encoding="utf-8").startswith("<!doctype html>")
+
+    def test_raw_lines_come_only_with_raw_and_after_the_readable_output(self, tmp_path):
+        """--raw adds each record's FLOW_LOG line, after the tree and the request lines."""
+        out, _ = demo_command("--requests", "2", "--raw", cwd=tmp_path)
+        raw = [index for index, line in enumerate(out) if line.startswith("FLOW_LOG: ")]
+        readable = [index for index, line in enumerate(out) if line.startswith(("GET /", "  1  ", "  2  "))]
+        assert len(raw) == 4
+        assert len(readable) == 3
+        assert max(readable) < min(raw)
+        printed = flow_log("\n".join(out))
+        assert sorted(printed, key=str) == sorted(records_in(tmp_path / "traces.jsonl"), key=str)
+
+    def test_a_second_run_replaces_the_first_runs_traces(self, tmp_path):
+        """Two runs in a row: traces.jsonl holds only the second run's records, the ones it printed."""
+        first, _ = demo_command("--requests", "1", cwd=tmp_path)
+        second, _ = demo_command("--requests", "1", cwd=tmp_path)
+        records = records_in(tmp_path / "traces.jsonl")
+        assert len(records) == 2
+        trace_id = records[0]["trace_id"]
+        assert {record["trace_id"] for record in records} == {trace_id}
+        assert any(line.endswith(f"trace {trace_id}") for line in second)
+        assert not any(trace_id in line for line in first)
+
+    def test_the_closing_message_says_where_the_files_are(self, tmp_path):
+        """The message on stderr names both files by absolute path, so they can be found from anywhere."""
+        (tmp_path / "out").mkdir()
+        _, err = demo_command(
+            "--requests", "1", "--traces", "out/t.jsonl", "--report", "out/r.html", cwd=tmp_path
+        )
+        assert f"wrote this run's 2 trace records to {tmp_path / 'out' / 't.jsonl'}" in err
+        assert f"wrote the report to {tmp_path / 'out' / 'r.html'}; open it in a browser" in err
+
+    def test_an_unwritable_traces_path_is_named_before_anything_runs(self, tmp_path):
+        """--traces in a missing folder: exit 4 with the path named, no traceback, nothing written."""
+        out, err = demo_command("--traces", "missing/t.jsonl", cwd=tmp_path, code=4)
+        assert err == "flowtracker: cannot write 'missing/t.jsonl': No such file or directory\n"
+        assert out == []
+        assert not (tmp_path / "report.html").exists()
