@@ -36,8 +36,7 @@ from aiohttp import web
 from ._core.span import span
 from ._pipeline.tracker import Tracker
 from .aiohttp import client_trace_config, setup
-from .exporters import ConsoleExporter, FileExporter, MemoryExporter
-from .exporters._base import Exporter
+from .exporters import ConsoleExporter, Exporter, FileExporter, MemoryExporter
 from .viz import TraceTree, format_ms, merge_traces, tree_text
 
 __all__ = ("orders_app", "overview_text", "run_demo", "shipping_app")
