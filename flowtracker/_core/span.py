@@ -83,6 +83,9 @@ def _refresh_sources() -> None:
 
 clock.on_change(_refresh_sources)
 
+#: Passed as ``exc_type`` by :meth:`Span.end`: end the span, leave the context alone.
+_END_ONLY: Any = object()
+
 #: Span statuses, as written in the output.
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -208,17 +211,33 @@ class Span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            _reset_current(self._token)  # type: ignore[arg-type]
-        except (ValueError, RuntimeError, TypeError, AttributeError):
-            _restore_parent(self)  # left in another context than entered, or twice
-        # Dropping the token now frees it (and its reference to the previous
-        # span) while it is young: fewer objects survive into older GC generations.
-        self._token = None
-        if exc is None:
-            self._close()
-        else:
-            self.end_with_exception(exc)
+        # The one place a span ends: leaving its block, and end()/finish(),
+        # which pass _END_ONLY to skip the context reset. Ending here rather than
+        # in a helper saves a call on every span's way out.
+        if exc_type is not _END_ONLY:
+            try:
+                _reset_current(self._token)  # type: ignore[arg-type]
+            except (ValueError, RuntimeError, TypeError, AttributeError):
+                _restore_parent(self)  # left in another context than entered, or twice
+            # Dropping the token now frees it (and its reference to the previous
+            # span) while it is young: fewer objects survive into older GC generations.
+            self._token = None
+            if exc is not None:
+                self.end_with_exception(exc)
+                return
+        if self.end_ns is not None or self.trace_state is None:
+            return
+        if not self.recording:
+            self.end_ns = self.start_ns  # unsampled (no clock) or over a limit
+            return
+        self.end_ns = _now()
+        state = self.trace_state
+        # The trace may be complete if this was its last open span: the sink
+        # decides (see TraceState).
+        ended = next(state.ended)
+        if ended == len(state.spans):
+            state.ended_seen = ended
+            state.sink.span_ended(state)
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
@@ -244,7 +263,7 @@ class Span:
             details["status"] = status
             if error is not None:
                 details["error"] = error
-        self._close()
+        self.__exit__(_END_ONLY, None, None)
 
     def end_with_exception(self, exc: BaseException) -> None:
         """Ends the span for an exception: ``cancelled`` for task cancellation,
@@ -261,23 +280,6 @@ class Span:
     def finish(self) -> None:
         """Ends the span with status ``ok``; a second call does nothing."""
         self.end(STATUS_OK)
-
-    def _close(self) -> None:
-        """Ends the span; the trace may be complete if this was its last open span.
-
-        The one way every span ends (``__exit__``, :meth:`end`).
-        """
-        if self.end_ns is not None or self.trace_state is None:
-            return
-        if not self.recording:
-            self.end_ns = self.start_ns  # unsampled (no clock) or over a limit
-            return
-        self.end_ns = _now()
-        state = self.trace_state
-        ended = next(state.ended)
-        if ended == len(state.spans):
-            state.ended_seen = ended
-            state.sink.span_ended(state)
 
     def _details(self) -> dict[str, Any]:
         details = self.details
