@@ -102,6 +102,43 @@ def imports_of(module: str, path: Path, known: dict[str, Path]) -> set[str]:
     return {name for name in found if name in known}
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def foreign_private_names(path: Path) -> list[str]:
+    """Underscored names ``path`` takes from other modules (imports, or attributes it does not define)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    defined: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            defined.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            defined.add(node.id)
+        elif isinstance(node, ast.ClassDef):
+            defined.add(node.name)
+    for node in ast.walk(tree):  # names listed in __slots__ are defined here too
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "__slots__" for target in node.targets
+        ):
+            defined |= {elt.value for elt in ast.walk(node.value) if isinstance(elt, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            source = "." * node.level + (node.module or "")
+            found += [
+                f"{path.name}:{node.lineno}: imports {alias.name} from {source}"
+                for alias in node.names
+                if _private(alias.name)
+            ]
+        elif isinstance(node, ast.Attribute) and _private(node.attr) and node.attr not in defined:
+            owner = ast.unparse(node.value)
+            found.append(f"{path.name}:{node.lineno}: reads .{node.attr} of {owner}")
+    return found
+
+
 @pytest.fixture(scope="module")
 def graph() -> dict[str, set[str]]:
     known = all_modules()
@@ -162,6 +199,29 @@ class TestLayers:
                 else:
                     continue
                 assert not roots & forbidden, f"{path.name} imports {roots & forbidden}"
+
+    def test_no_module_touches_another_modules_underscored_names(self) -> None:
+        """No ``from x import _name``, and no ``obj._name`` unless this module defines ``_name``."""
+        found = []
+        for name, path in sorted(all_modules().items()):
+            if name.startswith("flowtracker.viz.assets"):
+                continue
+            found += foreign_private_names(path)
+        assert found == []
+
+    def test_the_private_name_checker_sees_a_reach(self, tmp_path: Path) -> None:
+        """The checker itself: ``policy._cache`` in a module that defines no ``_cache`` is found."""
+        module = tmp_path / "encode.py"
+        module.write_text(
+            "from .policy import _limit\n"
+            "class A:\n    def __init__(self):\n        self._mine = 1\n"
+            "def f(policy, a):\n    return policy._cache, a._mine\n",
+            encoding="utf-8",
+        )
+        assert [entry.split(": ", 1)[1] for entry in foreign_private_names(module)] == [
+            "imports _limit from .policy",
+            "reads ._cache of policy",
+        ]
 
     def test_the_checker_sees_an_upward_import(self, tmp_path: Path) -> None:
         """The checker itself: a function-level import of the pipeline from the core is found."""

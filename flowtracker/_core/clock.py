@@ -73,17 +73,16 @@ def format_rfc3339(wall_ns: int) -> str:
         >>> format_rfc3339(1_795_168_800_000_000_000)
         '2026-11-20T10:00:00.000000Z'
     """
-    global _second_cache
-    seconds, rest = divmod(wall_ns, 1_000_000_000)
-    cached_second, prefix = _second_cache
-    if cached_second != seconds:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        _second_cache = (seconds, prefix)
-    return f"{prefix}.{rest // 1000:06d}Z"
+    return format_pair(wall_ns, wall_ns)[0]
 
 
 def format_pair(start_ns: int, end_ns: int) -> tuple[str, str]:
-    """Both ends of a span, formatted as :func:`format_rfc3339` does (one call, one cache).
+    """Both ends of a span as RFC 3339 UTC with microseconds (one call, one cache).
+
+    The ``YYYY-MM-DDTHH:MM:SS`` part is cached per second (spans of a trace
+    mostly share it); the microseconds are zero-padded as ``str(10**6 + us)[1:]``,
+    which is about a third cheaper than a ``:06d`` format spec. Export formats
+    two times per span, so this is the encoder's busiest helper.
 
     Example:
         >>> format_pair(1_795_168_800_000_000_000, 1_795_168_800_500_000_000)
@@ -91,15 +90,16 @@ def format_pair(start_ns: int, end_ns: int) -> tuple[str, str]:
     """
     global _second_cache
     cached_second, prefix = _second_cache
-    start_s, start_rest = divmod(start_ns, 1_000_000_000)
-    end_s, end_rest = divmod(end_ns, 1_000_000_000)
+    start_s = start_ns // 1_000_000_000
     if start_s != cached_second:
         prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start_s))
         _second_cache = (start_s, prefix)
-    start_text = f"{prefix}.{start_rest // 1000:06d}Z"
-    if end_s != start_s:
-        return start_text, format_rfc3339(end_ns)
-    return start_text, f"{prefix}.{end_rest // 1000:06d}Z"
+    start_text = f"{prefix}.{str(1_000_000 + start_ns % 1_000_000_000 // 1000)[1:]}Z"
+    if end_ns // 1_000_000_000 != start_s:
+        end_s = end_ns // 1_000_000_000
+        end_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(end_s))
+        return start_text, f"{end_prefix}.{str(1_000_000 + end_ns % 1_000_000_000 // 1000)[1:]}Z"
+    return start_text, f"{prefix}.{str(1_000_000 + end_ns % 1_000_000_000 // 1000)[1:]}Z"
 
 
 def parse_rfc3339(text: str) -> int:

@@ -81,13 +81,14 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
         name = safe_name(name, policy)
     start_time, end_time = _clock.format_pair(anchor + start, anchor + end)
     # One dict literal per shape (key order is the output's): cheaper than
-    # building it key by key, and export runs once per span.
+    # building it key by key, and export runs once per span. Ids go through
+    # int.to_bytes().hex(), about twice as fast as a 16-digit format spec.
     parent = span.parent
     parent_id = parent.span_id if parent is not None else span.trace_state.remote_parent_id  # type: ignore[union-attr]
     out: dict[str, Any]
     if parent_id is None:
         out = {
-            "span_id": f"{span.span_id:016x}",
+            "span_id": span.span_id.to_bytes(8, "big").hex(),
             "name": name,
             "start_time": start_time,
             "end_time": end_time,
@@ -96,8 +97,8 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
         }
     else:
         out = {
-            "span_id": f"{span.span_id:016x}",
-            "parent_id": f"{parent_id:016x}",
+            "span_id": span.span_id.to_bytes(8, "big").hex(),
+            "parent_id": parent_id.to_bytes(8, "big").hex(),
             "name": name,
             "start_time": start_time,
             "end_time": end_time,
@@ -141,11 +142,11 @@ def safe_tags(tags: Mapping[Any, Any], policy: ExportPolicy = DEFAULT_POLICY) ->
     """Tags with string keys, secrets redacted, and values that always encode."""
     out: dict[str, Any] = {}
     redact = policy.redact_keys
-    known = policy._cache
+    verdicts = policy.secret_cache
     for key, value in tags.items():
         if type(key) is not str:
             key = safe_str(key, policy)
-        if redact and (known.get(key) or (key not in known and policy.is_secret(key))):
+        if redact and (verdicts.get(key) or (key not in verdicts and policy.is_secret(key))):
             out[key] = REDACTED
             policy.redacted += 1
         elif type(value) is str:

@@ -60,7 +60,7 @@ class ExportPolicy:
         max_string: Longest string kept whole (default 4096 characters).
     """
 
-    __slots__ = ("_cache", "max_string", "redact_keys", "redacted", "truncated")
+    __slots__ = ("max_string", "redact_keys", "redacted", "secret_cache", "truncated")
 
     def __init__(
         self, redact_keys: Iterable[str] | None = None, max_string: int = DEFAULT_MAX_STRING
@@ -72,17 +72,18 @@ class ExportPolicy:
         self.max_string = max_string
         self.redacted = 0
         self.truncated = 0
-        self._cache: dict[str, bool] = {}
+        #: Key -> verdict of :meth:`is_secret`, for the encoder's per-tag fast path.
+        self.secret_cache: dict[str, bool] = {}
 
     def is_secret(self, key: str) -> bool:
         """Whether values under ``key`` are redacted (cached: keys repeat)."""
-        cached = self._cache.get(key)
+        cached = self.secret_cache.get(key)
         if cached is not None:
             return cached
         last = key.rsplit(".", 1)[-1].lower().replace("-", "_")
         secret = any(last == word or last.endswith("_" + word) for word in self.redact_keys)
-        if len(self._cache) < _CACHE_LIMIT:
-            self._cache[key] = secret
+        if len(self.secret_cache) < _CACHE_LIMIT:
+            self.secret_cache[key] = secret
         return secret
 
 
