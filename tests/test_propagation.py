@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import re
 
+import aiohttp
+import pytest
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
+from test_aiohttp import serve
+from web_helpers import fetch
 
 import flowtracker as ft
+from flowtracker.aiohttp import client_trace_config, middleware
 from flowtracker.propagation import (
     FLAG_RANDOM,
     FLAG_SAMPLED,
@@ -99,15 +105,52 @@ class TestTracestate:
         assert parse_tracestate("") is None
         assert parse_tracestate(" , ,\t") is None
 
-    def test_duplicate_keys_discard_the_whole_list(self):
-        """Keys must be unique."""
-        assert parse_tracestate("foo=1,bar=2,foo=3") is None
-
     def test_at_most_32_members(self):
         """32 members pass; 33 discard the list."""
         members = [f"k{i}=v" for i in range(33)]
         assert parse_tracestate(",".join(members[:32])) == ",".join(members[:32])
         assert parse_tracestate(",".join(members)) is None
+
+
+class TestDuplicatedTracestateKeys:
+    """W3C test suite `test_tracestate_duplicated_keys` (strict level 2), and Level 2's
+    "Mutating the tracestate Field": a list with a repeated key is inherited, and a vendor
+    MAY discard the duplicates it did not generate. We keep the left-most entry."""
+
+    def test_same_key_same_value_in_one_header(self):
+        """`foo=1,foo=1` is inherited as `foo=1`."""
+        assert parse_tracestate("foo=1,foo=1") == "foo=1"
+
+    def test_same_key_different_values_in_one_header(self):
+        """`foo=1,foo=2` is inherited with the left-most entry, `foo=1`."""
+        assert parse_tracestate("foo=1,foo=2") == "foo=1"
+
+    def test_repeats_across_headers_are_one_list(self):
+        """Two `tracestate` headers are joined first, so `foo=1` + `foo=2` behave like `foo=1,foo=2`."""
+        assert parse_tracestate(["foo=1", "foo=1"]) == "foo=1"
+        assert parse_tracestate(["foo=1", "foo=2"]) == "foo=1"
+
+    def test_other_members_keep_their_order(self):
+        """Only the later repeats go; every other member stays where it was."""
+        assert parse_tracestate("rojo=1,foo=1, congo=2,foo=3,rojo=4,baz=5") == "rojo=1,foo=1,congo=2,baz=5"
+
+    def test_an_invalid_member_still_discards_the_list(self):
+        """A repeat does not excuse a bad key or value elsewhere: the whole list goes."""
+        assert parse_tracestate("foo=1,foo=2,Bar=3") is None
+        assert parse_tracestate("foo=1,foo=a=b") is None
+
+    def test_the_member_limit_counts_the_list_as_received(self):
+        """33 members are too many even when one of them repeats a key."""
+        members = [f"k{i}=v" for i in range(32)]
+        assert parse_tracestate(",".join([*members, "k0=v"])) is None
+        assert parse_tracestate(",".join([*members[:31], "k0=v"])) == ",".join(members[:31])
+
+    def test_traceparent_is_continued_with_the_inherited_tracestate(self):
+        """extract: the trace continues, and the context carries the de-duplicated list."""
+        context = extract([("traceparent", f"00-{TRACE}-{PARENT}-00"), ("tracestate", "foo=1,foo=2")])
+        assert context is not None
+        assert context.trace_id == int(TRACE, 16)
+        assert context.tracestate == "foo=1"
 
     def test_level2_key_grammar(self):
         """Keys start with a lowercase letter or digit, use a-z0-9_-*/@, 256 chars at most."""
@@ -130,6 +173,50 @@ class TestTracestate:
     def test_member_without_equals_is_invalid(self):
         """A member must be key=value."""
         assert parse_tracestate("rojo=1,congo") is None
+
+
+class TestDuplicatedKeysEndToEnd:
+    """The W3C suite's set-up on loopback: a request with duplicated `tracestate` keys reaches
+    a real aiohttp service (flowtracker's middleware), which calls the next service with
+    aiohttp's client; the next service must receive the trace and the inherited tracestate."""
+
+    @pytest.mark.parametrize(
+        "tracestates",
+        [["foo=1,foo=1"], ["foo=1,foo=2"], ["foo=1", "foo=1"], ["foo=1", "foo=2"]],
+        ids=["same-value", "different-values", "two-headers-same", "two-headers-different"],
+    )
+    async def test_next_service_receives_one_foo_in_the_same_trace(self, tracker, tracestates):
+        """Trace id continued, parent is the client span, tracestate is `foo=1` (left-most kept)."""
+        seen: list[tuple[str, str]] = []
+
+        async def next_service(request: web.Request) -> web.Response:
+            seen.extend((name.lower(), value) for name, value in request.headers.items())
+            return web.Response(text="ok")
+
+        b_app = web.Application()
+        b_app.router.add_post("/callback", next_service)
+        async with serve(b_app) as b_url:
+
+            async def service(request: web.Request) -> web.Response:
+                async with (
+                    aiohttp.ClientSession(trace_configs=[client_trace_config()]) as session,
+                    session.post(b_url + "/callback") as response,
+                ):
+                    return web.Response(text=await response.text())
+
+            a_app = web.Application(middlewares=[middleware(tracker)])
+            a_app.router.add_post("/test", service)
+            headers = [("traceparent", f"00-{TRACE}-{PARENT}-00")]
+            headers += [("tracestate", value) for value in tracestates]
+            async with serve(a_app) as a_url:
+                status, _, body = await fetch(a_url + "/test", "POST", headers=headers)
+        assert (status, body) == (200, b"ok")
+        traceparents = [value for name, value in seen if name == "traceparent"]
+        assert len(traceparents) == 1
+        version, trace_id, parent_id, flags = traceparents[0].split("-")
+        assert (version, trace_id, flags) == ("00", TRACE, "00")
+        assert parent_id != PARENT
+        assert [value for name, value in seen if name == "tracestate"] == ["foo=1"]
 
 
 class TestExtract:
@@ -165,7 +252,7 @@ class TestExtract:
 
     def test_invalid_tracestate_keeps_traceparent(self):
         """A bad tracestate is dropped; the traceparent still counts."""
-        context = extract({"traceparent": VALID, "tracestate": "foo=1,foo=2"})
+        context = extract({"traceparent": VALID, "tracestate": "foo=1,FOO=2"})
         assert context is not None
         assert context.trace_id == int(TRACE, 16)
         assert context.tracestate is None
@@ -274,20 +361,22 @@ class TestFuzz:
     _keys = st.one_of(
         st.from_regex(r"[a-z0-9][a-z0-9_\-*/@]{0,20}", fullmatch=True),
         st.text(min_size=0, max_size=6),
+        st.sampled_from(["foo", "bar"]),  # repeats, so duplicated keys are exercised often
     )
     _values = st.one_of(st.from_regex(r"[!-+\--<>-~]{1,12}", fullmatch=True), st.text(max_size=6))
 
     @settings(max_examples=400, deadline=None)
     @given(st.lists(st.tuples(_keys, _values), max_size=34), st.sampled_from(["", " ", "\t", " , "]))
     def test_tracestate_agrees_with_the_grammar(self, members, padding):
-        """A list is kept (members in order) exactly when every member is valid, keys unique, <= 32."""
+        """A list is kept (in order, each key's first entry) exactly when every member is valid and <= 32."""
         header = ",".join(f"{padding}{key}={value}" for key, value in members)
-        kept = [m.strip(" \t") for m in header.split(",") if m.strip(" \t")]
+        received = [m.strip(" \t") for m in header.split(",") if m.strip(" \t")]
         member_ok = re.compile(r"[a-z0-9][a-z0-9_\-*/@]{0,255}=[ -+\--<>-~]{0,255}[!-+\--<>-~]")
-        keys = [m.split("=", 1)[0] for m in kept]
-        valid = 0 < len(kept) <= 32 and all(member_ok.fullmatch(m) for m in kept)
-        valid = valid and len(set(keys)) == len(keys)
-        assert parse_tracestate(header) == (",".join(kept) if valid else None)
+        valid = 0 < len(received) <= 32 and all(member_ok.fullmatch(m) for m in received)
+        first_per_key: dict[str, str] = {}
+        for member in received:
+            first_per_key.setdefault(member.split("=", 1)[0], member)
+        assert parse_tracestate(header) == (",".join(first_per_key.values()) if valid else None)
 
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.tuples(st.sampled_from(["traceparent", "TraceParent", "tracestate", "x"]), st.text())))
