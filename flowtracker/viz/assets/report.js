@@ -14,8 +14,8 @@
  * chart text, never as HTML; no recursion (a trace may nest 10,000 spans deep); aggregate
  * views are drawn once, per-trace views when a trace is picked.
  */
-'use strict';
 (function () {
+  'use strict';
   const COLORS = {ok: '#3b82f6', error: '#dc2626', cancelled: '#d97706', unfinished: '#9333ea'};
   const LIST_LIMIT = 300;      // rows shown in the trace picker
   const VISIBLE_ROWS = 30;     // waterfall rows in view; a scroll bar for the rest
@@ -72,24 +72,20 @@
     return value.length > length ? value.slice(0, length - 1) + '…' : value;
   }
 
-  async function readBlob(id) {
+  function readBlob(id) {
+    // Synchronous on purpose (see inflate.js): the first paint must not wait for anything.
     const node = $(id);
     if (node.dataset.encoding !== 'gzip') return node.textContent;
-    if (typeof DecompressionStream === 'undefined') {
-      throw new Error('This browser cannot unpack the report (it lacks DecompressionStream). ' +
-                      'Regenerate it with: flowtracker report --no-compress');
-    }
     const binary = atob(node.textContent.trim());
     const bytes = new Uint8Array(binary.length);
     for (let k = 0; k < binary.length; k++) bytes[k] = binary.charCodeAt(k);
-    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
-    return await new Response(stream).text();
+    return new TextDecoder().decode(flowtrackerGunzip(bytes));
   }
 
-  async function loadLibrary() {
+  function loadLibrary() {
     if (window.echarts) return;
     const script = document.createElement('script');
-    script.textContent = await readBlob('ft-lib');
+    script.textContent = readBlob('ft-lib');
     document.head.append(script);  // an inline script runs as it is inserted
     if (!window.echarts) throw new Error('The embedded chart library did not load.');
   }
@@ -245,6 +241,7 @@
     box.style.height = (shown * 24 + 80) + 'px';
     box.dataset.renderer = renderer;
     box.dataset.rows = String(rows.length);
+    if (!window.echarts) return;  // sized now, drawn when the charts follow the first paint (main)
     if (!gantt) {
       gantt = echarts.init(box, null, {renderer: renderer});
       ganttRenderer = renderer;
@@ -276,7 +273,11 @@
       grid: {left: 250, right: rows.length > VISIBLE_ROWS ? 36 : 16, top: 8, bottom: 52},
       tooltip: {trigger: 'item', confine: true, enterable: false,
                 formatter: (p) => spanDetails(current, p.value[0], 12)},
-      xAxis: {type: 'value', min: 0, max: end || 1, axisLabel: {formatter: (value) => fmtMs(value)},
+      xAxis: {type: 'value', min: 0, max: end || 1,
+              // the trace's end is always labelled, and a round tick too close to it is hidden rather
+              // than printed against it ("25.0 ms26.8 ms"); textMargin keeps 12 px between labels
+              axisLabel: {formatter: (value) => fmtMs(value), showMaxLabel: true, hideOverlap: true,
+                          textMargin: [0, 6]},
               splitLine: {lineStyle: {color: '#eef0f3'}}},
       yAxis: {type: 'category', inverse: true, data: data.map((item) => String(item[0])),
               axisTick: {show: false}, axisLine: {show: false},
@@ -354,7 +355,8 @@
   }
 
   // ---- aggregates -----------------------------------------------------------------------
-  function drawSankey() {
+  function placeSankey() {
+    // The note and the chart's height come with the first paint, so nothing moves when the chart follows.
     const sankey = D.sankey;
     const box = $('sankey');
     const note = [];
@@ -368,6 +370,12 @@
     $('sankey-note').textContent = note.join(' ');
     box.style.height = Math.max(260, Math.min(900, sankey.nodes.length * 24)) + 'px';
     box.dataset.links = String(sankey.links.length);
+  }
+
+  function drawSankey() {
+    const sankey = D.sankey;
+    const box = $('sankey');
+    if (!sankey.links.length) return;
     const chart = echarts.init(box, null, {renderer: sankey.links.length <= 400 ? 'svg' : 'canvas'});
     const opacity = Number(box.dataset.linkOpacity);
     const labels = sankey.nodes;
@@ -383,6 +391,7 @@
       }},
       series: [{
         type: 'sankey', left: 8, right: 180, top: 8, bottom: 8, nodeGap: 10, draggable: false,
+        nodeAlign: 'left',  // each node in the column of its depth (the default puts every leaf far right)
         emphasis: {focus: 'adjacency'},
         data: labels.map((label, k) => ({name: 'n' + k})),
         links: sankey.links.map((link) => ({source: 'n' + link[0], target: 'n' + link[1], value: Math.max(link[2], 1e-6)})),
@@ -436,6 +445,7 @@
     window.addEventListener('resize', () => {
       clearTimeout(resizeTimer);
       resizeTimer = setTimeout(() => {
+        if (!window.echarts) return;
         for (const id of ['gantt', 'sankey']) {
           const chart = echarts.getInstanceByDom($(id));
           if (chart) chart.resize();
@@ -444,27 +454,40 @@
     });
   }
 
-  async function main() {
-    D = JSON.parse(await readBlob('ft-data'));
-    S = D.strings;
-    traceNames = D.spans.map((rows) => { const names = new Set(); for (const r of rows) names.add(r[2]); return names; });
-    await loadLibrary();
-    drawSummary();
-    wire();
-    const found = drawList();
-    drawSankey();
-    drawStats();
-    if (found.length) select(found[0]);
-    else $('trace-title').textContent = 'No traces';
-    window.flowtrackerReport = {data: D, select: select};
-    document.body.dataset.ready = 'true';
-  }
-
-  main().catch((error) => {
+  function fail(error) {
     const box = $('fatal');
     box.hidden = false;
     box.textContent = 'The report could not be drawn: ' + (error && error.message ? error.message : String(error));
     document.body.dataset.ready = 'error';
-    throw error;
-  });
+    throw error;  // and on the console
+  }
+
+  // The first paint: everything but the charts, drawn while this script runs (it is the last
+  // element of the page), so the browser's first frame, and a plain headless screenshot, shows the
+  // trace list, the selected trace's tree and the statistics.
+  function main() {
+    D = JSON.parse(readBlob('ft-data'));
+    S = D.strings;
+    traceNames = D.spans.map((rows) => { const names = new Set(); for (const r of rows) names.add(r[2]); return names; });
+    drawSummary();
+    wire();
+    const found = drawList();
+    placeSankey();
+    drawStats();
+    if (found.length) select(found[0]);
+    else $('trace-title').textContent = 'No traces';
+    window.flowtrackerReport = {data: D, select: select};
+  }
+
+  // The charts follow the first paint: unpacking and starting the 1 MB charting library is the
+  // slow part, so it waits for the frame after the one that shows the rest.
+  function charts() {
+    loadLibrary();
+    drawSankey();
+    if (current >= 0) drawGantt(current);
+    document.body.dataset.ready = 'true';
+  }
+
+  try { main(); } catch (error) { fail(error); }
+  requestAnimationFrame(() => setTimeout(() => { try { charts(); } catch (error) { fail(error); } }, 0));
 })();
