@@ -279,6 +279,37 @@ def two_span_trace(trace_id: str, duration_ms: float) -> dict[str, Any]:
     }
 
 
+def sankey_layout(page: Any) -> dict[str, Any]:
+    """The Sankey's column positions and its labels' text and horizontal extent, in page pixels."""
+    return dict(
+        page.evaluate(
+            """() => {
+              const box = document.getElementById('sankey');
+              const series = echarts.getInstanceByDom(box).getModel().getSeriesByIndex(0);
+              const nodes = series.getData();
+              const left = box.getBoundingClientRect().left + series.layoutInfo.x;
+              const labels = window.flowtrackerReport.data.sankey.nodes;
+              const columns = labels.map((_, k) => left + nodes.getItemLayout(k).x);
+              const texts = [...box.querySelectorAll('text')].map((text) => {
+                const rect = text.getBoundingClientRect();
+                return [text.textContent, rect.left, rect.right];
+              });
+              return {columns: [...new Set(columns)].sort((a, b) => a - b), labels: texts};
+            }"""
+        )
+    )
+
+
+def assert_labels_fit(layout: dict[str, Any]) -> None:
+    """Every label ends before the next column (the golden graph has five)."""
+    columns = layout["columns"]
+    assert len(columns) == 5
+    for text, left, right in layout["labels"]:
+        column = max(index for index, x in enumerate(columns) if x <= left)
+        if column + 1 < len(columns):
+            assert right < columns[column + 1], (text, right, columns)
+
+
 class TestReportPage:
     """What a person sees and does on the page."""
 
@@ -337,6 +368,22 @@ class TestReportPage:
         }
         x = {label: left for label, _, left in layout}
         assert x["Process Payment"] == x["DB: Select User"] < x["Calculate Weight"] < x["fib · 3"]
+        report.assert_clean()
+
+    def test_sankey_labels_end_before_the_next_column(self, report: Opened) -> None:
+        """A node's label is cut (with "…") where the next column's nodes start, so no name runs
+        into them, and again when the window narrows."""
+        wide = sankey_layout(report.page)
+        assert_labels_fit(wide)
+        assert any(text.endswith("…") for text, _, _ in wide["labels"])
+        report.page.set_viewport_size({"width": 1000, "height": 1000})
+        for _ in range(100):  # the page redraws its charts 100 ms after the last resize event
+            narrow = sankey_layout(report.page)
+            if narrow["columns"] != wide["columns"]:
+                break
+            report.page.wait_for_timeout(50)
+        assert narrow["columns"][-1] < wide["columns"][-1]
+        assert_labels_fit(narrow)
         report.assert_clean()
 
     def test_picker_switches_traces(self, report: Opened) -> None:

@@ -372,6 +372,25 @@
     box.dataset.links = String(sankey.links.length);
   }
 
+  const SANKEY_LEFT = 8;     // px left of the first column
+  const SANKEY_RIGHT = 180;  // px right of the last column, for its labels
+  const SANKEY_NODE = 20;    // px, echarts' node width
+
+  function sankeyLabelWidth() {
+    // A label ends before the next column's nodes. With nodeAlign 'left', echarts puts a node in
+    // the column of its longest chain of parents; the links have no cycle (see _sankey.py).
+    const column = new Array(D.sankey.nodes.length).fill(0);
+    for (let pass = 0, moved = true; moved && pass < column.length; pass++) {
+      moved = false;
+      for (const [source, target] of D.sankey.links) {
+        if (column[target] <= column[source]) { column[target] = column[source] + 1; moved = true; }
+      }
+    }
+    const last = column.reduce((a, b) => Math.max(a, b), 0);
+    const step = ($('sankey').clientWidth - SANKEY_LEFT - SANKEY_RIGHT - SANKEY_NODE) / Math.max(1, last);
+    return Math.max(40, Math.min(SANKEY_RIGHT - 12, step - SANKEY_NODE - 12));
+  }
+
   function drawSankey() {
     const sankey = D.sankey;
     const box = $('sankey');
@@ -390,12 +409,14 @@
         return el('div', 'tip', el('p', 'name', labels[Number(p.name.slice(1))]), el('div', null, fmtMs(p.value) + ' in total'));
       }},
       series: [{
-        type: 'sankey', left: 8, right: 180, top: 8, bottom: 8, nodeGap: 10, draggable: false,
+        type: 'sankey', left: SANKEY_LEFT, right: SANKEY_RIGHT, top: 8, bottom: 8, nodeWidth: SANKEY_NODE,
+        nodeGap: 10, draggable: false,
         nodeAlign: 'left',  // each node in the column of its depth (the default puts every leaf far right)
         emphasis: {focus: 'adjacency'},
         data: labels.map((label, k) => ({name: 'n' + k})),
         links: sankey.links.map((link) => ({source: 'n' + link[0], target: 'n' + link[1], value: Math.max(link[2], 1e-6)})),
-        label: {formatter: (p) => cut(labels[Number(p.name.slice(1))], 48), color: '#1f2937'},
+        label: {formatter: (p) => cut(labels[Number(p.name.slice(1))], 200), color: '#1f2937',
+                width: sankeyLabelWidth(), overflow: 'truncate', ellipsis: '…'},  // the whole name is in the tooltip
         lineStyle: {color: 'gradient', opacity: opacity, curveness: 0.5},
       }],
     });
@@ -450,6 +471,8 @@
           const chart = echarts.getInstanceByDom($(id));
           if (chart) chart.resize();
         }
+        const sankey = echarts.getInstanceByDom($('sankey'));
+        if (sankey) sankey.setOption({series: [{label: {width: sankeyLabelWidth()}}]});
       }, 100);
     });
   }
