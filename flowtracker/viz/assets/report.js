@@ -12,7 +12,9 @@
  *
  * Rules: text from traces reaches the screen only through textContent (el() below) or as
  * chart text, never as HTML; no recursion (a trace may nest 10,000 spans deep); aggregate
- * views are drawn once, per-trace views when a trace is picked.
+ * views are drawn once, per-trace views when a trace is picked; nothing but the charts waits
+ * for anything: main() draws the rest before the first paint (blobs are inflated synchronously
+ * by inflate.js, which precedes this file in the page's script), charts() follows it.
  */
 (function () {
   'use strict';
