@@ -1,18 +1,34 @@
 """The HTML report in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
 
 Asserts on the rendered page: one waterfall bar per span of the selected
-trace, the Sankey links drawn, the picker switching traces, search and status
-filters, hostile span names shown as text, no console errors and no request
-other than the file itself (the page's CSP forbids any, and every request is
-recorded here). A screenshot goes to test-artifacts/report.png for people.
+trace, the Sankey links drawn with each node in the column of its depth, time
+axis labels apart, the picker switching traces, search and status filters,
+hostile span names shown as text, no console errors and no request other than
+the file itself (the page's CSP forbids any, and every request is recorded
+here). A screenshot goes to test-artifacts/report.png for people.
+
+The first paint is checked without Playwright, as a preview or a CI job sees
+the page: a plain ``chromium --headless --screenshot`` (and ``--dump-dom``),
+which captures the page once it has loaded, without waiting for anything the
+page does later.
 
 Never ``playwright install``: the browser is the distribution's chromium.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
+import io
+import itertools
+import random
+import re
+import subprocess
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +48,21 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+#: Plain ``chromium --headless`` as a CI job runs it (the flags this machine needs, nothing that waits).
+PLAIN_CHROMIUM = [
+    CHROMIUM,
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
+#: Tall enough that the whole golden report is in the window, so nothing scrolls.
+FIRST_PAINT_WINDOW = (1400, 2400)
 GOLDEN = Path(__file__).parent / "golden"
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 XSS = "<img src=x onerror=alert(1)>"
@@ -128,6 +159,157 @@ def report(request: pytest.FixtureRequest, browser: Any, tmp_path: Path) -> Iter
         opened.page.close()
 
 
+def plain_chromium(path: Path, profile: Path, *action: str) -> bytes:
+    """Runs plain headless Chromium on ``path`` with ``action`` (``--dump-dom``, ``--screenshot=…``).
+
+    Returns its stdout (the DOM, for ``--dump-dom``).
+    """
+    width, height = FIRST_PAINT_WINDOW
+    window = [f"--user-data-dir={profile}", f"--window-size={width},{height}"]
+    done = subprocess.run(
+        [*PLAIN_CHROMIUM, *window, *action, path.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
+class Dom(HTMLParser):
+    """A serialized DOM, reduced to what the tests ask: text and descendants of each element with an id."""
+
+    VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source"})
+
+    def __init__(self, markup: str) -> None:
+        super().__init__()
+        self.text: dict[str, str] = {}
+        self.inside: dict[str, list[tuple[str, dict[str, str]]]] = {}
+        self._open: list[str | None] = []
+        self.feed(markup)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """Records the element under every open element with an id, then opens it."""
+        attributes = {name: value or "" for name, value in attrs}
+        for element_id in self._ids():
+            self.inside[element_id].append((tag, attributes))
+        if tag in self.VOID:
+            return
+        element_id = attributes.get("id")
+        if element_id:
+            self.text[element_id] = ""
+            self.inside[element_id] = []
+        self._open.append(element_id)
+
+    def handle_endtag(self, tag: str) -> None:
+        """Closes the innermost element (Chromium's serialization closes every non-void element)."""
+        if tag not in self.VOID:
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        """Adds text to every open element with an id."""
+        for element_id in self._ids():
+            self.text[element_id] += data
+
+    def count(self, element_id: str, tag: str, css_class: str | None = None) -> int:
+        """How many ``tag`` elements (with ``css_class``) are inside the element ``element_id``."""
+        return sum(
+            1
+            for name, attributes in self.inside[element_id]
+            if name == tag and (css_class is None or css_class in attributes.get("class", "").split())
+        )
+
+    def _ids(self) -> list[str]:
+        return [element_id for element_id in self._open if element_id]
+
+
+#: Share of the pixels in a box that differ visibly between two PNGs (the browser decodes them).
+COMPARE_PIXELS = """
+async ([first, second, box]) => {
+  const pixels = async (url) => {
+    const image = new Image();
+    image.src = url;
+    await image.decode();
+    const canvas = document.createElement('canvas');
+    canvas.width = image.width;
+    canvas.height = image.height;
+    const context = canvas.getContext('2d');
+    context.drawImage(image, 0, 0);
+    return context.getImageData(box.x, box.y, box.width, box.height).data;
+  };
+  const a = await pixels(first);
+  const b = await pixels(second);
+  let differ = 0;
+  for (let k = 0; k < a.length; k += 4) {
+    if (Math.abs(a[k] - b[k]) + Math.abs(a[k + 1] - b[k + 1]) + Math.abs(a[k + 2] - b[k + 2]) > 48) differ++;
+  }
+  return differ / (a.length / 4);
+}
+"""
+
+
+def png_url(path: Path) -> str:
+    """A data: URL of a PNG file."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def asset(name: str) -> str:
+    """The text of one of the report page's assets."""
+    return (resources.files("flowtracker.viz") / "assets" / name).read_text(encoding="utf-8")
+
+
+def two_span_trace(trace_id: str, duration_ms: float) -> dict[str, Any]:
+    """A root of ``duration_ms`` with one child in its first half."""
+    return {
+        "trace_id": trace_id,
+        "spans": [
+            {
+                "span_id": "a" * 16,
+                "name": "root",
+                "start_time": "2026-11-20T10:00:00.000000Z",
+                "duration_ms": duration_ms,
+            },
+            {
+                "span_id": "b" * 16,
+                "parent_id": "a" * 16,
+                "name": "child",
+                "start_time": "2026-11-20T10:00:00.000000Z",
+                "duration_ms": duration_ms / 2,
+            },
+        ],
+    }
+
+
+def sankey_layout(page: Any) -> dict[str, Any]:
+    """The Sankey's column positions and its labels' text and horizontal extent, in page pixels."""
+    return dict(
+        page.evaluate(
+            """() => {
+              const box = document.getElementById('sankey');
+              const series = echarts.getInstanceByDom(box).getModel().getSeriesByIndex(0);
+              const nodes = series.getData();
+              const left = box.getBoundingClientRect().left + series.layoutInfo.x;
+              const labels = window.flowtrackerReport.data.sankey.nodes;
+              const columns = labels.map((_, k) => left + nodes.getItemLayout(k).x);
+              const texts = [...box.querySelectorAll('text')].map((text) => {
+                const rect = text.getBoundingClientRect();
+                return [text.textContent, rect.left, rect.right];
+              });
+              return {columns: [...new Set(columns)].sort((a, b) => a - b), labels: texts};
+            }"""
+        )
+    )
+
+
+def assert_labels_fit(layout: dict[str, Any]) -> None:
+    """Every label ends before the next column (the golden graph has five)."""
+    columns = layout["columns"]
+    assert len(columns) == 5
+    for text, left, right in layout["labels"]:
+        column = max(index for index, x in enumerate(columns) if x <= left)
+        if column + 1 < len(columns):
+            assert right < columns[column + 1], (text, right, columns)
+
+
 class TestReportPage:
     """What a person sees and does on the page."""
 
@@ -149,6 +331,59 @@ class TestReportPage:
         )
         assert "DB: Select User" in labels
         assert "fib · 2" in labels
+        report.assert_clean()
+
+    def test_sankey_nodes_sit_at_their_depth(self, report: Opened) -> None:
+        """Each Sankey node is in the column of its depth: ``Process Payment``, a child of the root,
+        is beside its siblings, not beside the deepest leaf (echarts' layout, read back from the page)."""
+        layout = report.page.evaluate(
+            """() => {
+              const chart = echarts.getInstanceByDom(document.getElementById('sankey'));
+              const nodes = chart.getModel().getSeriesByIndex(0).getData();
+              return window.flowtrackerReport.data.sankey.nodes.map(
+                (label, k) => [label, nodes.getItemLayout(k).depth, nodes.getItemLayout(k).x]);
+            }"""
+        )
+        depth = {label: column for label, column, _ in layout}
+        # a trace continuing a remote parent hangs off "Unknown", so its spans sit one column further right
+        assert depth == {
+            "GET /": 0,
+            "POST /checkout": 0,
+            "Unknown": 0,
+            "Process Payment": 1,
+            "DB: Select User": 1,
+            "HTTP: Shipping Service": 1,
+            "send receipt email": 1,
+            "fetch rates": 1,
+            "fetch prices": 1,
+            "charge card": 1,
+            "fetch stock": 1,
+            "POST /ship": 1,
+            "Calculate Weight": 2,
+            "fib · 1": 2,
+            'say "hi" [1] #tag // not a comment': 2,
+            XSS: 2,
+            "fib · 2": 3,
+            "fib · 3": 4,
+        }
+        x = {label: left for label, _, left in layout}
+        assert x["Process Payment"] == x["DB: Select User"] < x["Calculate Weight"] < x["fib · 3"]
+        report.assert_clean()
+
+    def test_sankey_labels_end_before_the_next_column(self, report: Opened) -> None:
+        """A node's label is cut (with "…") where the next column's nodes start, so no name runs
+        into them, and again when the window narrows."""
+        wide = sankey_layout(report.page)
+        assert_labels_fit(wide)
+        assert any(text.endswith("…") for text, _, _ in wide["labels"])
+        report.page.set_viewport_size({"width": 1000, "height": 1000})
+        for _ in range(100):  # the page redraws its charts 100 ms after the last resize event
+            narrow = sankey_layout(report.page)
+            if narrow["columns"] != wide["columns"]:
+                break
+            report.page.wait_for_timeout(50)
+        assert narrow["columns"][-1] < wide["columns"][-1]
+        assert_labels_fit(narrow)
         report.assert_clean()
 
     def test_picker_switches_traces(self, report: Opened) -> None:
@@ -218,6 +453,172 @@ class TestReportPage:
         node.locator("button.toggle").click()
         assert report.page.locator("#tree .node:not([hidden])").count() == 6
         report.assert_clean()
+
+
+class TestTimeAxis:
+    """The waterfall's time axis stays readable whatever the trace's length."""
+
+    def test_labels_keep_apart_and_the_last_is_the_trace_end(self, browser: Any, tmp_path: Path) -> None:
+        """Consecutive time labels keep a gap, and the axis ends with the trace's length, where a round
+        tick close to it used to be printed against it ("25.0 ms26.8 ms")."""
+        lengths = [26.8, 415.0, 1234.0, *(round(20.1 + 0.37 * step, 2) for step in range(30))]
+        traces = [two_span_trace(f"{number:032x}", length) for number, length in enumerate(lengths)]
+        opened = open_report(browser, tmp_path / "axis.html", traces)
+        try:
+            for number, length in enumerate(lengths):
+                opened.pick(f"{number:032x}")
+                labels = opened.page.eval_on_selector_all(
+                    "#gantt text",
+                    """nodes => nodes.filter(node => /^[0-9.]+ m?s$/.test(node.textContent)).map(node => {
+                         const box = node.getBoundingClientRect();
+                         return [node.textContent, box.left, box.right];
+                       }).sort((a, b) => a[1] - b[1])""",
+                )
+                gaps = [after[1] - before[2] for before, after in itertools.pairwise(labels)]
+                assert len(labels) >= 3, (length, labels)
+                assert min(gaps) >= 8, (length, labels)
+                end = f"{length:.1f} ms" if length < 1000 else f"{length / 1000:.2f} s"
+                assert labels[-1][0] == end, (length, labels)
+            opened.assert_clean()
+        finally:
+            opened.page.close()
+
+
+class TestFirstPaint:
+    """The page shows the traces at its first paint; only the charts may follow."""
+
+    def test_dumped_dom_holds_the_list_tree_and_statistics(self, tmp_path: Path) -> None:
+        """``chromium --dump-dom`` (the DOM once the page has loaded) holds every trace in the list,
+        the slowest trace's execution tree and the statistics table."""
+        path = tmp_path / "report.html"
+        path.write_text(viz.render_report(golden_traces()), encoding="utf-8")
+        dom = Dom(plain_chromium(path, tmp_path / "profile", "--dump-dom").decode())
+        assert dom.text["summary"].startswith("3 traces · 17 spans · "), dom.text["summary"]
+        listed = [
+            attributes["data-trace-id"] for tag, attributes in dom.inside["trace-list"] if tag == "button"
+        ]
+        assert listed == [
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "0af7651916cd43dd8448eb211c80319c",
+            "b7ad6b7169203331a1b2c3d4e5f60718",
+        ]
+        assert dom.text["trace-title"] == "GET /"
+        assert dom.count("tree", "div", "node") == 6
+        assert dom.count("stats", "tr") == 1 + len(viz.report_data(golden_traces())["stats"])
+        assert dom.text["fatal"] == ""
+
+    def test_plain_screenshot_shows_the_list_tree_and_statistics(self, browser: Any, tmp_path: Path) -> None:
+        """A plain ``chromium --screenshot`` shows the trace list, the tree and the statistics exactly
+        as the finished page does, where the page's empty shell (scripts off) shows none of them."""
+        opened = open_report(browser, tmp_path / "report.html", golden_traces())
+        try:
+            width, height = FIRST_PAINT_WINDOW
+            opened.page.set_viewport_size({"width": width, "height": height})
+            finished = tmp_path / "finished.png"
+            opened.page.screenshot(path=str(finished))
+            boxes = {
+                selector: opened.page.locator(selector).bounding_box()
+                for selector in ("#trace-list", "#tree", "#stats")
+            }
+            opened.assert_clean()
+        finally:
+            opened.page.close()
+        page = tmp_path / "report.html"
+        without_scripts = tmp_path / "shell.html"  # the page before any of its scripts ran
+        shell_markup = re.sub(r"<script.*?</script>", "", page.read_text(encoding="utf-8"), flags=re.S)
+        without_scripts.write_text(shell_markup, encoding="utf-8")
+        plain, shell = tmp_path / "plain.png", tmp_path / "shell.png"
+        plain_chromium(page, tmp_path / "profile-plain", f"--screenshot={plain}")
+        plain_chromium(without_scripts, tmp_path / "profile-shell", f"--screenshot={shell}")
+        blank = browser.new_page()
+        try:
+            for selector, box in boxes.items():
+                assert box is not None, selector
+                assert box["height"] > 40, selector
+                drawn = blank.evaluate(COMPARE_PIXELS, [png_url(plain), png_url(finished), box])
+                empty = blank.evaluate(COMPARE_PIXELS, [png_url(shell), png_url(finished), box])
+                assert drawn < 0.005, (selector, drawn)
+                assert empty > 0.02, (selector, empty)  # so the check above can tell an empty box
+        finally:
+            blank.close()
+
+
+class TestGunzip:
+    """The page's own synchronous gunzip (assets/inflate.js) against Python's gzip and zlib."""
+
+    def test_every_block_type_decodes_to_the_original(self, browser: Any) -> None:
+        """Stored, fixed and dynamic Huffman blocks, long runs, far matches, header fields decode right."""
+        rng = random.Random(6)
+        words = ["span", "trace", "GET /", "duration_ms", "x" * 300, "\u00e9\u4e2d", "0123456789abcdef"]
+        payloads = {
+            "empty": b"",
+            "random": rng.randbytes(70_000),  # incompressible: stored blocks
+            "runs": b"a" * 100_000 + b"ab" * 30_000,  # 258-byte matches 1 and 2 bytes back
+            "words": " ".join(rng.choice(words) for _ in range(10_000)).encode(),  # matches up to 32 KiB back
+            "file name in the header": b"a header with a file name",
+        }
+        cases: list[tuple[str, str, bytes]] = []  # (what, payload name, gzip member)
+        for name, payload in payloads.items():
+            for level in (0, 1, 6, 9):
+                cases.append((f"level {level}", name, gzip.compress(payload, level, mtime=0)))
+            for strategy in (zlib.Z_FIXED, zlib.Z_HUFFMAN_ONLY, zlib.Z_RLE, zlib.Z_FILTERED):
+                packer = zlib.compressobj(6, zlib.DEFLATED, 31, 9, strategy)  # wbits 31: a gzip member
+                cases.append((f"strategy {strategy}", name, packer.compress(payload) + packer.flush()))
+        named = io.BytesIO()
+        with gzip.GzipFile(filename="traces.json", mode="wb", fileobj=named, mtime=0) as writer:
+            writer.write(payloads["file name in the header"])
+        cases.append(("FNAME", "file name in the header", named.getvalue()))
+        page = browser.new_page()
+        try:
+            page.add_script_tag(content=asset("inflate.js"))
+            results = page.evaluate(
+                """([payloads, cases]) => {
+                     const bytes = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+                     const originals = {};
+                     for (const [name, text] of Object.entries(payloads)) originals[name] = bytes(text);
+                     return cases.map(([what, name, packed]) => {
+                       const out = flowtrackerGunzip(bytes(packed));
+                       const want = originals[name];
+                       const same = out.length === want.length && out.every((byte, k) => byte === want[k]);
+                       return [what, name, same];
+                     });
+                   }""",
+                [
+                    {name: base64.b64encode(payload).decode() for name, payload in payloads.items()},
+                    [[what, name, base64.b64encode(packed).decode()] for what, name, packed in cases],
+                ],
+            )
+        finally:
+            page.close()
+        assert [(what, name) for what, name, same in results if not same] == []
+        assert len(results) == len(cases) == 41
+
+    def test_damage_is_an_error_not_wrong_data(self, browser: Any) -> None:
+        """A changed byte (the CRC catches it if nothing else does), a cut or foreign blob: "damaged"."""
+        packed = gzip.compress(b"".join(b"span %d took %d ms\n" % (k, k * 7 % 101) for k in range(5000)), 6)
+        changed = bytearray(packed)
+        changed[len(changed) // 2] ^= 0x10
+        cut_off = packed[: len(packed) // 2]
+        cases = {"changed": bytes(changed), "cut off": cut_off, "foreign": b"not gzip" * 10}
+        page = browser.new_page()
+        try:
+            page.add_script_tag(content=asset("inflate.js"))
+            messages = page.evaluate(
+                """cases => Object.fromEntries(Object.entries(cases).map(([name, packed]) => {
+                     try {
+                       flowtrackerGunzip(Uint8Array.from(atob(packed), (c) => c.charCodeAt(0)));
+                       return [name, 'no error'];
+                     } catch (error) {
+                       return [name, error.message];
+                     }
+                   }))""",
+                {name: base64.b64encode(value).decode() for name, value in cases.items()},
+            )
+        finally:
+            page.close()
+        assert set(messages) == set(cases)
+        for name, message in messages.items():
+            assert message.startswith("The report data is damaged ("), (name, message)
 
 
 class TestLargeInputs:

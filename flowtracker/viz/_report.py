@@ -14,7 +14,10 @@ the traces, pre-digested here so the browser does little work up front:
 Strings are interned (span names repeat across traces) and times are stored
 as millisecond offsets from the trace's start. By default the library and the
 data are gzip-compressed and base64-encoded, and the page inflates them with
-the browser's ``DecompressionStream`` (Chrome 80+, Firefox 113+, Safari 16.4+);
+its own synchronous gunzip (``assets/inflate.js``), not the browser's
+asynchronous ``DecompressionStream``: the trace list, the selected trace's tree
+and the statistics are then drawn before the browser's first paint, so a
+headless screenshot or a preview shows them; the charts follow a frame later.
 ``compress=False`` writes plain JSON and script instead.
 
 Safety: every string from the traces reaches the page as JSON data and is put
@@ -93,7 +96,7 @@ def render_report(
         "@@LICENSE@@": html.escape(_asset("echarts.LICENSE")),
         "@@DATA@@": data_tag,
         "@@LIBRARY@@": lib_tag,
-        "@@SCRIPT@@": _asset("report.js"),
+        "@@SCRIPT@@": _asset("inflate.js") + _asset("report.js"),
     }
     # one pass, so a marker-like string inside the data or the title is never replaced
     return _MARKER.sub(lambda match: replacements[match.group()], page)

@@ -12,10 +12,12 @@
  *
  * Rules: text from traces reaches the screen only through textContent (el() below) or as
  * chart text, never as HTML; no recursion (a trace may nest 10,000 spans deep); aggregate
- * views are drawn once, per-trace views when a trace is picked.
+ * views are drawn once, per-trace views when a trace is picked; nothing but the charts waits
+ * for anything: main() draws the rest before the first paint (blobs are inflated synchronously
+ * by inflate.js, which precedes this file in the page's script), charts() follows it.
  */
-'use strict';
 (function () {
+  'use strict';
   const COLORS = {ok: '#3b82f6', error: '#dc2626', cancelled: '#d97706', unfinished: '#9333ea'};
   const LIST_LIMIT = 300;      // rows shown in the trace picker
   const VISIBLE_ROWS = 30;     // waterfall rows in view; a scroll bar for the rest
@@ -72,24 +74,20 @@
     return value.length > length ? value.slice(0, length - 1) + '…' : value;
   }
 
-  async function readBlob(id) {
+  function readBlob(id) {
+    // Synchronous on purpose (see inflate.js): the first paint must not wait for anything.
     const node = $(id);
     if (node.dataset.encoding !== 'gzip') return node.textContent;
-    if (typeof DecompressionStream === 'undefined') {
-      throw new Error('This browser cannot unpack the report (it lacks DecompressionStream). ' +
-                      'Regenerate it with: flowtracker report --no-compress');
-    }
     const binary = atob(node.textContent.trim());
     const bytes = new Uint8Array(binary.length);
     for (let k = 0; k < binary.length; k++) bytes[k] = binary.charCodeAt(k);
-    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
-    return await new Response(stream).text();
+    return new TextDecoder().decode(flowtrackerGunzip(bytes));
   }
 
-  async function loadLibrary() {
+  function loadLibrary() {
     if (window.echarts) return;
     const script = document.createElement('script');
-    script.textContent = await readBlob('ft-lib');
+    script.textContent = readBlob('ft-lib');
     document.head.append(script);  // an inline script runs as it is inserted
     if (!window.echarts) throw new Error('The embedded chart library did not load.');
   }
@@ -245,6 +243,7 @@
     box.style.height = (shown * 24 + 80) + 'px';
     box.dataset.renderer = renderer;
     box.dataset.rows = String(rows.length);
+    if (!window.echarts) return;  // sized now, drawn when the charts follow the first paint (main)
     if (!gantt) {
       gantt = echarts.init(box, null, {renderer: renderer});
       ganttRenderer = renderer;
@@ -276,7 +275,11 @@
       grid: {left: 250, right: rows.length > VISIBLE_ROWS ? 36 : 16, top: 8, bottom: 52},
       tooltip: {trigger: 'item', confine: true, enterable: false,
                 formatter: (p) => spanDetails(current, p.value[0], 12)},
-      xAxis: {type: 'value', min: 0, max: end || 1, axisLabel: {formatter: (value) => fmtMs(value)},
+      xAxis: {type: 'value', min: 0, max: end || 1,
+              // the trace's end is always labelled, and a round tick too close to it is hidden rather
+              // than printed against it ("25.0 ms26.8 ms"); textMargin keeps 12 px between labels
+              axisLabel: {formatter: (value) => fmtMs(value), showMaxLabel: true, hideOverlap: true,
+                          textMargin: [0, 6]},
               splitLine: {lineStyle: {color: '#eef0f3'}}},
       yAxis: {type: 'category', inverse: true, data: data.map((item) => String(item[0])),
               axisTick: {show: false}, axisLine: {show: false},
@@ -354,7 +357,8 @@
   }
 
   // ---- aggregates -----------------------------------------------------------------------
-  function drawSankey() {
+  function placeSankey() {
+    // The note and the chart's height come with the first paint, so nothing moves when the chart follows.
     const sankey = D.sankey;
     const box = $('sankey');
     const note = [];
@@ -368,6 +372,31 @@
     $('sankey-note').textContent = note.join(' ');
     box.style.height = Math.max(260, Math.min(900, sankey.nodes.length * 24)) + 'px';
     box.dataset.links = String(sankey.links.length);
+  }
+
+  const SANKEY_LEFT = 8;     // px left of the first column
+  const SANKEY_RIGHT = 180;  // px right of the last column, for its labels
+  const SANKEY_NODE = 20;    // px, echarts' node width
+
+  function sankeyLabelWidth() {
+    // A label ends before the next column's nodes. With nodeAlign 'left', echarts puts a node in
+    // the column of its longest chain of parents; the links have no cycle (see _sankey.py).
+    const column = new Array(D.sankey.nodes.length).fill(0);
+    for (let pass = 0, moved = true; moved && pass < column.length; pass++) {
+      moved = false;
+      for (const [source, target] of D.sankey.links) {
+        if (column[target] <= column[source]) { column[target] = column[source] + 1; moved = true; }
+      }
+    }
+    const last = column.reduce((a, b) => Math.max(a, b), 0);
+    const step = ($('sankey').clientWidth - SANKEY_LEFT - SANKEY_RIGHT - SANKEY_NODE) / Math.max(1, last);
+    return Math.max(40, Math.min(SANKEY_RIGHT - 12, step - SANKEY_NODE - 12));
+  }
+
+  function drawSankey() {
+    const sankey = D.sankey;
+    const box = $('sankey');
+    if (!sankey.links.length) return;
     const chart = echarts.init(box, null, {renderer: sankey.links.length <= 400 ? 'svg' : 'canvas'});
     const opacity = Number(box.dataset.linkOpacity);
     const labels = sankey.nodes;
@@ -382,11 +411,14 @@
         return el('div', 'tip', el('p', 'name', labels[Number(p.name.slice(1))]), el('div', null, fmtMs(p.value) + ' in total'));
       }},
       series: [{
-        type: 'sankey', left: 8, right: 180, top: 8, bottom: 8, nodeGap: 10, draggable: false,
+        type: 'sankey', left: SANKEY_LEFT, right: SANKEY_RIGHT, top: 8, bottom: 8, nodeWidth: SANKEY_NODE,
+        nodeGap: 10, draggable: false,
+        nodeAlign: 'left',  // each node in the column of its depth (the default puts every leaf far right)
         emphasis: {focus: 'adjacency'},
         data: labels.map((label, k) => ({name: 'n' + k})),
         links: sankey.links.map((link) => ({source: 'n' + link[0], target: 'n' + link[1], value: Math.max(link[2], 1e-6)})),
-        label: {formatter: (p) => cut(labels[Number(p.name.slice(1))], 48), color: '#1f2937'},
+        label: {formatter: (p) => cut(labels[Number(p.name.slice(1))], 200), color: '#1f2937',
+                width: sankeyLabelWidth(), overflow: 'truncate', ellipsis: '…'},  // the whole name is in the tooltip
         lineStyle: {color: 'gradient', opacity: opacity, curveness: 0.5},
       }],
     });
@@ -436,35 +468,51 @@
     window.addEventListener('resize', () => {
       clearTimeout(resizeTimer);
       resizeTimer = setTimeout(() => {
+        if (!window.echarts) return;
         for (const id of ['gantt', 'sankey']) {
           const chart = echarts.getInstanceByDom($(id));
           if (chart) chart.resize();
         }
+        const sankey = echarts.getInstanceByDom($('sankey'));
+        if (sankey) sankey.setOption({series: [{label: {width: sankeyLabelWidth()}}]});
       }, 100);
     });
   }
 
-  async function main() {
-    D = JSON.parse(await readBlob('ft-data'));
-    S = D.strings;
-    traceNames = D.spans.map((rows) => { const names = new Set(); for (const r of rows) names.add(r[2]); return names; });
-    await loadLibrary();
-    drawSummary();
-    wire();
-    const found = drawList();
-    drawSankey();
-    drawStats();
-    if (found.length) select(found[0]);
-    else $('trace-title').textContent = 'No traces';
-    window.flowtrackerReport = {data: D, select: select};
-    document.body.dataset.ready = 'true';
-  }
-
-  main().catch((error) => {
+  function fail(error) {
     const box = $('fatal');
     box.hidden = false;
     box.textContent = 'The report could not be drawn: ' + (error && error.message ? error.message : String(error));
     document.body.dataset.ready = 'error';
-    throw error;
-  });
+    throw error;  // and on the console
+  }
+
+  // The first paint: everything but the charts, drawn while this script runs (it is the last
+  // element of the page), so the browser's first frame, and a plain headless screenshot, shows the
+  // trace list, the selected trace's tree and the statistics.
+  function main() {
+    D = JSON.parse(readBlob('ft-data'));
+    S = D.strings;
+    traceNames = D.spans.map((rows) => { const names = new Set(); for (const r of rows) names.add(r[2]); return names; });
+    drawSummary();
+    wire();
+    const found = drawList();
+    placeSankey();
+    drawStats();
+    if (found.length) select(found[0]);
+    else $('trace-title').textContent = 'No traces';
+    window.flowtrackerReport = {data: D, select: select};
+  }
+
+  // The charts follow the first paint: unpacking and starting the 1 MB charting library is the
+  // slow part, so it waits for the frame after the one that shows the rest.
+  function charts() {
+    loadLibrary();
+    drawSankey();
+    if (current >= 0) drawGantt(current);
+    document.body.dataset.ready = 'true';
+  }
+
+  try { main(); } catch (error) { fail(error); }
+  requestAnimationFrame(() => setTimeout(() => { try { charts(); } catch (error) { fail(error); } }, 0));
 })();
