@@ -77,6 +77,9 @@ class StatusError(Exception):
     """
 
 
+StatusError.__module__ = "flowtracker.otel"  # its public home: the output names the type by it
+
+
 def monotonic_ns(wall_ns: int) -> int:
     """An explicit OpenTelemetry time (wall-clock ns since the epoch) on flowtracker's monotonic clock.
 
