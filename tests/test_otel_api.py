@@ -628,6 +628,7 @@ class TestRealInstrumentation:
         code = f"""
 import json, urllib.request
 import flowtracker as ft
+from flowtracker import otel
 from flowtracker.testing import capture_traces
 from opentelemetry.instrumentation.urllib import URLLibInstrumentor
 provider = otel.install()
@@ -650,6 +651,7 @@ class TestInstall:
 import json
 from opentelemetry import trace
 import flowtracker as ft
+from flowtracker import otel
 from flowtracker.testing import capture_traces
 early = trace.get_tracer("early")
 provider = otel.install()
@@ -670,6 +672,7 @@ import json
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider as SdkProvider
 import flowtracker as ft
+from flowtracker import otel
 from flowtracker.testing import capture_traces
 sdk = SdkProvider()
 trace.set_tracer_provider(sdk)
@@ -704,6 +707,7 @@ try:
 except ModuleNotFoundError:
     pass
 import flowtracker as ft
+from flowtracker import otel
 from flowtracker.testing import capture_traces
 from opentelemetry import trace
 otel.install()
