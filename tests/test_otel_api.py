@@ -751,7 +751,9 @@ class TestCost:
         )
         assert done.returncode == 0, done.stderr
         result = json.loads((tmp_path / "otel-api-smoke.json").read_text())
-        for variant in ("bridge", "sdk"):
-            assert result["variants"][variant]["delivered_share"] == 1.0, variant
-        assert result["bridge_over_sdk"] > 0
+        assert set(result["workloads"]) == {"nested", "attrs5"}
+        for workload, entry in result["workloads"].items():
+            for variant in ("bridge", "sdk"):
+                assert entry["variants"][variant]["delivered_share"] == 1.0, (workload, variant)
+            assert entry["bridge_over_sdk"] > 0
         assert "bridge / sdk" in done.stdout

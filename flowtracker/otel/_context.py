@@ -52,7 +52,7 @@ from opentelemetry.context.context import _RuntimeContext  # the runtime-context
 from opentelemetry.trace import INVALID_SPAN, get_current_span, set_span_in_context
 
 from .._core import Span, activate, current_span, deactivate
-from ._span import BridgeSpan
+from ._span import SPAN_KEY, BridgeSpan
 
 __all__ = ("BridgeError", "BridgedRuntimeContext", "bridge_context")
 
@@ -86,22 +86,22 @@ class BridgedRuntimeContext(_RuntimeContext):
     def attach(self, context: Context) -> Token[Context]:
         """Attaches ``context``, and makes its flowtracker span (or none) flowtracker's current span."""
         inner = self.inner.attach(context)
-        held = get_current_span(context)
-        span = held.ft if isinstance(held, BridgeSpan) else None
+        held = context.get(SPAN_KEY)
+        span = held.ft if type(held) is BridgeSpan else None
         return cast("Token[Context]", _Token(inner, span, activate(span)))
 
     def get_current(self) -> Context:
         """The current context, holding flowtracker's current span (or none when there is none)."""
         context = self.inner.get_current()
         span = current_span()
-        held = get_current_span(context)
+        held = context.get(SPAN_KEY)
         if span is None:
             # flowtracker left every span (``activate(None)``, ``ft.bind`` of no
             # span): a flowtracker span the context still holds is not current.
-            if isinstance(held, BridgeSpan):
+            if type(held) is BridgeSpan:
                 return set_span_in_context(INVALID_SPAN, context)
             return context
-        if isinstance(held, BridgeSpan) and held.ft is span:
+        if type(held) is BridgeSpan and held.ft is span:
             return context
         return set_span_in_context(BridgeSpan(span, owned=False), context)
 

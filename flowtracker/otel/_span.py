@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import (
     INVALID_SPAN_CONTEXT,
     Link,
@@ -45,7 +46,12 @@ from opentelemetry.util import types
 
 from .._core import STATUS_ERROR, Span, clock
 
-__all__ = ("KINDS", "LINKS_TAG", "BridgeSpan", "StatusError", "format_links", "monotonic_ns")
+__all__ = ("KINDS", "LINKS_TAG", "SPAN_KEY", "BridgeSpan", "StatusError", "format_links", "monotonic_ns")
+
+#: The key under which OpenTelemetry's ``Context`` holds the current span, read
+#: once through the public API (a context holding only a span has only that
+#: key), so the hot path does a plain ``dict.get`` instead of two calls.
+SPAN_KEY: str = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 
 #: OpenTelemetry span kinds as flowtracker writes them (``kind`` in the output).
 KINDS: dict[SpanKind, str] = {
@@ -120,7 +126,13 @@ class BridgeSpan(trace.Span):
         set_status_on_exception: Leaving ``with span:`` on an exception sets status ``error``.
     """
 
-    __slots__ = ("_context", "_description", "_exception", "_status", "flags", "ft", "owned")
+    # ``ft``, ``owned`` and ``flags`` are written per span; the rest are class
+    # defaults, written only when a span has them (an error, a propagated context).
+    __slots__ = ("flags", "ft", "owned")
+    _status = _UNSET
+    _description: str | None = None
+    _exception: BaseException | None = None
+    _context: SpanContext | None = None
 
     def __init__(
         self,
@@ -133,10 +145,6 @@ class BridgeSpan(trace.Span):
         self.ft = span
         self.owned = owned
         self.flags = (record_exception, set_status_on_exception)
-        self._status = _UNSET
-        self._description: str | None = None
-        self._exception: BaseException | None = None
-        self._context: SpanContext | None = None
 
     # -- identity ------------------------------------------------------------
 
@@ -241,7 +249,7 @@ class BridgeSpan(trace.Span):
             return
         status = self._status
         if status == _OK or (status == _UNSET and self._exception is None):
-            span.finish()
+            span.end()
         else:
             error = self._exception
             span.end(STATUS_ERROR, error if error is not None else StatusError(self._description or ""))

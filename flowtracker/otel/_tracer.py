@@ -39,7 +39,7 @@ from opentelemetry.util import types
 
 from .._core import Span, TraceSink, activate, current_span, deactivate, start_child, start_root_span
 from ._context import bridge_context
-from ._span import KINDS, LINKS_TAG, BridgeSpan, format_links, monotonic_ns
+from ._span import KINDS, LINKS_TAG, SPAN_KEY, BridgeSpan, format_links, monotonic_ns
 
 __all__ = ("CurrentSpan", "Tracer", "TracerProvider")
 
@@ -104,9 +104,10 @@ class Tracer(trace.Tracer):
         """
         tags = dict(attributes) if attributes else None
         ft_kind = KINDS.get(kind, "internal")
-        parent = current_span() if context is None else _flowtracker_span(context)
+        current = current_span()
+        parent = current if context is None else _flowtracker_span(context)
         if parent is not None:
-            if parent is current_span():
+            if parent is current:
                 span = start_child(name, tags, kind=ft_kind)
             else:  # an explicit context names another flowtracker span: start under it
                 token = activate(parent)
@@ -130,8 +131,9 @@ class Tracer(trace.Tracer):
         )
 
     def _start_root(self, name: str, tags: dict[str, Any] | None, kind: str, context: Context | None) -> Span:
-        remote = trace.get_current_span(context).get_span_context()
-        if not remote.is_valid:
+        held = (otel_context.get_current() if context is None else context).get(SPAN_KEY)
+        remote = held.get_span_context() if isinstance(held, trace.Span) else None
+        if remote is None or not remote.is_valid:
             return start_root_span(name, tags, tracker=self.tracker, kind=kind)
         tracestate = remote.trace_state.to_header() if remote.trace_state else ""
         return start_root_span(
@@ -174,8 +176,8 @@ class Tracer(trace.Tracer):
 
 
 def _flowtracker_span(context: Context) -> Span | None:
-    held = trace.get_current_span(context)
-    return held.ft if isinstance(held, BridgeSpan) else None
+    held = context.get(SPAN_KEY)
+    return held.ft if type(held) is BridgeSpan else None
 
 
 class CurrentSpan:
@@ -194,7 +196,8 @@ class CurrentSpan:
 
     def __enter__(self) -> BridgeSpan:
         span = self._span = self._tracer.start_span(*self._arguments)
-        self._token = otel_context.attach(trace.set_span_in_context(span))
+        # What ``trace.set_span_in_context(span)`` makes, without its two extra calls.
+        self._token = otel_context.attach(Context({**otel_context.get_current(), SPAN_KEY: span}))
         return span
 
     def __exit__(
