@@ -719,6 +719,46 @@ print(json.dumps(traces[0]["spans"][0]["name"]))
 """
         assert json.loads(run_python(code)) == "api only"
 
+    def test_provider_named_by_environment_variable(self, tmp_path: Path) -> None:
+        """``OTEL_PYTHON_TRACER_PROVIDER=flowtracker`` loads flowtracker's provider through the entry point
+        pyproject.toml declares (installed here as a bare dist-info, as pip would write it)."""
+        import tomllib
+
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+        target = project["entry-points"]["opentelemetry_tracer_provider"]["flowtracker"]
+        dist_info = tmp_path / "flowtracker_entry_points-0.dist-info"
+        dist_info.mkdir()
+        (dist_info / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: flowtracker-entry-points\nVersion: 0\n"
+        )
+        (dist_info / "entry_points.txt").write_text(
+            f"[opentelemetry_tracer_provider]\nflowtracker = {target}\n"
+        )
+        code = """
+import json
+from opentelemetry import trace
+import flowtracker as ft
+from flowtracker import otel
+from flowtracker.testing import capture_traces
+provider = trace.get_tracer_provider()
+assert isinstance(provider, otel.TracerProvider), provider
+assert otel.install() is provider
+with capture_traces() as traces, ft.span("root"):
+    with trace.get_tracer("t").start_as_current_span("by env"):
+        pass
+print(json.dumps([s["name"] for s in traces[0]["spans"]]))
+"""
+        env = {
+            **os.environ,
+            "OTEL_PYTHON_TRACER_PROVIDER": "flowtracker",
+            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == ["root", "by env"]
+
     def test_pyproject_declares_the_api_extra(self) -> None:
         """The ``otel-api`` extra installs the OpenTelemetry API alone."""
         import tomllib
