@@ -7,6 +7,7 @@ import contextvars
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -583,6 +584,13 @@ class EchoServer:
         self._thread.join(10)
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture
 def echo_server() -> Iterator[EchoServer]:
     with EchoServer() as server:
@@ -595,7 +603,8 @@ class TestRealInstrumentation:
     ) -> None:
         """opentelemetry-instrumentation-urllib, given the flowtracker provider, records each stdlib
         ``urlopen`` against a real aiohttp server as a client span in the flowtracker trace, with its
-        attributes as tags, a 5xx as ``error``, and the ``traceparent`` naming that span."""
+        attributes as tags, a 5xx or a refused connection as ``error``, and the ``traceparent``
+        naming that span."""
         from opentelemetry.instrumentation.urllib import URLLibInstrumentor
 
         instrumentor = URLLibInstrumentor()
@@ -607,10 +616,12 @@ class TestRealInstrumentation:
                 with pytest.raises(urllib.error.HTTPError) as failed:
                     urllib.request.urlopen(f"{echo_server.url}/fail", timeout=10)
                 failed.value.close()
+                with pytest.raises(urllib.error.URLError):
+                    urllib.request.urlopen(f"http://127.0.0.1:{closed_port()}/", timeout=10)
         finally:
             instrumentor.uninstrument()
         [recorded] = traces
-        job, ok_call, failed_call = recorded["spans"]
+        job, ok_call, failed_call, refused_call = recorded["spans"]
         assert job["name"] == "sync job"
         for call in (ok_call, failed_call):
             assert call["parent_id"] == job["span_id"]
@@ -622,6 +633,10 @@ class TestRealInstrumentation:
         assert received["traceparent"] == f"00-{recorded['trace_id']}-{ok_call['span_id']}-01"
         assert failed_call["status"] == "error"
         assert failed_call["tags"]["http.status_code"] == 500
+        assert ok_call["name"] == failed_call["name"] == "GET"
+        assert refused_call["parent_id"] == job["span_id"]
+        assert refused_call["status"] == "error"
+        assert refused_call["error"]["type"] == "urllib.error.URLError"
 
     def test_install_then_instrument_without_a_provider(self, echo_server: EchoServer) -> None:
         """After ``install()``, an instrumentor given no provider records into flowtracker (fresh process)."""
