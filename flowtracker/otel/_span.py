@@ -126,9 +126,11 @@ class BridgeSpan(trace.Span):
         set_status_on_exception: Leaving ``with span:`` on an exception sets status ``error``.
     """
 
-    # ``ft``, ``owned`` and ``flags`` are written per span; the rest are class
-    # defaults, written only when a span has them (an error, a propagated context).
-    __slots__ = ("flags", "ft", "owned")
+    # Only ``ft`` is written for every span: the rest are class defaults,
+    # written only when a span differs (a view, an error, a propagated context).
+    __slots__ = ("ft",)
+    owned = True
+    flags = (True, True)
     _status = _UNSET
     _description: str | None = None
     _exception: BaseException | None = None
@@ -137,14 +139,15 @@ class BridgeSpan(trace.Span):
     def __init__(
         self,
         span: Span,
-        *,
         owned: bool = True,
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> None:
         self.ft = span
-        self.owned = owned
-        self.flags = (record_exception, set_status_on_exception)
+        if not owned:
+            self.owned = False
+        if not (record_exception and set_status_on_exception):
+            self.flags = (record_exception, set_status_on_exception)
 
     # -- identity ------------------------------------------------------------
 
@@ -258,24 +261,27 @@ class BridgeSpan(trace.Span):
             # reading right after, before the tracker's loop looks at the trace.
             span.end_ns = max(span.start_ns, monotonic_ns(end_time))
 
-    def exit(self, exc: BaseException | None, *, end: bool = True) -> None:
+    def exit(self, exc: BaseException | None, end: bool = True) -> None:
         """Leaves a ``with`` block, as OpenTelemetry's ``use_span`` does (and ends the span if ``end``).
 
         An ``Exception`` is recorded and sets status ``error`` (as the span's
         ``record_exception`` / ``set_status_on_exception`` flags allow);
         task cancellation ends it ``cancelled``, as flowtracker's own spans do.
         """
-        if isinstance(exc, Exception) and self.is_recording():
-            record, set_status = self.flags
-            if record:
-                self.record_exception(exc)
-            if set_status:
-                self.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
-        if not end:
+        if exc is None:
+            if end:
+                self.end()
             return
-        if exc is None or isinstance(exc, Exception):
-            self.end()
-        elif self.owned:
+        if isinstance(exc, Exception):
+            if self.is_recording():
+                record, set_status = self.flags
+                if record:
+                    self.record_exception(exc)
+                if set_status:
+                    self.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+            if end:
+                self.end()
+        elif end and self.owned:
             self.ft.end_with_exception(exc)
 
     def __exit__(

@@ -126,9 +126,7 @@ class Tracer(trace.Tracer):
             linked = format_links(links)
             if linked:
                 span.set_tag(LINKS_TAG, linked)
-        return BridgeSpan(
-            span, record_exception=record_exception, set_status_on_exception=set_status_on_exception
-        )
+        return BridgeSpan(span, True, record_exception, set_status_on_exception)
 
     def _start_root(self, name: str, tags: dict[str, Any] | None, kind: str, context: Context | None) -> Span:
         held = (otel_context.get_current() if context is None else context).get(SPAN_KEY)
@@ -207,7 +205,7 @@ class CurrentSpan:
         tb: TracebackType | None,
     ) -> None:
         otel_context.detach(self._token)
-        self._span.exit(exc, end=self._end_on_exit)
+        self._span.exit(exc, self._end_on_exit)
 
     def __call__(self, function: _F) -> _F:
         fresh = functools.partial(CurrentSpan, self._tracer, self._arguments, self._end_on_exit)
