@@ -368,6 +368,25 @@ class TestMapping:
         assert "events" not in recorded
 
 
+class TestBadInput:
+    async def test_odd_attributes_never_raise(self, tracer: trace.Tracer) -> None:
+        """A megabyte value is cut, a secret-looking key redacted, bytes and non-string keys kept as
+        text, in attributes and events alike: the caller's code never sees an error."""
+        async with capture_traces() as traces:
+            with tracer.start_as_current_span(
+                "query", attributes={"db.statement": "x" * 1_000_000, "db.password": "hunter2", 1: "int key"}
+            ) as span:
+                span.set_attribute("raw", b"\xff\x00")
+                span.add_event("row", {2: "int key", "data": b"\x01"})
+        [recorded] = traces[0]["spans"]
+        tags = recorded["tags"]
+        assert 0 < len(tags["db.statement"]) < 10_000
+        assert tags["db.password"] != "hunter2"
+        assert tags["1"] == "int key"
+        assert isinstance(tags["raw"], str)
+        assert recorded["events"][0]["attributes"]["2"] == "int key"
+
+
 class TestNonRecording:
     async def test_foreign_non_recording_span_made_current(self, tracer: trace.Tracer) -> None:
         """``use_span`` of a span that is not flowtracker's (a remote ``NonRecordingSpan``) leaves no

@@ -190,7 +190,10 @@ class BridgeSpan(trace.Span):
         """Adds a flowtracker event; an explicit ``timestamp`` (wall-clock ns) is kept."""
         span = self.ft
         before = len(span.events)
-        span.add_event(name, **(attributes or {}))
+        try:
+            span.add_event(name, **(attributes or {}))
+        except TypeError:  # a key that is not a string (the API must not raise): kept as text
+            span.add_event(name, **{str(key): value for key, value in (attributes or {}).items()})
         if timestamp is not None:
             events = span.events
             if len(events) > before:  # not dropped by the per-span limit
