@@ -18,8 +18,9 @@ Example:
     >>> tracer = TracerProvider().get_tracer("shop")
     >>> with ft.span("handler") as handler:
     ...     with tracer.start_as_current_span("charge", attributes={"amount": 3}) as charge:
-    ...         inner = ft.span("ledger").__enter__(); inner.finish()
-    >>> charge.ft.parent is handler, inner.parent is charge.ft, charge.ft.tags
+    ...         with ft.span("ledger") as ledger:
+    ...             pass
+    >>> charge.ft.parent is handler, ledger.parent is charge.ft, charge.ft.tags
     (True, True, {'amount': 3})
 """
 
