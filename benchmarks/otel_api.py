@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from . import _harness
@@ -135,7 +135,7 @@ async def _run_none(workload: str, n: int, warmup: int) -> Sample:
     return Sample(wall, cpu, n * SPANS_PER_TRACE, n * SPANS_PER_TRACE)
 
 
-RUNNERS: dict[str, Callable[[str, int, int], Awaitable[Sample]]] = {
+RUNNERS: dict[str, Callable[[str, int, int], Coroutine[Any, Any, Sample]]] = {
     "none": _run_none,
     "bridge": _run_bridge,
     "sdk": _run_sdk,
