@@ -64,3 +64,16 @@ class TestImportCost:
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == "[]"
+
+    def test_otel_bridge_is_imported_only_when_used(self):
+        """`import flowtracker` neither loads `flowtracker.otel` nor the OpenTelemetry API it needs;
+        importing `flowtracker.otel` loads the API and never the SDK."""
+        code = (
+            "import sys, flowtracker\n"
+            "before = sorted(m for m in sys.modules if m.startswith(('flowtracker.otel', 'opentelemetry')))\n"
+            "import flowtracker.otel\n"
+            "sdk = sorted(m for m in sys.modules if m.startswith('opentelemetry.sdk'))\n"
+            "print(before, sdk, 'opentelemetry.trace' in sys.modules)"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "[] [] True"
