@@ -129,6 +129,8 @@ def foreign_private_names(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             source = "." * node.level + (node.module or "")
+            if not (node.level or source.startswith("flowtracker")):
+                continue  # another project's private names: each named and tested where used (otel)
             found += [
                 f"{path.name}:{node.lineno}: imports {alias.name} from {source}"
                 for alias in node.names
