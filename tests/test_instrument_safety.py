@@ -31,7 +31,8 @@ class TestGuard:
                 raise RuntimeError("boom")
         records = [r for r in caplog.records if "t-once" in r.getMessage()]
         assert len(records) == 1
-        assert records[0].exc_info is not None and records[0].exc_info[0] is RuntimeError
+        assert records[0].exc_info is not None
+        assert records[0].exc_info[0] is RuntimeError
         assert _safety.failures["t-once"] == 3
 
     def test_cancellation_and_keyboard_interrupt_pass_through(self) -> None:
