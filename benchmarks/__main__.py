@@ -16,7 +16,7 @@ from typing import Any
 
 from ._harness import RESULTS_DIR, Settings, default_cpu, pin, use_clock, write_result
 
-SUITES = ("span", "sampling", "pipeline", "scale", "profile", "ablate", "request")
+SUITES = ("span", "sampling", "pipeline", "scale", "profile", "ablate", "request", "instrument-db")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workloads:
         options["workloads"] = tuple(args.workloads.split(","))
     for name in suites:
-        module = importlib.import_module(f"benchmarks.{name}")
+        module = importlib.import_module(f"benchmarks.{name.replace('-', '_')}")
         started = time.monotonic()
         if name != "request":  # the request suite pins its subprocesses instead
             pin(settings.cpu)
