@@ -231,6 +231,23 @@ class TestErrors:
         assert span["status"] == "error"
         assert span["error"]["type"] == f"asyncpg.exceptions.{type(caught.value).__name__}"
 
+    async def test_cancelled_mid_query(self, postgres, con, tracker, memory) -> None:  # noqa: F811
+        """A task cancelled mid-statement: CancelledError reaches the caller, the span is
+        ``cancelled`` (not an error), and the connection stays usable as asyncpg leaves it."""
+        observer = await asyncpg.connect(postgres.dsn)
+        try:
+            query = asyncio.ensure_future(traced(lambda: con.fetchval("SELECT pg_sleep(30)")))
+            await wait_for_backend(observer, con.get_server_pid(), "state = 'active'")
+            query.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await query
+        finally:
+            await observer.close()
+        assert await con.fetchval("SELECT 3") == 3
+        await tracker.flush()
+        by_statement = {s["tags"]["db.statement"]: s for s in client_spans(memory)}
+        assert by_statement["SELECT pg_sleep(30)"]["status"] == "cancelled"
+
     async def test_bytes_statement_behaves_as_uninstrumented(self, postgres, con, tracker, memory) -> None:  # noqa: F811
         """A statement given as bytes fails exactly as it does without flowtracker (type and message)."""
         async with ft.span("handler"):

@@ -47,7 +47,8 @@ from ._sql import OUTER_STATEMENT, span_name, statement_text
 __all__ = ("LIBRARY", "PIP", "install", "uninstall")
 
 LIBRARY = "asyncpg"
-PIP = "pip install asyncpg"
+#: What to install when asyncpg is missing (the registry puts it in its ``pip install`` message).
+PIP = "flowtracker[asyncpg]"
 
 #: (describe, the methods it describes). ``describe(instance, args, kwargs)`` returns
 #: the statement text (or None) and the connection it runs on.

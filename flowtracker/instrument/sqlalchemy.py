@@ -50,7 +50,8 @@ from ._sql import OUTER_STATEMENT, span_name, statement_text
 __all__ = ("LIBRARY", "PIP", "install", "uninstall")
 
 LIBRARY = "sqlalchemy"
-PIP = "pip install 'sqlalchemy[asyncio]'"
+#: What to install when SQLAlchemy is missing (the registry puts it in its ``pip install`` message).
+PIP = "flowtracker[sqlalchemy]"
 
 _Entry = tuple[Span, "contextvars.Token[Span | None]"]
 
