@@ -226,9 +226,7 @@ def _summary(samples: dict[str, list[float]]) -> dict[str, Any]:
             "flowtracker": median([ft_added[i] / bare[i] for i in reps]),
             "otel": median([otel_added[i] / bare[i] for i in reps]),
         },
-        "ft_added_over_otel_added": median(
-            [ft_added[i] / otel_added[i] for i in reps if otel_added[i] > 0]
-        ),
+        "ft_added_over_otel_added": median([ft_added[i] / otel_added[i] for i in reps if otel_added[i] > 0]),
     }
 
 

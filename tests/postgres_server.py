@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import pwd
@@ -101,6 +102,16 @@ class PostgresServer:
             self.running = False
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+async def wait_for_backend(observer: Any, pid: int, condition: str) -> None:
+    """Polls pg_stat_activity until backend ``pid`` meets ``condition`` (a SQL boolean), up to 30 s."""
+    query = f"SELECT coalesce(({condition}), false) FROM pg_stat_activity WHERE pid = $1"
+    for _ in range(3000):
+        if await observer.fetchval(query, pid):
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"backend {pid} never met {condition}")
 
 
 @pytest.fixture(scope="session")

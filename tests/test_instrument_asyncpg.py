@@ -13,7 +13,7 @@ import pytest
 import flowtracker as ft
 from flowtracker.instrument import _safety
 from flowtracker.instrument import asyncpg as instrument_asyncpg
-from tests.postgres_server import DATABASE, PostgresServer, postgres  # noqa: F401  (the fixture)
+from tests.postgres_server import DATABASE, PostgresServer, postgres, wait_for_backend  # noqa: F401
 
 SECRET = "s3cret-parameter-value"
 
@@ -299,16 +299,6 @@ class TestErrors:
         assert _safety.failures["asyncpg"] == before + 1
         await tracker.flush()
         assert client_spans(memory) == []
-
-
-async def wait_for_backend(observer: asyncpg.Connection, pid: int, condition: str) -> None:
-    """Polls pg_stat_activity until backend ``pid`` meets ``condition`` (a SQL boolean), up to 30 s."""
-    query = f"SELECT coalesce(({condition}), false) FROM pg_stat_activity WHERE pid = $1"
-    for _ in range(3000):
-        if await observer.fetchval(query, pid):
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError(f"backend {pid} never met {condition}")
 
 
 class TestInstallUninstall:

@@ -21,8 +21,7 @@ import flowtracker as ft
 from flowtracker.instrument import _safety
 from flowtracker.instrument import asyncpg as instrument_asyncpg
 from flowtracker.instrument import sqlalchemy as instrument_sqlalchemy
-from tests.postgres_server import DATABASE, PostgresServer, postgres  # noqa: F401  (the fixture)
-from tests.test_instrument_asyncpg import wait_for_backend
+from tests.postgres_server import DATABASE, PostgresServer, postgres, wait_for_backend  # noqa: F401
 
 SECRET = "s3cret-parameter-value"
 users = sa.table("users", sa.column("id", sa.Integer), sa.column("name", sa.String))

@@ -63,9 +63,7 @@ _in_flight: dict[int, _Entry] = {}
 _installed = False
 
 
-def _before(
-    conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool
-) -> None:
+def _before(conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool) -> None:
     if current_span() is None:  # the common no-trace case: nothing else to do
         return
     try:
