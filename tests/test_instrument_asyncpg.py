@@ -329,6 +329,26 @@ class TestInstallUninstall:
         assert PreparedStatement.__dict__["fetch"] is before_stmt
         assert BaseCursor.__dict__["_exec"] is before_exec
 
+    async def test_missing_method_reported_not_fatal(self, postgres, tracker, memory, monkeypatch) -> None:  # noqa: F811
+        """If a newer asyncpg lacks a method flowtracker wraps, install() reports it and wraps the rest."""
+        from asyncpg.cursor import BaseCursor
+
+        instrument_asyncpg.uninstall()
+        monkeypatch.delattr(BaseCursor, "_exec")
+        before = _safety.failures.get("asyncpg", 0)
+        instrument_asyncpg.install()
+        try:
+            assert _safety.failures["asyncpg"] == before + 1
+            connection = await asyncpg.connect(postgres.dsn)
+            async with ft.span("handler"):
+                assert await connection.fetchval("SELECT 1") == 1
+            await connection.close()
+        finally:
+            instrument_asyncpg.uninstall()
+        assert "_exec" not in BaseCursor.__dict__  # uninstall put back only what install changed
+        await tracker.flush()
+        assert [s["name"] for s in client_spans(memory)] == ["SELECT"]
+
     async def test_uninstall_while_a_call_is_in_flight(self, postgres, con, tracker, memory) -> None:  # noqa: F811
         """A statement in flight when uninstall() runs completes normally and ends its span;
         the next statement records nothing."""

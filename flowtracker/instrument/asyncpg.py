@@ -50,8 +50,8 @@ LIBRARY = "asyncpg"
 #: What to install when asyncpg is missing (the registry puts it in its ``pip install`` message).
 PIP = "flowtracker[asyncpg]"
 
-#: (describe, the methods it describes). ``describe(instance, args, kwargs)`` returns
-#: the statement text (or None) and the connection it runs on.
+#: ``describe(instance, args, kwargs)`` returns the statement (as given, or None) and the
+#: connection it runs on, for one kind of method.
 _Describe = Callable[[Any, tuple[Any, ...], dict[str, Any]], tuple[Any, Any]]
 
 #: What :func:`install` replaced: (class, attribute name, the original from the class's __dict__).
@@ -192,7 +192,10 @@ def install() -> None:
         return
     for cls, names, describe, nests in _targets():
         for name in names:
-            original = cls.__dict__[name]
+            original = cls.__dict__.get(name)
+            if original is None:  # a newer asyncpg moved it: the rest still works; say so once
+                report_failure(LIBRARY, AttributeError(f"{cls.__qualname__}.{name} not found"))
+                continue
             setattr(cls, name, _traced(original, describe, nests))
             _patched.append((cls, name, original))
 
