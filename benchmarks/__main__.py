@@ -16,7 +16,9 @@ from typing import Any
 
 from ._harness import RESULTS_DIR, Settings, default_cpu, pin, use_clock, write_result
 
-SUITES = ("span", "sampling", "pipeline", "scale", "profile", "ablate", "request", "otel-api")
+SUITES = (
+    "span", "sampling", "pipeline", "scale", "profile", "ablate", "request", "otel-api", "instrument-db",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

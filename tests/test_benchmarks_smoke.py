@@ -96,6 +96,16 @@ class TestSuites:
                 assert entry["median_rps"] > 0
                 assert entry["http_errors"] == 0
 
+    def test_instrument_db_suite_compares_flowtracker_with_opentelemetry(self, tmp_path: Path) -> None:
+        """The instrument-db suite measures asyncpg and SQLAlchemy calls under every variant, with
+        the added-cost ratio (the suite itself fails when a span does not reach its exporter)."""
+        result, output = run_suite(tmp_path, "instrument-db")
+        for call in ("asyncpg", "sqlalchemy"):
+            entry = result["calls"][call]
+            assert set(entry["ns_per_call"]) == {"none", "ft-root", "flowtracker", "otel-root", "otel"}
+            assert isinstance(entry["ft_added_over_otel_added"], float)  # timings: never asserted
+        assert "flowtracker adds" in output
+
 
 class TestFloor:
     async def test_floor_delivers_one_linked_trace_per_root(self) -> None:

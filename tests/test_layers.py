@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "integrations",
         (
             "flowtracker.integrations",
+            "flowtracker.instrument",
             "flowtracker.propagation",
             "flowtracker.log_correlation",
             "flowtracker.aiohttp",
