@@ -7,7 +7,7 @@ import sys
 
 import flowtracker as ft
 
-CONTRACT = {  # design.md's public API
+CONTRACT = {  # the public API contract (README "The API"; code outside the project relies on it)
     "span",
     "traced",
     "start_span",
@@ -32,7 +32,7 @@ CONTRACT = {  # design.md's public API
 
 class TestPublicNames:
     def test_contract_names_exported(self):
-        """Every name design.md promises is in flowtracker.__all__."""
+        """Every name of the public API contract is in flowtracker.__all__."""
         assert set(ft.__all__) >= CONTRACT
 
     def test_all_names_resolve(self):
