@@ -120,3 +120,37 @@ class TestOddValues:
         import orjson
 
         orjson.loads(_wire.encode(_wire.safe_tags({"v": value, 3: value})))
+
+
+class TestTagFastPath:
+    """``safe_tags`` hands plain tags on uncopied; it must export exactly what the cleaning path does."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.dictionaries(
+            st.one_of(st.text(max_size=12), st.sampled_from(["password", "db.token", "rows", "user"])),
+            st.one_of(
+                st.text(max_size=40),
+                st.booleans(),
+                st.none(),
+                st.integers(min_value=-(1 << 70), max_value=1 << 70),
+                st.floats(allow_nan=True, allow_infinity=True),
+                st.binary(max_size=8),
+            ),
+            max_size=6,
+        )
+    )
+    def test_fast_and_cleaning_paths_agree(self, tags: dict[str, object]) -> None:
+        """For any tags, the returned mapping equals the cleaning path's, twice (verdicts cached)."""
+        from flowtracker._wire.policy import ExportPolicy
+
+        policy = ExportPolicy(max_string=16)
+        expected = _wire.encode(_wire._cleaned_tags(tags, ExportPolicy(max_string=16)))
+        assert _wire.encode(_wire.safe_tags(tags, policy)) == expected
+        assert _wire.encode(_wire.safe_tags(tags, policy)) == expected  # now from the verdict cache
+
+    def test_plain_tags_are_not_copied(self) -> None:
+        """Known, non-secret keys with plain values come back as the same dict."""
+        tags = {"rows": 3, "db.system": "postgres", "hit": True, "ratio": 0.5, "none": None}
+        _wire.safe_tags(tags)  # learns the verdicts
+        assert _wire.safe_tags(tags) is tags

@@ -138,15 +138,39 @@ def _event_to_dict(
     return event
 
 
-def safe_tags(tags: Mapping[Any, Any], policy: ExportPolicy = DEFAULT_POLICY) -> dict[str, Any]:
-    """Tags with string keys, secrets redacted, and values that always encode."""
+def safe_tags(tags: Mapping[Any, Any], policy: ExportPolicy = DEFAULT_POLICY) -> Mapping[str, Any]:
+    """Tags with string keys, secrets redacted, and values that always encode.
+
+    The common span's tags (string keys known not to be secret, short strings,
+    bools, finite floats, 64-bit ints) are returned as they are, not copied:
+    export runs this once per span.
+    """
+    limit = policy.max_string
+    verdicts = policy.secret_cache if policy.redact_keys else None
+    for key, value in tags.items():
+        kind = type(value)
+        if (
+            type(key) is not str
+            or (verdicts is not None and verdicts.get(key) is not False)
+            or not (
+                (kind is str and len(value) <= limit)
+                or kind is bool
+                or value is None
+                or (kind is int and -(1 << 63) <= value < 1 << 64)
+                or (kind is float and math.isfinite(value))
+            )
+        ):
+            return _cleaned_tags(tags, policy)
+    return tags
+
+
+def _cleaned_tags(tags: Mapping[Any, Any], policy: ExportPolicy) -> dict[str, Any]:
     out: dict[str, Any] = {}
     redact = policy.redact_keys
-    verdicts = policy.secret_cache
     for key, value in tags.items():
         if type(key) is not str:
             key = safe_str(key, policy)
-        if redact and (verdicts.get(key) or (key not in verdicts and policy.is_secret(key))):
+        if redact and policy.is_secret(key):
             out[key] = REDACTED
             policy.redacted += 1
         elif type(value) is str:
