@@ -102,12 +102,13 @@ def tree_text(
                 parts.append(paint("<1%" if 0 < share < 0.01 else f"{share:.0%}", "dim"))
         elif span.get("parent_id") is not None:
             parts.append(paint(f"↖ parent {printable(str(span.get('parent_id')))} not in this trace", "dim"))
-        busy = busy_ms(span)
-        if busy is not None:
-            parts.append(paint(f"busy {format_ms(busy)}", "busy"))
-        blocked = _blocked_text(span)
-        if blocked:
-            parts.append(paint(blocked, "blocked"))
+        if "busy_ms" in span or "events" in span:  # loop-monitor data; most traces have none
+            busy = busy_ms(span)
+            if busy is not None:
+                parts.append(paint(f"busy {format_ms(busy)}", "busy"))
+            blocked = _blocked_text(span)
+            if blocked:
+                parts.append(paint(blocked, "blocked"))
         status = span_status(span)
         if status != "ok":
             parts.append(paint(_status_text(span, status), status))
@@ -143,7 +144,7 @@ def _header(trace: TraceDict, tree: TraceTree) -> str:
             parts.append(f"{value} {label}")
     if trace.get("follow_up"):
         parts.append("follow-up")
-    held = sum(len(blocks(span)) for span in tree.spans)
+    held = sum(len(blocks(span)) for span in tree.spans if "events" in span)
     if held:
         parts.append(f"{held} loop block{'' if held == 1 else 's'}")
     return "  ".join(parts)
