@@ -5,7 +5,7 @@ Commands::
     flowtracker tree    FILE... [--trace ID] [--slowest N] [--tag KEY]...
     flowtracker report  FILE... [-o report.html] [--title T] [--no-compress]
     flowtracker convert FILE... --to chrome|sankey|mermaid|otlp-json [-o OUT]
-    flowtracker stats   FILE... [--sort total|count|p50|p95|p99|max|errors|name] [--json]
+    flowtracker stats   FILE... [--sort total|count|p50|p95|p99|max|errors|busy|blocks|name] [--json]
     flowtracker demo    [--requests N] [--serve] [--raw] [--traces traces.jsonl] [--report report.html]
 
 Input: JSON Lines files (``FileExporter``), raw logs where trace lines carry
@@ -174,7 +174,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     _inputs(stats)
     stats.add_argument(
-        "--sort", choices=("total", "count", "p50", "p95", "p99", "max", "errors", "name"), default="total"
+        "--sort",
+        choices=("total", "count", "p50", "p95", "p99", "max", "errors", "busy", "blocks", "name"),
+        default="total",
+        help="busy: p95 of the own time on the event loop; blocks: times a span blocked the loop",
     )
     stats.add_argument("--limit", type=_positive, help="only the first N rows")
     stats.add_argument("--json", action="store_true", help="JSON rows instead of a table")
@@ -403,6 +406,8 @@ _SORT_KEYS = {
     "p99": "p99_ms",
     "max": "max_ms",
     "errors": "error_rate",
+    "busy": "busy_p95_ms",
+    "blocks": "blocks",
 }
 
 
@@ -413,7 +418,8 @@ def _stats(args: argparse.Namespace) -> int:
         rows.sort(key=lambda row: row["name"])
     else:
         key = _SORT_KEYS[args.sort]
-        rows.sort(key=lambda row: (-float(row[key]), row["name"]))  # type: ignore[literal-required]
+        # the loop keys are absent without loop-monitor data: those rows sort as 0
+        rows.sort(key=lambda row: (-float(row.get(key, 0)), row["name"]))  # type: ignore[arg-type]
     if args.limit:
         rows = rows[: args.limit]
     if args.json:

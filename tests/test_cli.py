@@ -308,6 +308,24 @@ class TestStats:
         rows = orjson.loads(capsys.readouterr().out)
         assert [(row["name"], row["count"]) for row in rows] == [("fib", 3)]
 
+    def test_loop_columns_and_sort_by_blocks(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Loop-monitor traces add the loop columns; ``--sort blocks`` puts the blocking spans first."""
+        loop_traces = str(GOLDEN / "loop_traces.jsonl")
+        assert cli.run(["stats", loop_traces]) == cli.EXIT_OK
+        assert capsys.readouterr().out == (GOLDEN / "loop_stats.txt").read_text(encoding="utf-8")
+        assert cli.run(["stats", loop_traces, "--json", "--sort", "blocks", "--limit", "2"]) == cli.EXIT_OK
+        rows = orjson.loads(capsys.readouterr().out)
+        assert [(row["name"], row["blocks"], row["blocked_ms"]) for row in rows] == [
+            ("fetch rates", 2, 256.125),
+            ("render_pdf", 1, 300.412),
+        ]
+
+    def test_sort_by_busy_without_loop_data(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """``--sort busy`` on traces without monitor data keeps every row (all count as 0), then by name."""
+        assert cli.run(["stats", TRACES, "--json", "--sort", "busy"]) == cli.EXIT_OK
+        rows = orjson.loads(capsys.readouterr().out)
+        assert [row["name"] for row in rows] == sorted(row["name"] for row in rows)
+
 
 class TestEntryPoints:
     """``python -m flowtracker``, end to end (the demo command: tests/test_demo.py)."""

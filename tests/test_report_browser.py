@@ -5,7 +5,9 @@ trace, the Sankey links drawn with each node in the column of its depth, time
 axis labels apart, the picker switching traces, search and status filters,
 hostile span names shown as text, no console errors and no request other than
 the file itself (the page's CSP forbids any, and every request is recorded
-here). A screenshot goes to test-artifacts/report.png for people.
+here), and what a loop monitor recorded: the busy share of each bar shaded,
+the time a span blocked the loop outlined, its stack in the details panel. A
+screenshot goes to test-artifacts/report.png (and loop-report.png) for people.
 
 The first paint is checked without Playwright, as a preview or a CI job sees
 the page: a plain ``chromium --headless --screenshot`` (and ``--dump-dom``),
@@ -73,6 +75,11 @@ def expect(locator: Any) -> Any:
     from playwright.sync_api import expect as playwright_expect
 
     return playwright_expect(locator)
+
+
+def loop_traces() -> list[dict[str, Any]]:
+    """The golden traces with loop-monitor data (busy_ms, event_loop.blocked events)."""
+    return viz.merge_traces(viz.read_traces([GOLDEN / "loop_traces.jsonl"]).traces)
 
 
 def golden_traces() -> list[dict[str, Any]]:
@@ -455,6 +462,142 @@ class TestReportPage:
         report.assert_clean()
 
 
+def boxes(page: Any, selector: str) -> list[dict[str, float]]:
+    """Page-pixel boxes of the elements ``selector`` matches, top to bottom."""
+    found = page.eval_on_selector_all(
+        selector,
+        """nodes => nodes.map(node => {
+             const r = node.getBoundingClientRect();
+             return {left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+           })""",
+    )
+    return sorted(found, key=lambda box: (box["top"], box["left"]))
+
+
+@pytest.fixture
+def loop_report(browser: Any, tmp_path: Path) -> Iterator[Opened]:
+    """The report of the loop-monitor golden traces, open in a tab."""
+    opened = open_report(browser, tmp_path / "loop.html", loop_traces())
+    try:
+        yield opened
+    finally:
+        opened.page.close()
+
+
+class TestLoopMonitor:
+    """What a loop monitor recorded, on the page: busy shading, the block, its stack."""
+
+    def test_busy_share_is_shaded_inside_each_bar(self, loop_report: Opened) -> None:
+        """Every span with busy_ms gets a darker inner bar, as long as busy_ms / duration_ms of its bar."""
+        page = loop_report.page
+        assert loop_report.bars() == 3  # the shading and the block outline are not bars
+        stroke = page.get_attribute("#gantt", "data-bar-stroke")
+        fill = page.get_attribute("#gantt", "data-busy-fill")
+        bars = boxes(page, f'#gantt path[stroke="{stroke}"]')
+        shaded = boxes(page, f'#gantt path[fill="{fill}"]')
+        assert len(shaded) == 3
+        spans = [(2.113, 318.4), (0.352, 11.8), (301.874, 302.6)]  # (busy_ms, duration_ms) per row
+        for bar, inner, (busy, duration) in zip(bars, shaded, spans, strict=True):
+            assert bar["top"] < inner["top"] < inner["bottom"] < bar["bottom"]
+            assert inner["left"] == pytest.approx(bar["left"], abs=1)
+            expected = max((bar["right"] - bar["left"]) * busy / duration, 1)
+            assert inner["right"] - inner["left"] == pytest.approx(expected, abs=1.5)
+        loop_report.assert_clean()
+
+    def test_block_is_outlined_at_its_time_and_marked(self, loop_report: Opened) -> None:
+        """The block is outlined from its start to its end on the guilty span's row, whose label and
+        tree node carry the ⚠ marker; the trace list and the trace's summary say a block happened."""
+        page = loop_report.page
+        stroke = page.get_attribute("#gantt", "data-bar-stroke")
+        root, _, guilty = boxes(page, f'#gantt path[stroke="{stroke}"]')
+        (outline,) = boxes(page, f'#gantt path[stroke="{page.get_attribute("#gantt", "data-block-stroke")}"]')
+        scale = (root["right"] - root["left"]) / 318.4  # px per ms: the root spans the whole trace
+        assert outline["left"] == pytest.approx(root["left"] + 14.1 * scale, abs=2.5)
+        assert outline["right"] == pytest.approx(root["left"] + (14.1 + 300.412) * scale, abs=2.5)
+        assert outline["top"] <= guilty["top"]
+        assert outline["bottom"] >= guilty["bottom"]
+        labels = page.eval_on_selector_all(
+            "#gantt text", "nodes => nodes.map(node => node.textContent.trim())"
+        )
+        assert "⚠ render_pdf" in labels
+        assert "SELECT orders" in labels
+        badge = page.locator('#tree .node:has(.label:text-is("render_pdf")) .badge.b-blocked')
+        expect(badge).to_have_text("⚠ blocked the loop 300.4 ms")
+        assert page.locator("#tree .b-blocked").count() == 1
+        expect(page.locator("#trace-meta")).to_contain_text("⚠ 1 loop block (300.4 ms)")
+        expect(
+            page.locator('#trace-list button[data-trace-id="9d41f3c07ab24e6f93b8d2c5e1a07f16"]')
+        ).not_to_contain_text("⚠")
+        loop_report.assert_clean()
+
+    def test_details_panel_shows_busy_time_and_the_stack(self, loop_report: Opened) -> None:
+        """Clicking the guilty span shows its busy time, the block and every frame of the stack,
+        innermost first, the user's innermost frame set apart and library frames muted."""
+        page = loop_report.page
+        page.locator('#tree .node:has(.label:text-is("render_pdf"))').click()
+        details = page.locator("#details")
+        expect(details).to_contain_text("301.9 ms on the event loop (100% of the span)")
+        expect(details).to_contain_text(
+            "⚠ 300.4 ms from +14.1 ms at /srv/shop/shop/reports.py:41 in render_pdf"
+        )
+        frames = details.locator(".stack .frame")
+        expect(frames).to_have_count(13)
+        expect(details.locator(".stack .frame.first")).to_have_text(
+            "/srv/shop/shop/reports.py:41 in render_pdf"
+        )
+        assert details.locator(".stack .frame.own").all_text_contents() == [
+            "/srv/shop/shop/views.py:27 in report",
+            "/srv/shop/shop/__main__.py:12 in <module>",
+        ]
+        assert details.locator(".stack .frame.lib").count() == 10
+        loop_report.assert_clean()
+
+    def test_tooltip_keeps_the_top_of_the_stack(self, loop_report: Opened) -> None:
+        """Hovering the guilty bar shows the block and the stack down to the user's line, not all of it."""
+        page = loop_report.page
+        loop_report.pick("c3a57e9b04d14e2f8a6b1d0c9e7f5a23")
+        stroke = page.get_attribute("#gantt", "data-bar-stroke")
+        page.locator(f'#gantt path[stroke="{stroke}"]').nth(1).hover(
+            force=True
+        )  # the block outline lies over it, same item
+        page.wait_for_selector("#gantt .tip")
+        tip = page.locator("#gantt .tip")
+        expect(tip).to_contain_text("fetch rates")
+        assert (
+            tip.locator(".stack .frame.first").all_text_contents()
+            == ["/srv/shop/shop/rates.py:18 in fetch_rates"] * 2
+        )
+        assert tip.locator(".stack .frame").count() == 2 * (
+            9 + 1
+        )  # down to rates.py, then "… 11 more frames"
+        loop_report.assert_clean()
+
+    def test_statistics_gain_the_loop_columns(self, loop_report: Opened) -> None:
+        """The span statistics table has busy p50/p95, blocks and blocked."""
+        page = loop_report.page
+        heads = page.eval_on_selector_all("#stats th", "nodes => nodes.map(node => node.textContent)")
+        assert heads[-4:] == ["busy p50", "busy p95", "blocks", "blocked"]
+        row = page.eval_on_selector_all(
+            '#stats tr:has(td:text-is("fetch rates")) td', "nodes => nodes.map(node => node.textContent)"
+        )
+        assert row[-4:] == ["256.8 ms", "256.8 ms", "2", "256.1 ms"]
+        worker = page.eval_on_selector_all(
+            '#stats tr:has(td:text-is("parse csv")) td', "nodes => nodes.map(node => node.textContent)"
+        )
+        assert worker[-4:] == ["–", "–", "0", "–"]
+        loop_report.assert_clean()
+
+    def test_first_paint_shows_the_block(self, tmp_path: Path) -> None:
+        """A plain ``chromium --dump-dom`` already has the ⚠ badge in the tree and the loop columns."""
+        path = tmp_path / "loop.html"
+        path.write_text(viz.render_report(loop_traces()), encoding="utf-8")
+        dom = Dom(plain_chromium(path, tmp_path / "profile", "--dump-dom").decode())
+        assert dom.text["trace-title"] == "GET /reports/{id}"
+        assert dom.count("tree", "span", "b-blocked") == 1
+        assert "⚠ blocked the loop 300.4 ms" in dom.text["tree"]
+        assert "busy p95" in dom.text["stats"]
+
+
 class TestTimeAxis:
     """The waterfall's time axis stays readable whatever the trace's length."""
 
@@ -669,3 +812,11 @@ class TestScreenshot:
             opened.assert_clean()
         finally:
             opened.page.close()
+
+    def test_loop_screenshot(self, loop_report: Opened) -> None:
+        """Saves test-artifacts/loop-report.png: the loop-monitor report with the guilty span selected."""
+        loop_report.page.locator('#tree .node:has(.label:text-is("render_pdf"))').click()
+        ARTIFACTS.mkdir(exist_ok=True)
+        loop_report.page.screenshot(path=str(ARTIFACTS / "loop-report.png"))
+        assert (ARTIFACTS / "loop-report.png").stat().st_size > 10_000
+        loop_report.assert_clean()

@@ -2,7 +2,10 @@
 
 Golden files live in tests/golden/ and are made from tests/golden/traces.jsonl
 (the Go demo flow, an error with concurrency, a remote parent with recursion
-and hostile names, a follow-up record). After a deliberate format change,
+and hostile names, a follow-up record), and the loop-monitor ones (``loop_*``)
+from tests/golden/loop_traces.jsonl (an aiohttp service whose report handler
+calls a sync PDF renderer among concurrent requests, and a sync HTTP client
+that blocks twice deep in socket.py). After a deliberate format change,
 regenerate them with ``FLOWTRACKER_UPDATE_GOLDEN=1 pytest tests/test_viz.py``
 and review the diff.
 """
@@ -31,6 +34,25 @@ UPDATE = os.environ.get("FLOWTRACKER_UPDATE_GOLDEN") == "1"
 def load_golden_traces() -> list[dict[str, Any]]:
     """The golden input, follow-up records merged (as the CLI does)."""
     return viz.merge_traces(viz.read_traces([GOLDEN / "traces.jsonl"]).traces)
+
+
+def load_loop_traces() -> list[dict[str, Any]]:
+    """The golden traces with loop-monitor fields (``busy_ms``, ``event_loop.blocked`` events)."""
+    return viz.merge_traces(viz.read_traces([GOLDEN / "loop_traces.jsonl"]).traces)
+
+
+def loop_span(name: str, **fields: Any) -> dict[str, Any]:
+    """A one-span trace's span with loop-monitor ``fields``."""
+    return {"span_id": "a" * 16, "name": name, "start_time": "2026-11-20T10:00:00.000000Z", **fields}
+
+
+def blocked_event(duration_ms: Any, stack: Any, time: Any = "2026-11-20T10:00:00.002000Z") -> dict[str, Any]:
+    """An ``event_loop.blocked`` event as the loop monitor writes it."""
+    return {
+        "name": "event_loop.blocked",
+        "time": time,
+        "attributes": {"duration_ms": duration_ms, "stack": stack},
+    }
 
 
 def check_golden(name: str, text: str) -> None:
@@ -103,6 +125,107 @@ class TestGolden:
     def test_stats_table(self) -> None:
         """The stats table: count, p50/p95/p99/max, error rate and share per name."""
         check_golden("stats.txt", viz.stats_table(viz.span_stats(load_golden_traces())) + "\n")
+
+
+class TestGoldenLoop:
+    """Traces with loop-monitor data, byte for byte, against the loop_* golden files."""
+
+    def test_tree(self) -> None:
+        """Busy time on every span that has it; a ⚠ marker with the offending frame where a span blocked."""
+        text = "\n\n".join(viz.tree_text(trace) for trace in load_loop_traces()) + "\n"
+        check_golden("loop_tree.txt", text)
+        assert "busy 301.9 ms  ⚠ blocked the loop 300.4 ms at shop/reports.py:41 in render_pdf" in text
+
+    def test_tree_in_colour(self) -> None:
+        """Busy time and the block marker have their own colours."""
+        text = "\n\n".join(viz.tree_text(trace, color=True) for trace in load_loop_traces()) + "\n"
+        check_golden("loop_tree_color.txt", text)
+        assert "\x1b[1;93m⚠ blocked the loop 300.4 ms" in text
+        assert "\x1b[34mbusy 301.9 ms\x1b[0m" in text
+
+    def test_stats_table(self) -> None:
+        """The table gains busy p50/p95, blocks and blocked columns."""
+        check_golden("loop_stats.txt", viz.stats_table(viz.span_stats(load_loop_traces())) + "\n")
+
+    def test_chrome_trace(self) -> None:
+        """Blocks are instant events in category event_loop; busy_ms is in each span's args."""
+        text = orjson.dumps(viz.chrome_trace(load_loop_traces()), option=orjson.OPT_INDENT_2).decode() + "\n"
+        check_golden("loop_chrome.json", text)
+
+    def test_views_without_monitor_data_are_unchanged(self) -> None:
+        """Stats rows of traces without loop data have no loop keys (the old goldens pin the text)."""
+        rows = viz.span_stats(load_golden_traces())
+        assert [key for row in rows for key in row if "busy" in key or "block" in key] == []
+        assert "busy" not in viz.tree_text(load_golden_traces()[0])
+
+
+class TestLoopMonitorData:
+    """How the views read busy_ms and event_loop.blocked events, odd values included."""
+
+    def test_library_frames_lead_to_the_users_line(self) -> None:
+        """A block deep in socket.py names the innermost frame and the user's own line after it."""
+        trace = load_loop_traces()[3]
+        line = viz.tree_text(trace, header=False).splitlines()[1]
+        assert "⚠ blocked the loop 256.1 ms (2 blocks) at python3.12/socket.py:720 in readinto" in line
+        assert line.endswith("← shop/rates.py:18 in fetch_rates")
+
+    def test_header_counts_blocks(self) -> None:
+        """The trace header says how many times the loop was blocked."""
+        headers = [viz.tree_text(trace).splitlines()[0] for trace in load_loop_traces()]
+        assert [header.endswith("loop block") or header.endswith("loop blocks") for header in headers] == [
+            True,
+            False,
+            False,
+            True,
+        ]
+
+    def test_malformed_fields_are_ignored(self) -> None:
+        """A non-numeric busy_ms, a block without attributes or stack: nothing invented, nothing fails."""
+        spans = [
+            loop_span("a", busy_ms="fast", events=[{"name": "event_loop.blocked"}, "not an event"]),
+            loop_span("b", busy_ms=float("nan"), events=[blocked_event(None, 42, time=7)]),
+            loop_span("c", busy_ms=True, events=[blocked_event(-5.0, "")]),
+        ]
+        for span in spans:
+            line = viz.tree_text({"trace_id": "t", "spans": [span]}, header=False)
+            assert "busy" not in line
+            assert line.endswith("⚠ blocked the loop 0.000 ms")
+        rows = viz.span_stats([{"trace_id": "t", "spans": spans}])
+        assert {row["name"]: (row["blocks"], "busy_p50_ms" in row) for row in rows} == {
+            "a": (1, False),
+            "b": (1, False),
+            "c": (1, False),
+        }
+        events = viz.chrome_trace([{"trace_id": "t", "spans": spans}])["traceEvents"]
+        instants = [event.get("cat") for event in events if event["ph"] == "i"]
+        assert instants == ["event_loop"] * 3  # "not an event" is no event
+
+    def test_control_characters_in_a_stack_stay_escaped(self) -> None:
+        """A frame naming a hostile file cannot move the terminal's cursor."""
+        stack = "/srv/\x1b[2Japp.py:3 in f\nmain.py:1 in <module>"
+        line = viz.tree_text(
+            {"trace_id": "t", "spans": [loop_span("x", events=[blocked_event(150.0, stack)])]}
+        )
+        assert "\x1b" not in line
+        assert "\\x1b[2Japp.py:3 in f" in line
+
+
+class TestLoopStats:
+    """Busy percentiles and block counts per span name."""
+
+    def test_busy_percentiles_and_blocks(self) -> None:
+        """busy p50/p95 over the name's spans that have busy_ms; blocks and blocked_ms summed over them."""
+        spans = [loop_span("h", busy_ms=float(ms), duration_ms=200.0) for ms in range(1, 101)]
+        spans[0]["events"] = [blocked_event(120.0, "app.py:1 in h"), blocked_event(130.5, "app.py:1 in h")]
+        spans.append(loop_span("worker", duration_ms=5.0, tags={"thread.name": "w"}))
+        rows = {row["name"]: row for row in viz.span_stats([{"trace_id": "t", "spans": spans}])}
+        h = rows["h"]
+        assert (h["busy_p50_ms"], h["busy_p95_ms"], h["blocks"], h["blocked_ms"]) == (50.5, 95.05, 2, 250.5)
+        assert "busy_p50_ms" not in rows["worker"]
+        assert rows["worker"]["blocks"] == 0
+        table = viz.stats_table(list(rows.values())).splitlines()
+        assert table[0].split()[-6:] == ["busy", "p50", "busy", "p95", "blocks", "blocked"]
+        assert table[2].split()[-4:] == ["–", "–", "0", "–"]
 
 
 class TestTree:
@@ -377,6 +500,22 @@ def assert_nested(events: list[dict[str, Any]]) -> None:
             open_ends.append(end)
 
 
+class TestChromeLoop:
+    """Event-loop blocks in Chrome Trace Event JSON."""
+
+    def test_block_is_an_instant_event_at_its_time_with_the_stack(self) -> None:
+        """The instant event sits on the span's track at the block's start and carries the stack in args."""
+        events = viz.chrome_trace(load_loop_traces()[:1])["traceEvents"]
+        (span,) = [event for event in events if event["ph"] == "X" and event["name"] == "render_pdf"]
+        (block,) = [event for event in events if event["ph"] == "i"]
+        assert (block["name"], block["cat"], block["s"]) == ("event_loop.blocked", "event_loop", "t")
+        assert block["tid"] == span["tid"]
+        assert block["ts"] == span["ts"] + 600
+        assert block["args"]["duration_ms"] == 300.412
+        assert block["args"]["stack"].splitlines()[0] == "/srv/shop/shop/reports.py:41 in render_pdf"
+        assert span["args"]["busy_ms"] == 301.874
+
+
 class TestStats:
     """span_stats numbers."""
 
@@ -428,6 +567,28 @@ class TestReport:
         assert "<title>&lt;b&gt;x&lt;/b&gt;</title>" in page
         assert page.count("<script") == 3  # data, library, report code
 
+    def test_loop_data(self) -> None:
+        """busy_ms and blocks (offset, duration, frames, the user's frames) per span; loop stats columns."""
+        data = viz.report_data(load_loop_traces())
+        rows = data["spans"][0]
+        assert [data["strings"][row[2]] for row in rows] == [
+            "GET /reports/{id}",
+            "SELECT orders",
+            "render_pdf",
+        ]
+        assert [row[8]["busy_ms"] for row in rows] == [2.113, 0.352, 301.874]
+        (block,) = rows[2][8]["blocks"]
+        assert block[:2] == [14.1, 300.412]
+        assert block[2][0] == "/srv/shop/shop/reports.py:41 in render_pdf"
+        # reports.py, views.py and __main__.py are the user's; the other frames are libraries
+        assert block[3] == [0, 2, 12]
+        assert "events" not in rows[2][8]  # the blocks replace their events, the stack is sent once
+        assert data["traces"][0][8] == {"blocks": 1, "blocked_ms": 300.412}
+        assert all(len(row) == 13 for row in data["stats"])
+        rates = data["spans"][3]
+        assert [event["name"] for event in rates[0][8]["events"]] == ["cache miss"]
+        assert all(len(row) == 9 for row in viz.report_data(load_golden_traces())["stats"])
+
     def test_compressed_page_is_smaller(self) -> None:
         """The default page embeds gzip+base64 blobs and is much smaller than the plain one."""
         traces = load_golden_traces()
@@ -441,6 +602,12 @@ def trace_sets() -> st.SearchStrategy[list[dict[str, Any]]]:
     names = st.text(max_size=12)
     tag_values = st.one_of(
         st.text(max_size=8), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none()
+    )
+    loop_events = st.builds(
+        blocked_event,
+        st.one_of(st.floats(allow_nan=False), st.text(max_size=3), st.none()),
+        st.one_of(st.text(max_size=40), st.integers(), st.none()),
+        st.sampled_from(["2026-11-20T10:00:00.002000Z", "later", None]),
     )
 
     @st.composite
@@ -463,6 +630,10 @@ def trace_sets() -> st.SearchStrategy[list[dict[str, Any]]]:
                 span["parent_id"] = draw(st.sampled_from([*ids, "missing"]))
             if draw(st.booleans()):
                 span["tags"] = draw(st.dictionaries(st.text(max_size=5), tag_values, max_size=3))
+            if draw(st.booleans()):
+                span["busy_ms"] = draw(st.one_of(st.floats(), st.integers(), st.text(max_size=3), st.none()))
+            if draw(st.booleans()):
+                span["events"] = draw(st.lists(loop_events, max_size=3))
             spans.append(span)
         return {"trace_id": draw(st.text(max_size=8)), "spans": spans}
 

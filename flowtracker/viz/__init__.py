@@ -7,6 +7,11 @@ offline HTML report. Input helpers read JSON Lines files and raw logs with
 ``FLOW_LOG:`` lines (gzip too). Nothing here recurses: a trace nested 10,000
 spans deep works everywhere.
 
+Traces recorded while an event-loop monitor ran (``busy_ms`` on spans,
+``event_loop.blocked`` events) show each span's own time on the loop and mark
+the spans that blocked it, with the offending frame, in every view; traces
+without them look exactly as before.
+
 Example:
     >>> from flowtracker import viz
     >>> trace = {"trace_id": "4bf9", "spans": [

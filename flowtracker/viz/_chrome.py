@@ -5,6 +5,11 @@ each span a complete event (``"ph": "X"``) with its tags, status and ids in
 ``args``; each span event an instant event (``"ph": "i"``). Times are unix
 microseconds.
 
+Event-loop monitor data: a span's ``busy_ms`` is in its ``args``, and each
+``event_loop.blocked`` event is an instant event at the time the block began,
+in category ``event_loop``, with ``duration_ms`` and the ``stack`` in ``args``
+(Perfetto lists it under the span's track; select it to read the stack).
+
 Tracks: those viewers draw one track per thread and expect the slices on a
 track to nest. Where a span says which thread or task it ran on (a tag
 ``thread.name``, ``thread.id``, ``task.name`` or ``asyncio.task``) it goes on
@@ -27,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._graph.model import TraceDict, TraceTree, span_status, tags_of, time_us, trace_id_of
+from ._loop import BLOCKED_EVENT, busy_ms
 
 #: Tags that name the thread or task a span ran on, first match wins.
 TRACK_TAGS = ("thread.name", "thread.id", "task.name", "asyncio.task")
@@ -67,6 +73,9 @@ def _trace_events(trace: TraceDict, pid: int) -> list[dict[str, Any]]:
         for key in ("kind", "error"):
             if span.get(key) is not None:
                 args[key] = span[key]
+        busy = busy_ms(span)
+        if busy is not None:
+            args["busy_ms"] = busy
         args.update(tags_of(span))
         out.append(
             {
@@ -90,7 +99,7 @@ def _instant(event: Mapping[str, Any], pid: int, tid: int, fallback: int) -> dic
     at = time_us(event.get("time"))
     name = event.get("name")
     attributes = event.get("attributes")
-    return {
+    instant: dict[str, Any] = {
         "ph": "i",
         "s": "t",
         "name": name if isinstance(name, str) else str(name),
@@ -99,6 +108,9 @@ def _instant(event: Mapping[str, Any], pid: int, tid: int, fallback: int) -> dic
         "tid": tid,
         "args": dict(attributes) if isinstance(attributes, Mapping) else {},
     }
+    if name == BLOCKED_EVENT:
+        instant["cat"] = "event_loop"  # so a viewer can filter or colour the blocks
+    return instant
 
 
 def _tracks(tree: TraceTree) -> dict[int, tuple[int, str]]:

@@ -45,10 +45,11 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .._graph.model import STATUSES, TraceDict, TraceTree, span_status, tags_of, trace_id_of
+from .._graph.model import STATUSES, TraceDict, TraceTree, span_status, tags_of, time_us, trace_id_of
 from .._graph.sankey import sankey_graph
 from .._wire.encode import encode
-from ._stats import span_stats
+from ._loop import BLOCKED_EVENT, blocks, busy_ms, is_library_frame
+from ._stats import SpanStats, span_stats
 
 #: Most Sankey links drawn (the heaviest); more make an unreadable picture.
 MAX_SANKEY_LINKS = 300
@@ -140,7 +141,7 @@ def report_data(
                 len(rows),
                 intern(tree.name(root)) if root >= 0 else -1,
                 errors,
-                _trace_notes(tree.trace),
+                _trace_notes(tree),
             ]
         )
         if tree.spans:
@@ -172,22 +173,29 @@ def report_data(
             "links": [[source, target, round(ms, 3), count] for source, target, ms, count in graph["links"]],
             "omitted": graph["omitted"],
         },
-        "stats": [
-            [
-                row["name"],
-                row["count"],
-                round(row["p50_ms"], 3),
-                round(row["p95_ms"], 3),
-                round(row["p99_ms"], 3),
-                round(row["max_ms"], 3),
-                round(row["total_ms"], 3),
-                row["errors"],
-                round(row["share"], 4),
-            ]
-            for row in stats[:MAX_STATS_ROWS]
-        ],
+        "stats": [_stats_row(row) for row in stats[:MAX_STATS_ROWS]],
         "stats_omitted": max(len(stats) - MAX_STATS_ROWS, 0),
     }
+
+
+def _stats_row(row: SpanStats) -> list[Any]:
+    """``[name, count, p50, p95, p99, max, total, errors, share]``, plus, with loop-monitor data,
+    ``busy_p50, busy_p95, blocks, blocked_ms`` (the busy values ``null`` for names that ran off the loop)."""
+    out: list[Any] = [
+        row["name"],
+        row["count"],
+        round(row["p50_ms"], 3),
+        round(row["p95_ms"], 3),
+        round(row["p99_ms"], 3),
+        round(row["max_ms"], 3),
+        round(row["total_ms"], 3),
+        row["errors"],
+        round(row["share"], 4),
+    ]
+    if "blocks" in row:
+        busy = [round(row[key], 3) if key in row else None for key in ("busy_p50_ms", "busy_p95_ms")]
+        out += [*busy, row["blocks"], round(row.get("blocked_ms", 0.0), 3)]
+    return out
 
 
 def _span_rows(tree: TraceTree, start: int, intern: Any) -> list[list[Any]]:
@@ -212,7 +220,7 @@ def _span_rows(tree: TraceTree, start: int, intern: Any) -> list[list[Any]]:
                 STATUSES.index(span_status(span)),
                 depth,
                 1,
-                _extra(span),
+                _extra(span, start),
             ]
         )
         depths.append(depth)
@@ -229,8 +237,14 @@ def _span_rows(tree: TraceTree, start: int, intern: Any) -> list[list[Any]]:
     return rows
 
 
-def _extra(span: Mapping[str, Any]) -> dict[str, Any] | int:
-    """The rarely present fields of a span, or 0."""
+def _extra(span: Mapping[str, Any], trace_start: int) -> dict[str, Any] | int:
+    """The rarely present fields of a span, or 0.
+
+    Loop-monitor data: ``busy_ms``, and ``blocks`` as
+    ``[[offset_ms, duration_ms, frames, own]]`` in place of the
+    ``event_loop.blocked`` events (``own``: the positions of the frames of
+    the user's code, outside the standard library and installed packages).
+    """
     extra: dict[str, Any] = {}
     tags = tags_of(span)
     if tags:
@@ -239,14 +253,42 @@ def _extra(span: Mapping[str, Any]) -> dict[str, Any] | int:
         value = span.get(key)
         if value:
             extra[key] = value
+    busy = busy_ms(span)
+    if busy is not None:
+        extra["busy_ms"] = round(busy, 3)
+    held = blocks(span) if "events" in extra else []
+    if held:
+        others = [event for event in extra["events"] if not _is_block(event)]
+        if others:
+            extra["events"] = others
+        else:
+            del extra["events"]
+        extra["blocks"] = [
+            [
+                round((at - trace_start) / 1000.0, 3) if (at := time_us(block.time)) is not None else None,
+                round(block.duration_ms, 3),
+                list(block.frames),
+                [index for index, frame in enumerate(block.frames) if not is_library_frame(frame)],
+            ]
+            for block in held
+        ]
     parent_id = span.get("parent_id")
     if parent_id is not None:
         extra["parent_id"] = parent_id
     return extra or 0
 
 
-def _trace_notes(trace: Mapping[str, Any]) -> dict[str, Any] | int:
+def _is_block(event: Any) -> bool:
+    return isinstance(event, Mapping) and event.get("name") == BLOCKED_EVENT
+
+
+def _trace_notes(tree: TraceTree) -> dict[str, Any] | int:
+    trace = tree.trace
     notes = {key: trace[key] for key in ("dropped_spans", "unfinished_spans", "follow_up") if trace.get(key)}
+    held = [block.duration_ms for span in tree.spans if "events" in span for block in blocks(span)]
+    if held:
+        notes["blocks"] = len(held)
+        notes["blocked_ms"] = round(sum(held), 3)
     return notes or 0
 
 

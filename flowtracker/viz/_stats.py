@@ -5,6 +5,13 @@ spans (the traced wall time): "the database takes 31% of request time".
 Concurrent children can add up to more than their parent, so shares can pass
 100%. Percentiles interpolate linearly between the two nearest durations.
 
+When a loop monitor ran (some span has ``busy_ms`` or an
+``event_loop.blocked`` event), each row also has ``busy_p50_ms`` and
+``busy_p95_ms`` (over the name's spans that have ``busy_ms``; absent when
+none has, as for work in worker threads), ``blocks`` (how many times the name's spans blocked the loop) and
+``blocked_ms`` (for how long in all), and the table gains those columns.
+Without monitor data, rows and table are as before.
+
 Example:
     >>> trace = {"trace_id": "t", "spans": [
     ...     {"span_id": "a", "name": "GET /", "duration_ms": 100.0},
@@ -20,10 +27,11 @@ from collections.abc import Iterable, Sequence
 from typing import TypedDict
 
 from .._graph.model import TraceDict, TraceTree, as_tree, format_ms, printable, span_status
+from ._loop import blocks, busy_ms
 
 
-class SpanStats(TypedDict):
-    """One row of :func:`span_stats`."""
+class _TimeStats(TypedDict):
+    """The keys every row has."""
 
     name: str
     count: int
@@ -35,6 +43,15 @@ class SpanStats(TypedDict):
     errors: int
     error_rate: float
     share: float
+
+
+class SpanStats(_TimeStats, total=False):
+    """One row of :func:`span_stats` (the ``busy_*`` and ``block*`` keys only with loop-monitor data)."""
+
+    busy_p50_ms: float
+    busy_p95_ms: float
+    blocks: int
+    blocked_ms: float
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
@@ -56,6 +73,9 @@ def span_stats(traces: Iterable[TraceDict | TraceTree]) -> list[SpanStats]:
     """One row per span name, the biggest summed duration first."""
     durations: dict[str, list[float]] = {}
     errors: dict[str, int] = {}
+    busy: dict[str, list[float]] = {}
+    held: dict[str, list[float]] = {}  # block durations per name
+    monitored = False
     wall = 0.0
     for trace in traces:
         tree = as_tree(trace)
@@ -68,25 +88,40 @@ def span_stats(traces: Iterable[TraceDict | TraceTree]) -> list[SpanStats]:
                 errors[name] = errors.get(name, 0) + 1
             if index in roots:
                 wall += duration
+            own = busy_ms(span)
+            if own is not None:
+                busy.setdefault(name, []).append(own)
+                monitored = True
+            if "events" in span:  # most spans have none: skip the event scan
+                found = blocks(span)
+                if found:
+                    held.setdefault(name, []).extend(block.duration_ms for block in found)
+                    monitored = True
     rows: list[SpanStats] = []
     for name, values in durations.items():
         values.sort()
         total = sum(values)
         failed = errors.get(name, 0)
-        rows.append(
-            {
-                "name": name,
-                "count": len(values),
-                "p50_ms": percentile(values, 0.50),
-                "p95_ms": percentile(values, 0.95),
-                "p99_ms": percentile(values, 0.99),
-                "max_ms": values[-1],
-                "total_ms": total,
-                "errors": failed,
-                "error_rate": failed / len(values),
-                "share": total / wall if wall > 0 else 0.0,
-            }
-        )
+        row: SpanStats = {
+            "name": name,
+            "count": len(values),
+            "p50_ms": percentile(values, 0.50),
+            "p95_ms": percentile(values, 0.95),
+            "p99_ms": percentile(values, 0.99),
+            "max_ms": values[-1],
+            "total_ms": total,
+            "errors": failed,
+            "error_rate": failed / len(values),
+            "share": total / wall if wall > 0 else 0.0,
+        }
+        if monitored:
+            own_times = sorted(busy.get(name, ()))
+            if own_times:  # spans that ran off the loop (worker threads) have none
+                row["busy_p50_ms"] = percentile(own_times, 0.50)
+                row["busy_p95_ms"] = percentile(own_times, 0.95)
+            row["blocks"] = len(held.get(name, ()))
+            row["blocked_ms"] = sum(held.get(name, ()))
+        rows.append(row)
     rows.sort(key=lambda row: (-row["total_ms"], row["name"]))
     return rows
 
@@ -100,24 +135,34 @@ def stats_table(rows: Sequence[SpanStats], *, max_name: int = 48) -> str:
         name  count     p50     p95     p99     max  errors  share
         db        2  1.0 ms  2.0 ms  2.0 ms  2.0 ms      0%    50%
     """
-    header = ("name", "count", "p50", "p95", "p99", "max", "errors", "share")
+    header: tuple[str, ...] = ("name", "count", "p50", "p95", "p99", "max", "errors", "share")
+    loop = any("blocks" in row for row in rows)
+    if loop:
+        header += ("busy p50", "busy p95", "blocks", "blocked")
     table = [header]
     for row in rows:
         name = printable(row["name"])
         if len(name) > max_name:
             name = name[: max_name - 1] + "…"
-        table.append(
-            (
-                name,
-                str(row["count"]),
-                format_ms(row["p50_ms"]),
-                format_ms(row["p95_ms"]),
-                format_ms(row["p99_ms"]),
-                format_ms(row["max_ms"]),
-                _percent(row["error_rate"]),
-                _percent(row["share"]),
-            )
+        line: tuple[str, ...] = (
+            name,
+            str(row["count"]),
+            format_ms(row["p50_ms"]),
+            format_ms(row["p95_ms"]),
+            format_ms(row["p99_ms"]),
+            format_ms(row["max_ms"]),
+            _percent(row["error_rate"]),
+            _percent(row["share"]),
         )
+        if loop:
+            held = row.get("blocks", 0)
+            line += (
+                format_ms(row["busy_p50_ms"]) if "busy_p50_ms" in row else "–",
+                format_ms(row["busy_p95_ms"]) if "busy_p95_ms" in row else "–",
+                str(held),
+                format_ms(row.get("blocked_ms", 0.0)) if held else "–",
+            )
+        table.append(line)
     widths = [max(len(line[column]) for line in table) for column in range(len(header))]
     lines = []
     for line in table:

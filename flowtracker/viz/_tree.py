@@ -1,8 +1,10 @@
 """The execution tree as text, for terminals (``flowtracker tree``).
 
 One line per span, indented by parent, with its duration, its share of the
-parent's duration, its status when it is not ``ok`` (errors with type and
-message), and tags. Colour is opt-in (the CLI turns it on for terminals only).
+parent's duration, its own time on the event loop (``busy 12.3 ms``, when a
+loop monitor ran), a ``⚠ blocked the loop`` marker with the offending frame on
+spans whose code held the loop, its status when it is not ``ok`` (errors with
+type and message), and tags. Colour is opt-in (the CLI turns it on for terminals only).
 Names and tag values have control characters escaped, so a span name cannot
 move the cursor or clear the screen, and every span stays on one line.
 
@@ -28,6 +30,7 @@ from typing import Any
 import orjson
 
 from .._graph.model import TraceDict, TraceTree, format_ms, printable, span_status, tags_of, trace_id_of
+from ._loop import blocks, busy_ms, culprit, short_frame
 
 _RESET = "\x1b[0m"
 _STYLES = {
@@ -37,6 +40,8 @@ _STYLES = {
     "cancelled": "\x1b[33m",
     "unfinished": "\x1b[35m",
     "duration": "\x1b[36m",
+    "busy": "\x1b[34m",
+    "blocked": "\x1b[1;93m",
 }
 _MARKS = {"error": "✗ error", "cancelled": "⊘ cancelled", "unfinished": "◌ unfinished"}
 _BARE = re.compile(r"[\w.:/@+-]{1,60}")
@@ -97,6 +102,13 @@ def tree_text(
                 parts.append(paint("<1%" if 0 < share < 0.01 else f"{share:.0%}", "dim"))
         elif span.get("parent_id") is not None:
             parts.append(paint(f"↖ parent {printable(str(span.get('parent_id')))} not in this trace", "dim"))
+        if "busy_ms" in span or "events" in span:  # loop-monitor data; most traces have none
+            busy = busy_ms(span)
+            if busy is not None:
+                parts.append(paint(f"busy {format_ms(busy)}", "busy"))
+            blocked = _blocked_text(span)
+            if blocked:
+                parts.append(paint(blocked, "blocked"))
         status = span_status(span)
         if status != "ok":
             parts.append(paint(_status_text(span, status), status))
@@ -132,7 +144,27 @@ def _header(trace: TraceDict, tree: TraceTree) -> str:
             parts.append(f"{value} {label}")
     if trace.get("follow_up"):
         parts.append("follow-up")
+    held = sum(len(blocks(span)) for span in tree.spans if "events" in span)
+    if held:
+        parts.append(f"{held} loop block{'' if held == 1 else 's'}")
     return "  ".join(parts)
+
+
+def _blocked_text(span: Mapping[str, Any]) -> str:
+    """``⚠ blocked the loop 300.2 ms at app/views.py:41 in report`` (the longest block's frame)."""
+    held = blocks(span)
+    if not held:
+        return ""
+    total = sum(block.duration_ms for block in held)
+    text = f"⚠ blocked the loop {format_ms(total)}"
+    if len(held) > 1:
+        text += f" ({len(held)} blocks)"
+    innermost, own = culprit(max(held, key=lambda block: block.duration_ms))
+    if innermost:
+        text += f" at {printable(short_frame(innermost))}"
+    if own:
+        text += f" ← {printable(short_frame(own))}"
+    return text
 
 
 def _status_text(span: Mapping[str, Any], status: str) -> str:

@@ -6,9 +6,20 @@
  *    spans: per trace, in tree order:
  *      [[span_id, parent_row, name, offset_ms, duration_ms, status, depth, subtree_size, extra]],
  *    sankey: {nodes: [label], links: [[source, target, total_ms, count]], omitted},
- *    stats: [[name, count, p50, p95, p99, max, total, errors, share]], stats_omitted}
+ *    stats: [[name, count, p50, p95, p99, max, total, errors, share(, busy_p50, busy_p95, blocks, blocked_ms)]],
+ *    stats_omitted}
  * (service, name and root_name index into strings; status into statuses; extra is 0 or
- *  {tags, kind, error, events, parent_id, dropped_tags}).
+ *  {tags, kind, error, events, parent_id, dropped_tags, busy_ms, blocks}, blocks being the
+ *  event_loop.blocked events as [[offset_ms or null, duration_ms, frames (innermost first),
+ *  positions of the frames of the user's own code]]; notes is 0 or
+ *  {dropped_spans, unfinished_spans, follow_up, blocks, blocked_ms}; the stats rows have the four
+ *  loop columns only when a loop monitor wrote busy_ms or event_loop.blocked events, and busy_p50/95
+ *  are null for names that never ran on the loop).
+ *
+ * Loop-monitor data: a span's own time on the event loop (busy_ms) is a darker inner bar whose
+ * length is busy_ms / duration_ms of the span's bar (its share, not where in time it ran); each
+ * event_loop.blocked event is an amber mark at the time and for the length of the block, the row's
+ * label and tree node carry a ⚠, and the details panel lists each block with its stack.
  *
  * Rules: text from traces reaches the screen only through textContent (el() below) or as
  * chart text, never as HTML; no recursion (a trace may nest 10,000 spans deep); aggregate
@@ -72,6 +83,24 @@
 
   function cut(value, length) {
     return value.length > length ? value.slice(0, length - 1) + '…' : value;
+  }
+
+  // The times a span row's code blocked the event loop:
+  // [{offset (ms from the trace start), duration, frames, own (the user's frames), first (the innermost of them or -1)}].
+  function blocksOf(r) {
+    const blocks = r[8] && Array.isArray(r[8].blocks) ? r[8].blocks : [];
+    return blocks.map((b) => ({offset: b[0] === null ? r[3] : b[0], duration: b[1], frames: b[2],
+                               own: new Set(b[3]), first: b[3].length ? b[3][0] : -1}));
+  }
+
+  function busyOf(r) {
+    const busy = r[8] ? r[8].busy_ms : undefined;
+    return typeof busy === 'number' && isFinite(busy) ? busy : null;
+  }
+
+  function blocksText(blocks) {
+    const total = blocks.reduce((sum, block) => sum + block.duration, 0);
+    return '⚠ blocked the loop ' + fmtMs(total) + (blocks.length > 1 ? ' (' + blocks.length + ' blocks)' : '');
   }
 
   function readBlob(id) {
@@ -144,7 +173,8 @@
         el('span', 'name', rootName(i)),
         el('span', 'dur', fmtMs(t[3])),
         el('span', 'sub', [t[0].slice(0, 12), t[1] >= 0 ? S[t[1]] : null, t[5] + ' spans',
-                            status !== 'ok' ? status : null, fmtTime(t[2])].filter(Boolean).join(' · ')));
+                            status !== 'ok' ? status : null, t[8] && t[8].blocks ? '⚠ blocked the loop' : null,
+                            fmtTime(t[2])].filter(Boolean).join(' · ')));
       button.type = 'button';
       button.dataset.index = String(i);
       button.dataset.traceId = t[0];
@@ -178,7 +208,8 @@
                   t[5] + (t[5] === 1 ? ' span' : ' spans'), D.statuses[t[4]],
                   t[7] ? t[7] + ' errors' : null, notes.dropped_spans ? notes.dropped_spans + ' spans dropped' : null,
                   notes.unfinished_spans ? notes.unfinished_spans + ' unfinished' : null,
-                  notes.follow_up ? 'follow-up record' : null];
+                  notes.follow_up ? 'follow-up record' : null,
+                  notes.blocks ? '⚠ ' + notes.blocks + (notes.blocks === 1 ? ' loop block (' : ' loop blocks (') + fmtMs(notes.blocked_ms) + ')' : null];
     $('trace-meta').textContent = meta.filter(Boolean).join(' · ');
     drawGantt(i);
     drawTree(i);
@@ -199,6 +230,8 @@
     if (r[1] >= 0) add('share of parent', pct(r[4], rows[r[1]][4]) || '–');
     add('start', fmtTime(start) + ' (+' + fmtMs(r[3]) + ')');
     add('end', fmtTime(start + r[4]));
+    const busy = busyOf(r);
+    if (busy !== null) add('busy', fmtMs(busy) + ' on the event loop' + (r[4] > 0 ? ' (' + pct(busy, r[4]) + ' of the span)' : ''));
     add('span id', r[0]);
     if (extra.parent_id !== undefined) add('parent id', text(extra.parent_id) + (r[1] < 0 ? ' (not in this trace)' : ''));
     if (extra.kind) add('kind', text(extra.kind));
@@ -207,6 +240,20 @@
     const tags = extra.tags ? Object.entries(extra.tags) : [];
     for (const [key, value] of tags.slice(0, limit)) add(key, cut(text(value), 500));
     if (tags.length > limit) add('…', (tags.length - limit) + ' more tags (click the span)');
+    const blocks = blocksOf(r);
+    for (const block of blocks.slice(0, limit)) {
+      add('blocked the loop', '⚠ ' + fmtMs(block.duration) + ' from +' + fmtMs(block.offset) +
+          (block.first >= 0 ? ' at ' + block.frames[block.first] : ''));
+      // Innermost frame first, the user's own innermost frame in bold, library frames muted; a
+      // tooltip keeps the top of the stack down to the user's frame, the panel all of it.
+      const keep = limit === Infinity ? block.frames.length : Math.max(3, block.first + 1);
+      const stack = el('div', 'stack');
+      block.frames.slice(0, keep).forEach((frame, k) => {
+        stack.append(el('div', k === block.first ? 'frame first' : (block.own.has(k) ? 'frame own' : 'frame lib'), frame));
+      });
+      if (block.frames.length > keep) stack.append(el('div', 'frame lib', '… ' + (block.frames.length - keep) + ' more frames'));
+      list.append(el('dt', null, 'stack'), el('dd', null, stack));
+    }
     const events = Array.isArray(extra.events) ? extra.events : [];
     for (const event of events.slice(0, limit)) {
       const attributes = event && event.attributes ? ' ' + cut(text(event.attributes), 300) : '';
@@ -226,12 +273,12 @@
     }
   }
 
-  function rowLabel(rows, row) {
+  function rowLabel(rows, row, blocked) {
     const r = rows[row];
     if (!r) return '';
     const depth = r[6];
     const pad = '\u00a0'.repeat(Math.min(depth, INDENT_LIMIT / 2) * 2);
-    return pad + (depth > INDENT_LIMIT / 2 ? '[' + depth + '] ' : '') + S[r[2]];
+    return pad + (depth > INDENT_LIMIT / 2 ? '[' + depth + '] ' : '') + (blocked[row] ? '⚠ ' : '') + S[r[2]];
   }
 
   function drawGantt(i) {
@@ -253,12 +300,19 @@
     }
     let end = D.traces[i][3];
     const data = new Array(rows.length);
+    const blocked = new Array(rows.length);
     for (let k = 0; k < rows.length; k++) {
       const r = rows[k];
-      data[k] = [k, r[3], r[3] + r[4], r[5]];
+      const busy = busyOf(r);
+      // [row, start, end, status, busy share (-1: none)]
+      data[k] = [k, r[3], r[3] + r[4], r[5], busy === null ? -1 : (r[4] > 0 ? Math.min(1, busy / r[4]) : 0)];
+      blocked[k] = r[8] && r[8].blocks ? blocksOf(r) : null;
       if (r[3] + r[4] > end) end = r[3] + r[4];
     }
     const stroke = box.dataset.barStroke;
+    const busyFill = box.dataset.busyFill;
+    const blockFill = box.dataset.blockFill;
+    const blockStroke = box.dataset.blockStroke;
     const statuses = D.statuses;
     const zoom = [
       {type: 'inside', xAxisIndex: 0, filterMode: 'weakFilter', zoomOnMouseWheel: 'ctrl', moveOnMouseWheel: false},
@@ -283,7 +337,7 @@
               splitLine: {lineStyle: {color: '#eef0f3'}}},
       yAxis: {type: 'category', inverse: true, data: data.map((item) => String(item[0])),
               axisTick: {show: false}, axisLine: {show: false},
-              axisLabel: {formatter: (value) => rowLabel(rows, Number(value)), width: 236, overflow: 'truncate',
+              axisLabel: {formatter: (value) => rowLabel(rows, Number(value), blocked), width: 236, overflow: 'truncate',
                           align: 'left', margin: 242, color: '#374151'}},
       dataZoom: zoom,
       series: [{
@@ -295,11 +349,33 @@
           const from = api.coord([api.value(1), row]);
           const to = api.coord([api.value(2), row]);
           const height = api.size([0, 1])[1] * 0.62;
-          const shape = echarts.graphic.clipRectByRect(
-            {x: from[0], y: from[1] - height / 2, width: Math.max(to[0] - from[0], 1), height: height},
-            {x: params.coordSys.x, y: params.coordSys.y, width: params.coordSys.width, height: params.coordSys.height});
-          return shape && {type: 'rect', shape: shape,
-                           style: {fill: COLORS[statuses[api.value(3)]] || COLORS.ok, stroke: stroke, lineWidth: 0.5}};
+          const clip = {x: params.coordSys.x, y: params.coordSys.y, width: params.coordSys.width, height: params.coordSys.height};
+          const width = Math.max(to[0] - from[0], 1);
+          const shape = echarts.graphic.clipRectByRect({x: from[0], y: from[1] - height / 2, width: width, height: height}, clip);
+          if (!shape) return null;
+          const bar = {type: 'rect', shape: shape,
+                       style: {fill: COLORS[statuses[api.value(3)]] || COLORS.ok, stroke: stroke, lineWidth: 0.5}};
+          const share = api.value(4);
+          const marks = blocked[row];
+          if (share < 0 && !marks) return bar;
+          const children = [bar];
+          if (share > 0) {
+            const inner = echarts.graphic.clipRectByRect(
+              {x: from[0], y: from[1] - height * 0.22, width: Math.max(width * share, 1), height: height * 0.44}, clip);
+            if (inner) children.push({type: 'rect', shape: inner, style: {fill: busyFill, opacity: 0.55}});
+          }
+          for (const block of marks || []) {
+            const left = api.coord([block.offset, row])[0];
+            const right = api.coord([block.offset + block.duration, row])[0];
+            // an outline over the time the loop was held, so the busy shading inside stays visible
+            const mark = echarts.graphic.clipRectByRect(
+              {x: left, y: from[1] - height / 2 - 3, width: Math.max(right - left, 2), height: height + 6}, clip);
+            if (mark) {
+              children.push({type: 'rect', shape: mark,
+                             style: {fill: blockFill, fillOpacity: 0.2, stroke: blockStroke, lineWidth: 2}});
+            }
+          }
+          return {type: 'group', children: children};
         },
       }],
     }, true);
@@ -330,6 +406,10 @@
       if (depth > INDENT_LIMIT) node.append(el('span', 'depth', '[' + depth + ']'));
       node.append(el('span', 'label', S[r[2]]), el('span', 'dur', fmtMs(r[4])));
       if (r[1] >= 0) node.append(el('span', 'share', pct(r[4], rows[r[1]][4])));
+      const busy = busyOf(r);
+      if (busy !== null) node.append(el('span', 'busy', 'busy ' + fmtMs(busy)));
+      const blocks = blocksOf(r);
+      if (blocks.length) node.append(el('span', 'badge b-blocked', blocksText(blocks)));
       const status = D.statuses[r[5]];
       if (status !== 'ok') node.append(el('span', 'badge b-' + status, status));
       const tags = r[8] && r[8].tags ? Object.entries(r[8].tags) : [];
@@ -428,7 +508,10 @@
   function drawStats() {
     const table = $('stats');
     const head = el('tr', null);
-    for (const title of ['name', 'count', 'p50', 'p95', 'p99', 'max', 'total', 'errors', 'share']) head.append(el('th', null, title));
+    const loop = D.stats.some((row) => row.length > 9);
+    const titles = ['name', 'count', 'p50', 'p95', 'p99', 'max', 'total', 'errors', 'share'];
+    if (loop) titles.push('busy p50', 'busy p95', 'blocks', 'blocked');
+    for (const title of titles) head.append(el('th', null, title));
     const body = el('tbody', null);
     for (const row of D.stats) {
       const tr = el('tr', null);
@@ -437,6 +520,11 @@
       tr.append(name, el('td', null, String(row[1])));
       for (const value of row.slice(2, 7)) tr.append(el('td', null, fmtMs(value)));
       tr.append(el('td', null, pct(row[7], row[1]) || '0%'), el('td', null, pct(row[8], 1) || '0%'));
+      if (loop) {
+        for (const value of [row[9], row[10]]) tr.append(el('td', null, value === null || value === undefined ? '–' : fmtMs(value)));
+        const blocks = row[11] || 0;
+        tr.append(el('td', blocks ? 'blocked' : null, String(blocks)), el('td', null, blocks ? fmtMs(row[12]) : '–'));
+      }
       body.append(tr);
     }
     table.replaceChildren(el('thead', null, head), body);
