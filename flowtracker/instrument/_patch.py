@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._core import Span, current_span
-from ._safety import instrumentation_failed
+from ._safety import report_failure
 
 __all__ = ("Patches", "async_wrapper", "finish", "sync_wrapper")
 
@@ -64,7 +64,7 @@ def _start(
     try:
         return start(instance, args, kwargs)
     except Exception as exc:
-        instrumentation_failed(library, exc)
+        report_failure(library, exc)
         return None
 
 
@@ -72,14 +72,14 @@ def _end(library: str, end: End, span: Span, result: Any) -> None:
     try:
         end(span, result)
     except Exception as exc:
-        instrumentation_failed(library, exc)
+        report_failure(library, exc)
 
 
 def _fail(library: str, span: Span, error: BaseException) -> None:
     try:
         span.end_with_exception(error)
     except Exception as exc:
-        instrumentation_failed(library, exc)
+        report_failure(library, exc)
 
 
 def sync_wrapper(library: str, start: Start, end: End = finish) -> Callable[[Method], Method]:

@@ -1,18 +1,19 @@
-"""Failures inside flowtracker's own instrumentation: counted, logged once, never raised.
+"""A failure inside flowtracker's own instrumentation never breaks the user's call.
 
-An instrumentation wraps a library's call in a little work of its own
-(building a statement, starting or ending a span). When that work fails, the
-user's call must behave exactly as it would without flowtracker: the failure
-is counted per library (:func:`failures`), logged once per library at
-``WARNING`` with its traceback on the ``flowtracker.instrument`` logger, and
-the call goes on untraced.
+Every instrumentation wraps its bookkeeping (naming the span, reading tags,
+starting and ending it) in :func:`guard`, or catches around it and calls
+:func:`report_failure`. An exception there is swallowed, counted per library in
+:data:`failures`, and logged once per library (a bug that fires on every
+statement must not flood the log), with its traceback, on the
+``flowtracker.instrument`` logger. Only :class:`Exception` is caught:
+cancellation and ``KeyboardInterrupt`` pass through, as they would without
+flowtracker.
 
 Example:
-    >>> try:
-    ...     raise RuntimeError("a bug in a wrapper")
-    ... except RuntimeError as exc:
-    ...     instrumentation_failed("docs-example", exc)
-    >>> failures()["docs-example"]
+    >>> from flowtracker.instrument import _safety
+    >>> with _safety.guard("example"):
+    ...     raise RuntimeError("a bug in the instrumentation")
+    >>> _safety.failures["example"]
     1
 """
 
@@ -20,30 +21,88 @@ from __future__ import annotations
 
 import logging
 import threading
+from types import TracebackType
 
-__all__ = ("failures", "instrumentation_failed")
+__all__ = ("Guard", "failures", "guard", "report_failure")
 
 logger = logging.getLogger("flowtracker.instrument")
 
+#: Failures of flowtracker's own instrumentation code, per library name. Never reset by
+#: flowtracker; tests and health checks read it.
+failures: dict[str, int] = {}
+
+_logged: set[str] = set()
+# Counting is a read-modify-write: the lock keeps counts exact when threads (a
+# sync SQLAlchemy engine in a thread pool) fail at once. Only the failure path takes it.
 _lock = threading.Lock()
-_counts: dict[str, int] = {}
 
 
-def instrumentation_failed(library: str, exc: BaseException) -> None:
-    """Counts a failure of ``library``'s instrumentation; logs the first one with its traceback."""
+def report_failure(library: str, exc: BaseException) -> None:
+    """Counts a failure of ``library``'s instrumentation and logs the first one.
+
+    Example:
+        >>> report_failure("example-report", ValueError("bad tag"))
+        >>> failures["example-report"]
+        1
+    """
     with _lock:
-        count = _counts[library] = _counts.get(library, 0) + 1
-    if count == 1:
-        # Once per library: a broken wrapper on a hot call must not flood the log.
-        logger.warning(
+        failures[library] = failures.get(library, 0) + 1
+        first = library not in _logged
+        _logged.add(library)
+    if first:
+        logger.error(
             "flowtracker's %s instrumentation failed; the call went on untraced "
-            "(further failures are counted, not logged)",
+            "(logged once; later failures are only counted in flowtracker.instrument._safety.failures)",
             library,
-            exc_info=exc,
+            exc_info=(type(exc), exc, exc.__traceback__),
         )
 
 
-def failures() -> dict[str, int]:
-    """How many times each library's instrumentation failed, since the process started."""
-    with _lock:
-        return dict(_counts)
+class Guard:
+    """A reusable context manager that reports and swallows an :class:`Exception`.
+
+    Stateless, so one instance per library serves every call and thread
+    (no object is made per statement).
+
+    Example:
+        >>> GUARD = Guard("example-guard")
+        >>> with GUARD:
+        ...     {}["missing"]
+        >>> failures["example-guard"]
+        1
+    """
+
+    __slots__ = ("library",)
+
+    def __init__(self, library: str) -> None:
+        self.library = library
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        report_failure(self.library, exc)
+        return True
+
+
+_guards: dict[str, Guard] = {}
+
+
+def guard(library: str) -> Guard:
+    """The :class:`Guard` for ``library`` (one shared instance per name).
+
+    Example:
+        >>> guard("asyncpg") is guard("asyncpg")
+        True
+    """
+    found = _guards.get(library)
+    if found is None:
+        found = _guards.setdefault(library, Guard(library))
+    return found
