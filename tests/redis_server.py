@@ -55,7 +55,7 @@ class RedisServer:
         """Starts Redis and returns once it answers ``PING``."""
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed: apt-get install redis-server (./dev test does)")
+            raise RuntimeError("redis-server is missing: apt-get install redis-server (./dev test does)")
         for _ in range(attempts):
             self.port = _free_port()
             log = (self.folder / "redis.log").open("ab")
@@ -85,7 +85,7 @@ class RedisServer:
                 pass
             time.sleep(0.02)
         self.stop()
-        raise TimeoutError(f"redis-server not ready on port {self.port} after {timeout}s: {self.log()[-2000:]}")
+        raise TimeoutError(f"redis-server not ready on {self.port} after {timeout}s: {self.log()[-2000:]}")
 
     def log(self) -> str:
         path = self.folder / "redis.log"

@@ -129,11 +129,11 @@ def _pipeline_span(pipeline: Any, args: tuple[Any, ...], kwargs: dict[str, Any])
     tags = _tags(pipeline, "\n".join(lines))
     tags["db.redis.pipeline_length"] = len(stack)
     tags["db.redis.commands"] = " ".join(names)
-    # The sync Pipeline says `transaction`, the asyncio one `is_transaction`.
-    if (
-        getattr(pipeline, "transaction", False)
-        or getattr(pipeline, "is_transaction", False)
-        or (pipeline.explicit_transaction)
-    ):
+    # The asyncio Pipeline says `is_transaction`; the sync one `transaction` (on
+    # the asyncio one that name is Redis.transaction(), a method).
+    transaction = getattr(pipeline, "is_transaction", None)
+    if transaction is None:
+        transaction = pipeline.transaction
+    if transaction or pipeline.explicit_transaction:
         tags["db.redis.transaction"] = True
     return start_child("PIPELINE", tags, kind="client")
