@@ -100,8 +100,7 @@ def instrument(*libraries: str) -> list[str]:
                 module.install()
             except ImportError as exc:
                 raise ImportError(
-                    f"flowtracker cannot instrument {name!r}: it is not installed ({exc}). "
-                    f"Fix: {module.PIP}",
+                    f"flowtracker cannot instrument {name!r}: it is not installed ({exc}). Fix: {module.PIP}",
                     name=name,
                 ) from exc
     return names
