@@ -76,13 +76,17 @@ class TestInstrument:
             import flowtracker as ft
             covered = ft.instrument()
             print("redis" in covered, "httpx" in covered)
+            ft.uninstrument()
+            import httpx
+            own = httpx.HTTPTransport.__dict__["handle_request"]
             try:
-                ft.instrument("redis")
+                ft.instrument("httpx", "redis")
             except ImportError as exc:
-                print(type(exc).__name__, exc.name, "pip install redis" in str(exc))
+                print(type(exc).__name__, exc.name, "Fix: pip install redis" in str(exc))
+            print(httpx.HTTPTransport.__dict__["handle_request"] is own)  # httpx left alone
             """
         )
-        assert out.splitlines() == ["False True", "ImportError redis True"]
+        assert out.splitlines() == ["False True", "ImportError redis True", "True"]
 
 
 class TestUninstrument:

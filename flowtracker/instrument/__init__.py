@@ -61,6 +61,13 @@ def _named(libraries: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(libraries))
 
 
+def _not_installed(name: str, cause: ImportError | None) -> ImportError:
+    reason = "it is not installed" if cause is None else f"it does not import ({cause})"
+    return ImportError(
+        f"flowtracker cannot instrument {name!r}: {reason}. Fix: {_module(name).PIP}", name=name
+    )
+
+
 def _installed() -> list[str]:
     """The supported libraries that are installed (found without importing them)."""
     return [name for name in SUPPORTED if importlib.util.find_spec(name) is not None]
@@ -92,17 +99,21 @@ def instrument(*libraries: str) -> list[str]:
         ['httpx', 'redis']
         >>> ft.uninstrument("httpx", "redis")
     """
-    names = _named(libraries) if libraries else _installed()
+    if libraries:
+        names = _named(libraries)
+        # Every named library is looked for before any is touched: a missing
+        # one leaves nothing half done.
+        for name in names:
+            if importlib.util.find_spec(name) is None:
+                raise _not_installed(name, None)
+    else:
+        names = _installed()
     with _lock:
         for name in names:
-            module = _module(name)
             try:
-                module.install()
-            except ImportError as exc:
-                raise ImportError(
-                    f"flowtracker cannot instrument {name!r}: it is not installed ({exc}). Fix: {module.PIP}",
-                    name=name,
-                ) from exc
+                _module(name).install()
+            except ImportError as exc:  # found, but it does not import (a broken install)
+                raise _not_installed(name, exc) from exc
     return names
 
 
