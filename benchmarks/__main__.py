@@ -16,7 +16,7 @@ from typing import Any
 
 from ._harness import RESULTS_DIR, Settings, default_cpu, pin, use_clock, write_result
 
-SUITES = ("span", "sampling", "pipeline", "scale", "profile", "ablate", "request")
+SUITES = ("span", "sampling", "pipeline", "scale", "profile", "ablate", "request", "instrument")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,6 +87,17 @@ class TestSuites:
         assert result["primitives_ns"]["ContextVar.set + reset"] > 0
 
     @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+    def test_instrument_suite_compares_with_opentelemetry(self, tmp_path: Path) -> None:
+        """The instrument suite times httpx and redis calls under every variant, and every trace arrives."""
+        result, output = run_suite(tmp_path, "instrument")
+        assert set(result["workloads"]) == {"httpx", "redis"}
+        for workload, entry in result["workloads"].items():
+            for variant, measured in entry["variants"].items():
+                assert measured["error"] is None, (workload, variant)
+                assert measured["delivered_share"] == 1.0, (workload, variant)
+            assert "flowtracker_over_otel_instrumentation" in entry  # timings are never asserted
+        assert "ft / otel added" in output
+
     def test_request_suite_loads_aiohttp_and_asgi_apps(self, tmp_path: Path) -> None:
         """The request suite serves both apps under wrk without HTTP errors."""
         result, _ = run_suite(tmp_path, "request")
