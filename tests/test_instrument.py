@@ -68,7 +68,7 @@ class TestInstrument:
             ft.uninstrument("requests")
 
     def test_absent_library_skipped_or_named_with_its_pip_install(self):
-        """Without redis, ft.instrument() skips it; naming it raises ImportError with `pip install redis`."""
+        """Without redis, ft.instrument() skips it; naming it raises ImportError with its pip install."""
         out = run_python(
             """
             import sys
@@ -82,7 +82,7 @@ class TestInstrument:
             try:
                 ft.instrument("httpx", "redis")
             except ImportError as exc:
-                print(type(exc).__name__, exc.name, "Fix: pip install redis" in str(exc))
+                print(type(exc).__name__, exc.name, "Fix: pip install 'flowtracker[redis]'" in str(exc))
             print(httpx.HTTPTransport.__dict__["handle_request"] is own)  # httpx left alone
             """
         )

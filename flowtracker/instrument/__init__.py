@@ -11,7 +11,8 @@ Each supported library has a module here, ``flowtracker.instrument.<name>``,
 with the same shape (the registry's contract):
 
 * ``LIBRARY``: the library's name, as given to :func:`instrument`;
-* ``PIP``: the ``pip install`` that installs it;
+* ``PIP``: the requirement that installs it, given to ``pip install``
+  (``"flowtracker[httpx]"``);
 * ``install()``: imports the library (an ``ImportError`` propagates) and wraps
   or hooks it; a second call does nothing;
 * ``uninstall()``: restores the library; a second call, or one before any
@@ -64,7 +65,8 @@ def _named(libraries: tuple[str, ...]) -> list[str]:
 def _not_installed(name: str, cause: ImportError | None) -> ImportError:
     reason = "it is not installed" if cause is None else f"it does not import ({cause})"
     return ImportError(
-        f"flowtracker cannot instrument {name!r}: {reason}. Fix: {_module(name).PIP}", name=name
+        f"flowtracker cannot instrument {name!r}: {reason}. Fix: pip install '{_module(name).PIP}'",
+        name=name,
     )
 
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ("LIBRARY", "PIP", "install", "uninstall")
 
 LIBRARY = "httpx"
-PIP = "pip install httpx"
+PIP = "flowtracker[httpx]"
 
 _patches = Patches()
 

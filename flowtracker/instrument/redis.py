@@ -35,7 +35,7 @@ from ._patch import Patches, async_wrapper, sync_wrapper
 __all__ = ("LIBRARY", "PIP", "install", "statement", "uninstall")
 
 LIBRARY = "redis"
-PIP = "pip install redis"
+PIP = "flowtracker[redis]"
 
 _patches = Patches()
 
