@@ -30,13 +30,14 @@ def run_python(code: str) -> str:
     return out.stdout.strip()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def restored() -> Any:
-    """Every library uninstrumented after each test."""
+    """Every library uninstrumented after the test."""
     yield
     ft.uninstrument()
 
 
+@pytest.mark.usefixtures("restored")
 class TestInstrument:
     def test_no_names_instruments_every_installed_library(self):
         """ft.instrument() covers every supported library that is installed, and says which."""
@@ -89,6 +90,7 @@ class TestInstrument:
         assert out.splitlines() == ["False True", "ImportError redis True", "True"]
 
 
+@pytest.mark.usefixtures("restored")
 class TestUninstrument:
     def test_restores_the_library_functions_exactly(self):
         """ft.uninstrument(name) puts back the very function objects the library defined."""
