@@ -17,7 +17,8 @@ from typing import Any
 from ._harness import RESULTS_DIR, Settings, default_cpu, pin, use_clock, write_result
 
 SUITES = (
-    "span", "sampling", "pipeline", "scale", "profile", "ablate", "request", "otel-api", "instrument-db",
+    "span", "sampling", "pipeline", "scale", "profile", "ablate", "request",
+    "otel-api", "instrument", "instrument-db",
 )
 
 

@@ -83,7 +83,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wait_ready(process: subprocess.Popen[bytes], port: int, timeout: float = 20.0) -> None:
+def wait_ready(process: subprocess.Popen[bytes], port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -137,7 +137,7 @@ def run_server_load(
     env = {**os.environ, "FLOWTRACKER_EXPORTERS": "none", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_ready(process, port)
+        wait_ready(process, port)
         if warmup:
             wrk(port, warmup, connections, wrk_cpu)
         parsed = wrk(port, seconds, connections, wrk_cpu)

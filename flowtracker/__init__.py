@@ -33,6 +33,12 @@ from .exporters import LoggingExporter as LoggingExporter
 from .exporters import MemoryExporter as MemoryExporter
 from .exporters import exporter_from_url as exporter_from_url
 from .exporters import load_exporter as load_exporter
+
+# The registry is light (it imports no instrumented library). Importing it
+# binds the subpackage to `flowtracker.instrument` first; the names below
+# then replace that binding with the function, so `ft.instrument(...)` works.
+from .instrument import instrument as instrument
+from .instrument import uninstrument as uninstrument
 from .integrations.traced import traced as traced
 from .log_correlation import TraceContextFilter as TraceContextFilter
 from .propagation import continue_trace as continue_trace
@@ -95,10 +101,12 @@ __all__ = (
     "exporter_from_url",
     "extract",
     "inject",
+    "instrument",
     "keep_errors_and_slow",
     "load_exporter",
     "span",
     "start_root_span",
     "start_span",
     "traced",
+    "uninstrument",
 )

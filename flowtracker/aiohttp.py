@@ -41,11 +41,11 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from ._core import STATUS_ERROR, Span, activate, deactivate, start_child, suppressed
+from ._core import Span, activate, deactivate, suppressed
 from ._pipeline.tracker import Tracker
+from .integrations.http_client import client_span_name, end_client_span, start_client_span
 from .integrations.http_server import (
     HttpOptions,
-    HTTPStatusError,
     RootNames,
     build_options,
     end_request_span,
@@ -53,7 +53,7 @@ from .integrations.http_server import (
     start_request_root,
     trace_header_values,
 )
-from .propagation import TRACEPARENT, TRACERESPONSE, TRACESTATE, context_from, inject
+from .propagation import TRACEPARENT, TRACERESPONSE, TRACESTATE, context_from
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
@@ -338,14 +338,11 @@ def client_trace_config(
             except Exception:
                 name = None
         if not name:
-            port = f":{url.explicit_port}" if url.explicit_port is not None else ""
-            name = f"HTTP {params.method} {url.host}{port}{url.path}"
-        client = start_child(name, {"http.method": params.method, "http.url": str(url)}, kind="client")
+            name = client_span_name(params.method, url.host, url.explicit_port, url.path)
+        client = start_client_span(name, params.method, str(url), params.headers if propagate else None)
         if client is None:  # no current span: the request is not traced
             return
         ctx.flowtracker_span = client
-        if propagate:
-            inject(params.headers, client)
 
     async def on_redirect(
         session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestRedirectParams
@@ -361,13 +358,7 @@ def client_trace_config(
         client: Span | None = getattr(ctx, "flowtracker_span", None)
         if client is None:
             return
-        status = params.response.status
-        client.set_tag("http.status_code", status)
-        if status >= 500:
-            reason = params.response.reason or ""
-            client.end(STATUS_ERROR, HTTPStatusError(f"HTTP {status} {reason}".strip()))
-        else:
-            client.finish()
+        end_client_span(client, params.response.status, params.response.reason)
 
     async def on_exception(
         session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestExceptionParams

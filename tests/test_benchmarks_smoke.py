@@ -86,6 +86,18 @@ class TestSuites:
         assert any("flowtracker/_core/span.py" in name for name in names)
         assert result["primitives_ns"]["ContextVar.set + reset"] > 0
 
+    def test_instrument_suite_compares_with_opentelemetry(self, tmp_path: Path) -> None:
+        """The instrument suite times httpx and redis calls in each mode of both tracers; no trace is lost."""
+        result, output = run_suite(tmp_path, "instrument")
+        assert set(result["workloads"]) == {"httpx", "redis"}
+        for workload, entry in result["workloads"].items():
+            for tracer, measured in entry["tracers"].items():
+                assert measured["error"] is None, (workload, tracer)
+                assert measured["delivered_share"] == 1.0, (workload, tracer)
+                assert set(measured["ns_per_call"]) == {"bare", "root", "instrumented"}
+            assert "flowtracker_over_otel_client_span" in entry  # timings are never asserted
+        assert "ft / otel span" in output
+
     @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
     def test_request_suite_loads_aiohttp_and_asgi_apps(self, tmp_path: Path) -> None:
         """The request suite serves both apps under wrk without HTTP errors."""

@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "flowtracker.asgi",
             "flowtracker.testing",
             "flowtracker.otel",
+            "flowtracker.instrument",
         ),
     ),
     ("viz/cli", ("flowtracker.viz", "flowtracker.cli", "flowtracker.demo", "flowtracker.__main__")),

@@ -27,6 +27,8 @@ CONTRACT = {  # the public API contract (README "The API"; code outside the proj
     "bind",
     "Span",
     "Trace",
+    "instrument",
+    "uninstrument",
 }
 
 
@@ -46,6 +48,14 @@ class TestPublicNames:
 
         assert ft.__version__ == version("flowtracker")
 
+    def test_instrument_is_the_function_not_the_subpackage(self):
+        """ft.instrument is the function even though flowtracker.instrument is also a subpackage."""
+        from flowtracker.instrument import httpx as httpx_instrumentation
+
+        assert callable(ft.instrument)
+        assert ft.instrument.__module__ == "flowtracker.instrument"
+        assert httpx_instrumentation.LIBRARY == "httpx"
+
     def test_py_typed_shipped(self):
         """The package ships the py.typed marker."""
         from importlib.resources import files
@@ -55,11 +65,12 @@ class TestPublicNames:
 
 class TestImportCost:
     def test_import_is_light(self):
-        """`import flowtracker` loads no aiohttp, aiokafka, starlette or opentelemetry."""
+        """`import flowtracker` loads no framework, OpenTelemetry, broker client nor instrumented library."""
         code = (
             "import sys, flowtracker\n"
             "heavy = [m for m in sys.modules if m.split('.')[0] in "
-            "('aiohttp', 'aiokafka', 'starlette', 'opentelemetry', 'httpx', 'uvicorn')]\n"
+            "('aiohttp', 'aiokafka', 'starlette', 'opentelemetry', 'httpx', 'uvicorn',"
+            " 'redis', 'asyncpg', 'sqlalchemy')]\n"
             "print(heavy)"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,0 +1,174 @@
+"""Wrapping a library's methods in spans, and putting its own methods back exactly.
+
+Every instrumentation that patches methods (rather than using a library's
+own hooks) is made of two pieces from here:
+
+* :func:`sync_wrapper` / :func:`async_wrapper` turn two small functions,
+  ``start(self, args, kwargs) -> Span | None`` and ``end(span, result)``, into
+  a method wrapper that holds the rules every instrumented call follows: with
+  no current span the original runs untouched (no trace is started); a
+  failure in ``start`` or ``end`` is counted and logged once
+  (:mod:`._safety`) and the call goes on; the original is called exactly once
+  and its result or exception reaches the caller unchanged, an exception
+  ending the span first (``cancelled`` for task cancellation).
+* :class:`Patches` sets the wrappers on the library's classes and restores
+  the originals.
+
+Example:
+    >>> import flowtracker as ft
+    >>> from flowtracker._core import start_child
+    >>> class Client:
+    ...     def get(self, key):
+    ...         return key
+    >>> own = Client.__dict__["get"]
+    >>> start = lambda self, args, kwargs: start_child(f"GET {args[0]}", kind="client")
+    >>> patches = Patches()
+    >>> patches.wrap(Client, "get", sync_wrapper("docs", start))
+    >>> with ft.span("job"):
+    ...     Client().get("user:1")
+    'user:1'
+    >>> patches.restore()
+    >>> Client.__dict__["get"] is own
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .._core import Span, current_span
+from ._safety import report_failure
+
+__all__ = ("Patches", "async_wrapper", "finish", "sync_wrapper")
+
+logger = logging.getLogger("flowtracker.instrument")
+
+#: ``start(self, args, kwargs)``: the span of a call (called only under a current span).
+Start = Callable[[Any, tuple[Any, ...], dict[str, Any]], "Span | None"]
+#: ``end(span, result)``: ends the span of a call that returned ``result``.
+End = Callable[[Span, Any], None]
+Method = Callable[..., Any]
+
+
+def finish(span: Span, result: Any) -> None:
+    """The default ``end``: the call returned, so the span is ``ok``."""
+    span.finish()
+
+
+def _start(
+    library: str, start: Start, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Span | None:
+    try:
+        return start(instance, args, kwargs)
+    except Exception as exc:
+        report_failure(library, exc)
+        return None
+
+
+def _end(library: str, end: End, span: Span, result: Any) -> None:
+    try:
+        end(span, result)
+    except Exception as exc:
+        report_failure(library, exc)
+
+
+def _fail(library: str, span: Span, error: BaseException) -> None:
+    try:
+        span.end_with_exception(error)
+    except Exception as exc:
+        report_failure(library, exc)
+
+
+def sync_wrapper(library: str, start: Start, end: End = finish) -> Callable[[Method], Method]:
+    """A maker of wrappers for a plain method (see the module docstring)."""
+
+    def make(original: Method) -> Method:
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if current_span() is None:  # not traced: nothing is built
+                return original(self, *args, **kwargs)
+            span = _start(library, start, self, args, kwargs)
+            if span is None:
+                return original(self, *args, **kwargs)
+            try:
+                result = original(self, *args, **kwargs)
+            except BaseException as error:
+                _fail(library, span, error)
+                raise
+            _end(library, end, span, result)
+            return result
+
+        return wrapper
+
+    return make
+
+
+def async_wrapper(library: str, start: Start, end: End = finish) -> Callable[[Method], Method]:
+    """A maker of wrappers for an ``async def`` method (see the module docstring)."""
+
+    def make(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if current_span() is None:
+                return await original(self, *args, **kwargs)
+            span = _start(library, start, self, args, kwargs)
+            if span is None:
+                return await original(self, *args, **kwargs)
+            try:
+                result = await original(self, *args, **kwargs)
+            except BaseException as error:  # CancelledError too: the span ends `cancelled`
+                _fail(library, span, error)
+                raise
+            _end(library, end, span, result)
+            return result
+
+        return wrapper
+
+    return make
+
+
+class Patches:
+    """The methods one instrumentation replaced, with the originals to restore.
+
+    Not thread-safe by itself: the registry (:func:`flowtracker.instrument`)
+    calls ``install``/``uninstall`` under its lock.
+    """
+
+    __slots__ = ("_applied",)
+
+    def __init__(self) -> None:
+        self._applied: list[tuple[type, str, Any, Any]] = []
+
+    @property
+    def active(self) -> bool:
+        """Whether any wrapper is in place."""
+        return bool(self._applied)
+
+    def wrap(self, owner: type, name: str, make: Callable[[Any], Any]) -> None:
+        """Replaces ``owner.name`` (defined on ``owner`` itself) by ``make(original)``.
+
+        The wrapper gets the original's name, docstring and ``__wrapped__``.
+        """
+        # The class's own attribute, never an inherited one: restoring must
+        # put back exactly what was there.
+        original = owner.__dict__[name]
+        wrapper = functools.update_wrapper(make(original), original)
+        setattr(owner, name, wrapper)
+        self._applied.append((owner, name, original, wrapper))
+
+    def restore(self) -> None:
+        """Puts every original back, last wrapped first; a second call does nothing."""
+        while self._applied:
+            owner, name, original, wrapper = self._applied.pop()
+            if owner.__dict__.get(name) is wrapper:
+                setattr(owner, name, original)
+            else:
+                # Another tool wrapped ours since: putting the original back would
+                # silently remove its wrapper too, so both stay and we say so.
+                logger.warning(
+                    "flowtracker could not restore %s.%s: something else replaced it after "
+                    "flowtracker did; left as it is",
+                    owner.__qualname__,
+                    name,
+                )
