@@ -23,7 +23,7 @@ Exit codes, for scripts:
 2     usage error (unknown option, missing input on a terminal)
 3     an input cannot be read (missing, no permission, broken gzip)
 4     the output cannot be written
-5     a needed optional dependency is missing (``demo`` needs aiohttp)
+5     a needed optional dependency is missing (``demo`` needs the ``demo`` extra)
 130   interrupted (Ctrl-C)
 ====  ==========================================================
 
@@ -437,7 +437,9 @@ def _demo(args: argparse.Namespace) -> int:
         from .demo import overview_text, run_demo
     except ImportError as error:
         raise _Failure(
-            f"the demo needs aiohttp ({error}); pip install 'flowtracker[aiohttp]'", EXIT_MISSING
+            f"the demo needs aiohttp, httpx, SQLAlchemy and aiosqlite ({error}); "
+            "pip install 'flowtracker[demo]'",
+            EXIT_MISSING,
         ) from error
     # The FLOW_LOG: lines are held back until the readable overview is out: they fill a terminal.
     raw = io.StringIO() if args.raw else None

@@ -1,10 +1,13 @@
 """The demo: the Go FlowTracker README's order flow, as two real aiohttp services.
 
 ``orders`` answers ``GET /``: ``Process Payment`` (50 ms, ``currency=USD``),
-``DB: Select User`` (120 ms, ``db.query``), then ``HTTP: Shipping Service``,
-a real aiohttp client call (traced with :func:`~flowtracker.aiohttp.client_trace_config`)
-to ``shipping``, a second app on 127.0.0.1 whose ``POST /ship`` runs
-``Calculate Weight`` (10 ms); the response body is ``Order Processed``.
+``DB: Select User`` (a real SQLite query through SQLAlchemy and aiosqlite,
+recorded by :func:`flowtracker.instrument` as a ``SELECT users`` span), then
+``HTTP: Shipping Service``, a real httpx call (also instrumented: a ``client``
+span and the ``traceparent`` it sends) to ``shipping``, a second app on
+127.0.0.1 whose ``POST /ship`` runs ``Calculate Weight`` (10 ms); the
+response body is ``Order Processed``. The demo instruments SQLAlchemy and
+httpx for the process, as a service would at start-up.
 
 Each request gives two trace records with the same ``trace_id``: the orders
 service's (root ``GET /``, kind ``server``, down to the ``client`` span of the
@@ -27,22 +30,30 @@ import contextlib
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 import aiohttp
+import httpx
 from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ._core.span import span
 from ._pipeline.tracker import Tracker
-from .aiohttp import client_trace_config, setup
+from .aiohttp import setup
 from .exporters import ConsoleExporter, Exporter, FileExporter, MemoryExporter
+from .instrument import instrument
 from .viz import TraceTree, format_ms, merge_traces, tree_text
 
 __all__ = ("orders_app", "overview_text", "run_demo", "shipping_app")
 
 SHIPPING_PATH = "/ship"
-_SESSION_KEY = web.AppKey("flowtracker.demo.session", aiohttp.ClientSession)
+#: The demo's one query (SQLite's named placeholder: the value is never in the trace).
+SELECT_USER = "SELECT id, name FROM users WHERE id = :id"
+_CLIENT_KEY = web.AppKey("flowtracker.demo.client", httpx.AsyncClient)
+_ENGINE_KEY = web.AppKey("flowtracker.demo.engine", AsyncEngine)
 
 
 def shipping_app(tracker: Tracker) -> web.Application:
@@ -63,27 +74,33 @@ def shipping_app(tracker: Tracker) -> web.Application:
 def orders_app(tracker: Tracker, shipping_url: str) -> web.Application:
     """The orders service: ``GET /`` runs the demo flow and calls ``shipping_url``."""
 
-    async def client_session(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession(trace_configs=[client_trace_config()]) as session:
-            app[_SESSION_KEY] = session
-            yield
+    async def clients(app: web.Application) -> AsyncIterator[None]:
+        with tempfile.TemporaryDirectory(prefix="flowtracker-demo-") as folder:
+            engine = create_async_engine(f"sqlite+aiosqlite:///{os.path.join(folder, 'users.db')}")
+            async with engine.begin() as connection:
+                await connection.execute(text("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)"))
+                await connection.execute(text("INSERT INTO users VALUES (1, 'Ada'), (2, 'Grace')"))
+            async with httpx.AsyncClient() as client:
+                app[_CLIENT_KEY], app[_ENGINE_KEY] = client, engine
+                yield
+            await engine.dispose()
 
     async def index(request: web.Request) -> web.Response:
         async with span("Process Payment", currency="USD"):
             await asyncio.sleep(0.050)
-        async with span("DB: Select User") as select:
-            select.set_tag("db.query", "SELECT * FROM users WHERE id = $1")
-            await asyncio.sleep(0.120)
+        async with span("DB: Select User", **{"db.query": SELECT_USER}):
+            async with request.app[_ENGINE_KEY].connect() as connection:
+                user = (await connection.execute(text(SELECT_USER), {"id": 1})).one()
         async with span("HTTP: Shipping Service"):
-            session = request.app[_SESSION_KEY]
-            async with session.post(shipping_url, json={"items": ["book", "lamp"]}) as response:
-                response.raise_for_status()
-                await response.read()
+            response = await request.app[_CLIENT_KEY].post(
+                shipping_url, json={"items": ["book", "lamp"], "user": user.name}
+            )
+            response.raise_for_status()
         return web.Response(text="Order Processed")
 
     app = web.Application()
     setup(app, tracker)
-    app.cleanup_ctx.append(client_session)
+    app.cleanup_ctx.append(clients)
     app.router.add_get("/", index)
     return app
 
@@ -183,6 +200,7 @@ async def run_demo(
         >>> sorted(t["service"] for t in traces)  # doctest: +SKIP
         ['orders', 'shipping']
     """
+    instrument("sqlalchemy", "httpx")  # as a service does at start-up: for the whole process
     memory = MemoryExporter()
     _start_empty(traces_path)
     shipping = shipping_app(Tracker(exporters=_exporters(traces_path, memory, console), service="shipping"))

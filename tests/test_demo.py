@@ -20,7 +20,15 @@ from typing import Any
 import aiohttp
 import pytest
 
+import flowtracker as ft
 from flowtracker.demo import overview_text, run_demo
+
+
+@pytest.fixture(autouse=True)
+def _uninstrument_after() -> Any:
+    """run_demo() instruments SQLAlchemy and httpx for the process, as a service would: undone per test."""
+    yield
+    ft.uninstrument()
 
 
 def free_port() -> int:
@@ -72,13 +80,19 @@ class TestRunDemo:
             assert orders["trace_id"] == shipping["trace_id"]
             spans = {s["name"]: s for s in orders["spans"]}
             root = spans["GET /"]
-            client = next(s for s in orders["spans"] if s.get("kind") == "client")
+            client = next(s for s in orders["spans"] if s["name"].startswith("HTTP POST"))
             assert root["kind"] == "server"
             assert root["tags"]["http.status_code"] == 200
             assert spans["Process Payment"]["tags"] == {"currency": "USD"}
-            assert spans["DB: Select User"]["tags"]["db.query"].startswith("SELECT * FROM users")
+            assert spans["DB: Select User"]["tags"]["db.query"] == "SELECT id, name FROM users WHERE id = :id"
             for name in ("Process Payment", "DB: Select User", "HTTP: Shipping Service"):
                 assert spans[name]["parent_id"] == root["span_id"]
+            # The query and the shipping call are recorded by ft.instrument(), not by hand.
+            query = spans["SELECT users"]
+            assert query["parent_id"] == spans["DB: Select User"]["span_id"]
+            assert query["kind"] == "client"
+            assert query["tags"]["db.system"] == "sqlite"
+            assert query["tags"]["db.statement"] == "SELECT id, name FROM users WHERE id = ?"
             assert client["name"].startswith("HTTP POST 127.0.0.1:")
             assert client["parent_id"] == spans["HTTP: Shipping Service"]["span_id"]
             ship_root, weight = shipping["spans"]
