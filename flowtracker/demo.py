@@ -88,9 +88,9 @@ def orders_app(tracker: Tracker, shipping_url: str) -> web.Application:
     async def index(request: web.Request) -> web.Response:
         async with span("Process Payment", currency="USD"):
             await asyncio.sleep(0.050)
-        async with span("DB: Select User", **{"db.query": SELECT_USER}):
-            async with request.app[_ENGINE_KEY].connect() as connection:
-                user = (await connection.execute(text(SELECT_USER), {"id": 1})).one()
+        engine = request.app[_ENGINE_KEY]
+        async with span("DB: Select User", **{"db.query": SELECT_USER}), engine.connect() as connection:
+            user = (await connection.execute(text(SELECT_USER), {"id": 1})).one()
         async with span("HTTP: Shipping Service"):
             response = await request.app[_CLIENT_KEY].post(
                 shipping_url, json={"items": ["book", "lamp"], "user": user.name}
