@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "flowtracker.aiohttp",
             "flowtracker.asgi",
             "flowtracker.testing",
+            "flowtracker.loop_monitor",
         ),
     ),
     ("viz/cli", ("flowtracker.viz", "flowtracker.cli", "flowtracker.demo", "flowtracker.__main__")),

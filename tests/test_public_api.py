@@ -27,6 +27,8 @@ CONTRACT = {  # design.md's public API
     "bind",
     "Span",
     "Trace",
+    "monitor_event_loop",
+    "LoopMonitor",
 }
 
 
