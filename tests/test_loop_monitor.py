@@ -207,7 +207,8 @@ class TestBusy:
         assert child["busy_ms"] >= 30
         assert parent["busy_ms"] >= 20
         assert parent["busy_ms"] + child["busy_ms"] <= parent["duration_ms"]
-        assert parent["busy_ms"] <= parent["duration_ms"] - child["duration_ms"]
+        # The split is at the child's start and end, give or take the bookkeeping's own instructions.
+        assert parent["busy_ms"] <= parent["duration_ms"] - child["duration_ms"] + 0.05
 
     async def test_worker_thread_spans_carry_no_busy_time(self, tracker, memory):
         """A span run in a worker thread has no busy_ms; its parent on the loop has."""
