@@ -36,7 +36,9 @@ Example:
     >>> import asyncio, time, flowtracker as ft
     >>> async def main():
     ...     with ft.monitor_event_loop(block_threshold=0.05) as monitor:
-    ...         time.sleep(0.06)              # blocks the loop, outside any span
+    ...         await asyncio.sleep(0)        # watching starts with the next callback
+    ...         async with ft.span("report"):
+    ...             time.sleep(0.06)          # blocks the loop: an event on "report"
     ...         await asyncio.sleep(0)
     ...     return monitor.stats.blocks
     >>> asyncio.run(main())
@@ -135,6 +137,7 @@ class LoopMonitor:
         >>> import asyncio, flowtracker as ft
         >>> async def main():
         ...     async with ft.monitor_event_loop(0.1) as monitor:
+        ...         await asyncio.sleep(0)
         ...         async with ft.span("work"):
         ...             sum(range(1000))
         ...     return monitor.stats.callbacks > 0
