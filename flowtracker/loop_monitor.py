@@ -140,6 +140,7 @@ class LoopMonitor:
         ...         await asyncio.sleep(0)
         ...         async with ft.span("work"):
         ...             sum(range(1000))
+        ...         await asyncio.sleep(0)  # a callback is counted once it has ended
         ...     return monitor.stats.callbacks > 0
         >>> asyncio.run(main())
         True
