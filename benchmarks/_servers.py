@@ -35,10 +35,10 @@ from typing import Any
 from ._sinks import DropExporter, otel_provider, zipkin_tracer
 
 AIOHTTP_VARIANTS = (
-    "untraced", "floor", "flowtracker", "ft-middleware", "ft-noheader", "ft-core", "otel", "aiozipkin",
-    "floor-cyclic",
+    "untraced", "floor", "flowtracker", "ft-monitor", "ft-middleware", "ft-noheader", "ft-core", "otel",
+    "aiozipkin", "floor-cyclic",
 )
-ASGI_VARIANTS = ("untraced", "floor", "flowtracker", "ft-noheader", "ft-core")
+ASGI_VARIANTS = ("untraced", "floor", "flowtracker", "ft-monitor", "ft-noheader", "ft-core")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -94,7 +94,7 @@ def aiohttp_app(variant: str) -> Any:
         app.on_startup.append(start_floor)
         app.on_cleanup.append(stop_floor)
 
-    elif variant in ("flowtracker", "ft-middleware", "ft-noheader", "ft-core"):
+    elif variant in ("flowtracker", "ft-monitor", "ft-middleware", "ft-noheader", "ft-core"):
         import flowtracker as ft
 
         tracker = ft.Tracker(exporters=[DropExporter()], service="bench")
@@ -136,6 +136,10 @@ def aiohttp_app(variant: str) -> Any:
             from flowtracker.aiohttp import setup
 
             setup(app, tracker)  # the documented way: middleware, startup and cleanup
+        elif variant == "ft-monitor":
+            from flowtracker.aiohttp import setup
+
+            setup(app, tracker, monitor_loop=True)  # the event-loop monitor on (issue 13)
         elif variant == "ft-noheader":
             from flowtracker.aiohttp import setup
 
@@ -292,11 +296,17 @@ def asgi_app(variant: str) -> ASGIApp:
                     pass
         await _respond(send)
 
-    if variant in ("flowtracker", "ft-noheader"):
+    if variant in ("flowtracker", "ft-noheader", "ft-monitor"):
         from flowtracker.asgi import FlowTrackerMiddleware
 
-        # ft-noheader: without the traceresponse header (the floor sends none).
-        return FlowTrackerMiddleware(inner, tracker=tracker, traceresponse=variant == "flowtracker")
+        # ft-noheader: without the traceresponse header (the floor sends none);
+        # ft-monitor: with the event-loop monitor on (issue 13).
+        return FlowTrackerMiddleware(
+            inner,
+            tracker=tracker,
+            traceresponse=variant != "ft-noheader",
+            monitor_loop=variant == "ft-monitor",
+        )
 
     if variant == "ft-core":
         start_root_span = ft.start_root_span

@@ -14,7 +14,8 @@ instrumentation, aiozipkin. ASGI under uvicorn (h11, asyncio loop): untraced,
 floor, ``flowtracker.asgi.FlowTrackerMiddleware`` (also ``ft-noheader``), ``ft-core``.
 
 Targets (issue 6): flowtracker >= 90% of the floor's requests/s, p99 within
-1.2x the floor's.
+1.2x the floor's. ``ft-monitor`` is ``flowtracker`` with the event-loop monitor
+on (``monitor_loop=True``); issue 13's target: >= 90% of ``flowtracker``'s req/s.
 
 Example:
     python -m benchmarks request --quick
@@ -33,6 +34,7 @@ from ._servers import AIOHTTP_VARIANTS, ASGI_VARIANTS
 CONNECTIONS = 50
 NEEDS = {
     "flowtracker": {"aiohttp": "flowtracker.aiohttp", "asgi": "flowtracker.asgi"},
+    "ft-monitor": {"aiohttp": "flowtracker.aiohttp", "asgi": "flowtracker.asgi"},
     "ft-middleware": {"aiohttp": "flowtracker.aiohttp"},
     "ft-noheader": {"aiohttp": "flowtracker.aiohttp", "asgi": "flowtracker.asgi"},
     "otel": {"aiohttp": "opentelemetry.instrumentation.aiohttp_server"},
@@ -76,6 +78,7 @@ def run_kind(
     p99 = {v: [r.p99_ms for r in runs[v]] for v in variants}
     vs_untraced = ratios(rps, "untraced") if "untraced" in rps else {}
     vs_floor = ratios(rps, "floor") if "floor" in rps else {}
+    vs_ft = ratios(rps, "flowtracker") if "flowtracker" in rps else {}
     p99_vs_floor = ratios(p99, "floor") if "floor" in p99 else {}
     rows: list[tuple[Any, ...]] = []
     entry: dict[str, Any] = {}
@@ -91,11 +94,12 @@ def run_kind(
             "median_p99_ms": median([r.p99_ms for r in results]),
             "rps_vs_untraced": vs_untraced.get(variant),
             "rps_vs_floor": vs_floor.get(variant),
+            "rps_vs_flowtracker": vs_ft.get(variant),
             "p99_vs_floor": p99_vs_floor.get(variant),
             "error": errors.get(variant),
         }
         if variant in errors and not results:
-            rows.append((variant, errors[variant], "", "", "", "", "", ""))
+            rows.append((variant, errors[variant], "", "", "", "", "", "", ""))
             continue
         rows.append(
             (
@@ -105,13 +109,17 @@ def run_kind(
                 entry[variant]["median_p99_ms"],
                 percent(vs_untraced.get(variant)),
                 percent(vs_floor.get(variant)),
+                percent(vs_ft.get(variant)),
                 p99_vs_floor.get(variant, float("nan")),
                 entry[variant]["http_errors"],
             )
         )
     table = format_table(
         f"request / {kind}: wrk -t1 -c{CONNECTIONS} -d{seconds}s, medians of {reps} interleaved reps",
-        ("variant", "req/s", "p50 ms", "p99 ms", "vs untraced", "vs floor", "p99 x floor", "HTTP errors"),
+        (
+            "variant", "req/s", "p50 ms", "p99 ms", "vs untraced", "vs floor", "vs flowtracker",
+            "p99 x floor", "HTTP errors",
+        ),
         rows,
     )
     return {"variants": entry, "table": table, "seconds": seconds, "connections": CONNECTIONS}

@@ -14,6 +14,9 @@ Workloads (one trace = a root span and one child span):
 * ``traced``: a decorated coroutine calling a decorated coroutine that tags;
 * ``tags5``: root + child created with 5 tags, plus one event with one attribute.
 
+``ft-monitor`` is flowtracker with ``ft.monitor_event_loop()`` on (issue 13:
+its ``x flowtracker`` column is the per-span cost of the monitor, target ≤ 1.3).
+
 OpenTelemetry and aiozipkin have no ``async with``: their ``async`` workload
 uses ``with`` inside the coroutine, as their users do. aiozipkin passes the
 parent by hand (``span.new_child()``) and has no decorator (``traced``: n/a).
@@ -26,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
@@ -36,7 +40,7 @@ from . import floor as floor_module
 from ._harness import Settings, format_table, interleaved, median, ratios, unavailable
 from ._sinks import DropExporter, otel_provider, zipkin_tracer
 
-TRACERS = ("none", "floor", "flowtracker", "otel", "aiozipkin")
+TRACERS = ("none", "floor", "flowtracker", "ft-monitor", "otel", "aiozipkin")
 WORKLOADS = ("async", "sync", "traced", "tags5")
 SPANS_PER_TRACE = 2
 YIELD_MASK = 63  # yield to the loop every 64 traces, as a server between requests would
@@ -105,11 +109,12 @@ def _ft_bodies() -> dict[str, Body]:
     return {"async": run_async, "sync": run_sync, "traced": run_traced, "tags5": run_tags5}
 
 
-async def _run_flowtracker(workload: str, n: int, warmup: int) -> Sample:
+async def _run_flowtracker(workload: str, n: int, warmup: int, monitor: bool = False) -> Sample:
     import flowtracker as ft
 
     sink = DropExporter()
-    async with ft.Tracker(exporters=[sink], service="bench") as tracker:
+    watching = ft.monitor_event_loop(block_threshold=0.1) if monitor else contextlib.nullcontext()
+    async with ft.Tracker(exporters=[sink], service="bench") as tracker, watching:
         body = _ft_bodies()[workload]
         await body(warmup)
         await tracker.flush()
@@ -334,10 +339,16 @@ async def _run_none(workload: str, n: int, warmup: int) -> Sample:
     return Sample(wall, cpu, n * SPANS_PER_TRACE, n * SPANS_PER_TRACE)
 
 
+async def _run_ft_monitor(workload: str, n: int, warmup: int) -> Sample:
+    """flowtracker with the event-loop monitor on (busy time per span, block watchdog)."""
+    return await _run_flowtracker(workload, n, warmup, monitor=True)
+
+
 RUNNERS: dict[str, Callable[[str, int, int], Awaitable[Sample]]] = {
     "none": _run_none,
     "floor": _run_floor,
     "flowtracker": _run_flowtracker,
+    "ft-monitor": _run_ft_monitor,
     "otel": _run_otel,
     "aiozipkin": _run_zipkin,
 }

@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._core.span import Span as Span
 from ._core.span import add_event as add_event
 from ._core.span import add_tag as add_tag
@@ -45,6 +47,11 @@ from .propagation import continue_trace as continue_trace
 from .propagation import extract as extract
 from .propagation import inject as inject
 
+if TYPE_CHECKING:  # imported when first named (see __getattr__)
+    from .loop_monitor import LoopMonitor as LoopMonitor
+    from .loop_monitor import LoopMonitorStats as LoopMonitorStats
+    from .loop_monitor import monitor_event_loop as monitor_event_loop
+
 _LAZY_EXPORTERS = frozenset(
     {
         "WebhookExporter",
@@ -64,6 +71,10 @@ def __getattr__(name: str) -> object:
         from . import exporters
 
         return getattr(exporters, name)
+    if name in ("monitor_event_loop", "LoopMonitor", "LoopMonitorStats"):  # patches nothing until called
+        from . import loop_monitor
+
+        return getattr(loop_monitor, name)
     if name == "__version__":
         from ._core.version import package_version
 
@@ -79,6 +90,8 @@ __all__ = (
     "FileExporter",
     "KafkaExporter",
     "LoggingExporter",
+    "LoopMonitor",
+    "LoopMonitorStats",
     "MemoryExporter",
     "MermaidExporter",
     "OTLPExporter",
@@ -104,6 +117,7 @@ __all__ = (
     "instrument",
     "keep_errors_and_slow",
     "load_exporter",
+    "monitor_event_loop",
     "span",
     "start_root_span",
     "start_span",

@@ -53,6 +53,7 @@ from .integrations.http_server import (
     start_request_root,
     trace_header_values,
 )
+from .loop_monitor import LoopMonitor, monitor_event_loop, monitor_threshold
 from .propagation import TRACEPARENT, TRACERESPONSE, TRACESTATE, context_from
 
 if TYPE_CHECKING:
@@ -251,7 +252,11 @@ def _on_response_prepare(options: HttpOptions) -> Callable[[web.Request, web.Str
 
 
 def setup(
-    app: web.Application, tracker: Tracker | None = None, **options: Unpack[HttpOptionsDict]
+    app: web.Application,
+    tracker: Tracker | None = None,
+    *,
+    monitor_loop: bool | float = False,
+    **options: Unpack[HttpOptionsDict],
 ) -> Tracker:
     """Adds the middleware (outermost) and runs a tracker for the app's lifetime.
 
@@ -263,6 +268,9 @@ def setup(
         app: The application (before it starts).
         tracker: The tracker to use; ``None`` creates one whose exporters come
             from ``FLOWTRACKER_EXPORTERS`` (console when unset).
+        monitor_loop: Watch the server's event loop for the app's lifetime
+            (:func:`flowtracker.monitor_event_loop`): ``True`` with the default
+            block threshold (0.1 s), or a threshold in seconds. Default ``False``.
         **options: As for :func:`middleware`.
 
     Returns:
@@ -300,6 +308,19 @@ def setup(
 
     app.on_startup.append(start_tracker)
     app.on_cleanup.append(stop_tracker)
+    threshold = monitor_threshold(monitor_loop)  # checked now, not at startup
+    if threshold is not None:
+        monitors: list[LoopMonitor] = []
+
+        async def start_monitor(app: web.Application) -> None:
+            monitors.append(monitor_event_loop(threshold))
+
+        async def stop_monitor(app: web.Application) -> None:
+            while monitors:
+                monitors.pop().stop()
+
+        app.on_startup.append(start_monitor)
+        app.on_cleanup.append(stop_monitor)
     return used
 
 

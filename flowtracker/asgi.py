@@ -55,6 +55,7 @@ from .integrations.http_server import (
     start_request_root,
     trace_header_values,
 )
+from .loop_monitor import LoopMonitor, monitor_event_loop, monitor_threshold
 from .propagation import TRACERESPONSE, TraceContext, context_from
 
 if TYPE_CHECKING:
@@ -82,6 +83,10 @@ class FlowTrackerMiddleware:
             and runs for the app's lifespan (exporters from
             ``FLOWTRACKER_EXPORTERS``; console when unset, and when invalid,
             the mistake named once on stderr: a typo never fails a request).
+        monitor_loop: Watch the server's event loop while the app's lifespan
+            runs (:func:`flowtracker.monitor_event_loop`): ``True`` with the
+            default block threshold (0.1 s), or a threshold in seconds.
+            Default ``False``. Needs lifespan (uvicorn's default ``auto``).
         **options: See :mod:`flowtracker.integrations.http_server` (``excluded_paths``,
             ``request_tags`` (called with the ASGI ``scope``), ``record_headers``,
             ``span_name``, ``trace_id_header``, ``traceresponse``, ``unmatched_route``).
@@ -94,10 +99,17 @@ class FlowTrackerMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, tracker: Tracker | None = None, **options: Unpack[HttpOptionsDict]
+        self,
+        app: ASGIApp,
+        tracker: Tracker | None = None,
+        *,
+        monitor_loop: bool | float = False,
+        **options: Unpack[HttpOptionsDict],
     ) -> None:
         self.app = app
         self.tracker = tracker
+        self.monitor_threshold = monitor_threshold(monitor_loop)
+        self.loop_monitor: LoopMonitor | None = None  # while the app's lifespan runs
         self.options: HttpOptions = build_options(**options)
         self._owned: Tracker | None = None  # started by this middleware's lifespan
         # Decided once from the options: a request pays only for what is configured.
@@ -121,6 +133,8 @@ class FlowTrackerMiddleware:
     # -- tracker lifecycle ------------------------------------------------------
 
     async def _startup(self) -> None:
+        if self.monitor_threshold is not None and self.loop_monitor is None:
+            self.loop_monitor = monitor_event_loop(self.monitor_threshold)
         tracker = self.tracker
         try:
             if tracker is None:  # made here, so a bad FLOWTRACKER_EXPORTERS must not fail requests
@@ -132,6 +146,9 @@ class FlowTrackerMiddleware:
             logger.exception("flowtracker could not start its tracker; requests use the default one")
 
     async def _shutdown(self) -> None:
+        monitor, self.loop_monitor = self.loop_monitor, None
+        if monitor is not None:
+            monitor.stop()
         try:
             owned, self._owned = self._owned, None
             if owned is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -19,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from web_helpers import collected, fetch, leave_mid_stream
+from web_helpers import collected, fetch, leave_mid_stream, serve
 
 import flowtracker as ft
 from flowtracker._core import clock as _clock
@@ -29,17 +28,6 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 
 
-@contextlib.asynccontextmanager
-async def serve(app: web.Application, **runner_options: Any) -> AsyncIterator[str]:
-    """Runs ``app`` on 127.0.0.1 (a free port) and yields its base URL."""
-    runner = web.AppRunner(app, **runner_options)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def by_name(trace: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
 import sys
@@ -12,14 +11,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
-from web_helpers import collected, fetch, leave_mid_stream
+from web_helpers import collected, fetch, leave_mid_stream, uvicorn_serve
 
 import flowtracker as ft
 from flowtracker._core import clock as _clock
@@ -30,25 +28,6 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 
 
-@contextlib.asynccontextmanager
-async def uvicorn_serve(app: Any, lifespan: str = "on") -> AsyncIterator[str]:
-    """Serves ``app`` with uvicorn on 127.0.0.1 (a free port); yields the base URL; shuts down gracefully."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan=lifespan, ws="websockets-sansio", log_level="critical"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise AssertionError("uvicorn stopped during startup")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 

@@ -29,6 +29,8 @@ CONTRACT = {  # the public API contract (README "The API"; code outside the proj
     "Trace",
     "instrument",
     "uninstrument",
+    "monitor_event_loop",
+    "LoopMonitor",
 }
 
 

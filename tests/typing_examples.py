@@ -57,5 +57,13 @@ async def usage() -> int:
             pass
         async for _ in anumbers():
             pass
+    with ft.monitor_event_loop(block_threshold=0.1) as monitor:
+        again: ft.LoopMonitor = ft.monitor_event_loop(0.2)
+        del again
+    async with ft.monitor_event_loop():
+        pass
+    loop_stats: ft.LoopMonitorStats = monitor.stats
+    blocked: float = loop_stats.blocked_ms + loop_stats.max_block_ms
+    del blocked
     stats: ft.TrackerStats = tracker.stats
-    return plain(stats.traces_completed) + stats.exporters["memory"].exported
+    return plain(stats.traces_completed) + stats.exporters["memory"].exported + loop_stats.blocks

@@ -3,11 +3,49 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import uvicorn
+from aiohttp import web
 
 import flowtracker as ft
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application, **runner_options: Any) -> AsyncIterator[str]:
+    """Runs ``app`` on 127.0.0.1 (a free port) and yields its base URL."""
+    runner = web.AppRunner(app, **runner_options)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_serve(app: Any, lifespan: str = "on") -> AsyncIterator[str]:
+    """Serves ``app`` with uvicorn on 127.0.0.1 (a free port); yields the base URL; shuts down gracefully."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, lifespan=lifespan, ws="websockets-sansio", log_level="critical"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise AssertionError("uvicorn stopped during startup")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 async def fetch(url: str, method: str = "GET", **options: Any) -> tuple[int, dict[str, str], bytes]:

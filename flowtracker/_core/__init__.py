@@ -14,7 +14,10 @@ middlewares, ``@traced``, log correlation, instrumentations):
   work that must not trace itself;
 * end a span with a status or an exception: :meth:`Span.end`,
   :meth:`Span.end_with_exception` (and :meth:`Span.finish`);
-* read a span's trace context for propagation: :meth:`Span.span_context`.
+* read a span's trace context for propagation: :meth:`Span.span_context`;
+* learn which span runs on a thread, and when a span is about to end (the
+  event-loop monitor): :func:`set_switch_observer` (a :class:`SwitchObserver`);
+  with none set, the span methods are the plain ones.
 
 Example:
     >>> from flowtracker import _core
@@ -38,9 +41,11 @@ from .span import STATUS_OK as STATUS_OK
 from .span import STATUS_UNFINISHED as STATUS_UNFINISHED
 from .span import Span as Span
 from .span import SpanContext as SpanContext
+from .span import SwitchObserver as SwitchObserver
 from .span import activate as activate
 from .span import current_span as current_span
 from .span import deactivate as deactivate
+from .span import set_switch_observer as set_switch_observer
 from .span import start_child as start_child
 from .span import start_root_span as start_root_span
 from .span import suppressed as suppressed
@@ -55,12 +60,14 @@ __all__ = (
     "Limits",
     "Span",
     "SpanContext",
+    "SwitchObserver",
     "TraceSink",
     "TraceState",
     "activate",
     "current_span",
     "deactivate",
     "set_default_sink_resolver",
+    "set_switch_observer",
     "start_child",
     "start_root_span",
     "suppressed",

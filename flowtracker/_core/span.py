@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from . import clock
 from .sink import BOUND_SINK, resolve_sink
@@ -46,6 +46,7 @@ __all__ = (
     "STATUS_UNFINISHED",
     "Span",
     "SpanContext",
+    "SwitchObserver",
     "activate",
     "add_event",
     "add_tag",
@@ -53,6 +54,7 @@ __all__ = (
     "current_span",
     "current_trace_id",
     "deactivate",
+    "set_switch_observer",
     "span",
     "start_child",
     "start_root_span",
@@ -538,7 +540,10 @@ def activate(span: Span | None) -> contextvars.Token[Span | None]:
         True
         >>> deactivate(root, token); root.finish()
     """
-    return _set_current(span)
+    token = _set_current(span)
+    if _observer is not None:
+        _observer.switched(span)
+    return token
 
 
 def deactivate(span: Span | None, token: contextvars.Token[Span | None]) -> None:
@@ -549,6 +554,8 @@ def deactivate(span: Span | None, token: contextvars.Token[Span | None]) -> None
     except (ValueError, RuntimeError):
         if span is not None:
             _restore_parent(span)
+    if _observer is not None:
+        _observer.switched(_get_current())
 
 
 @contextmanager
@@ -648,3 +655,86 @@ def bind(fn: Callable[..., _T]) -> Callable[..., _T]:
         return contextvars.copy_context().run(run)
 
     return bound
+
+
+# -- switch observer: who runs on this thread now (the event-loop monitor) ----
+
+
+class SwitchObserver(Protocol):
+    """Told when the current span changes on a thread, and before a span ends.
+
+    Both calls happen on the thread where the change happens; the observer
+    decides whether that thread interests it. See :func:`set_switch_observer`.
+    """
+
+    def switched(self, span: Span | None) -> None:
+        """Code on this thread now runs for ``span`` (``None``: no span).
+
+        Called after ``Span.__enter__``, :func:`activate` and :func:`deactivate`.
+        """
+        ...
+
+    def closing(self, span: Span) -> None:
+        """``span`` is about to end (``end_ns`` still ``None``): the last moment
+        to write into its ``details`` before its trace may be assembled."""
+        ...
+
+
+_observer: SwitchObserver | None = None
+_plain_enter = Span.__enter__
+_plain_exit = Span.__exit__
+
+
+def set_switch_observer(observer: SwitchObserver | None) -> None:
+    """Installs ``observer`` (``None``: removes it); for the event-loop monitor.
+
+    While an observer is set, ``Span.__enter__`` and ``Span.__exit__`` (where
+    every span ends, :meth:`Span.end` included) are swapped for variants that
+    also tell it, and :func:`activate` /
+    :func:`deactivate` tell it too. With none set (the default), the span
+    methods are the plain ones: the hot path pays nothing, not even a check.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> class Seen:
+        ...     def __init__(self): self.names = []
+        ...     def switched(self, span): self.names.append(span and span.name)
+        ...     def closing(self, span): self.names.append("end " + span.name)
+        >>> seen = Seen()
+        >>> set_switch_observer(seen)
+        >>> with ft.span("work"):
+        ...     pass
+        >>> set_switch_observer(None)
+        >>> seen.names
+        ['work', 'end work']
+    """
+    global _observer
+    _observer = observer
+    if observer is None:
+        Span.__enter__ = _plain_enter  # type: ignore[method-assign]
+        Span.__exit__ = _plain_exit  # type: ignore[method-assign]
+        return
+    switched = observer.switched
+    closing = observer.closing
+
+    def __enter__(self: Span) -> Span:
+        _plain_enter(self)
+        switched(self)
+        return self
+
+    def __exit__(
+        self: Span,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # With an exception the span ends through end(), which comes back here
+        # with exc None: telling the observer only then tells it once.
+        if exc is None and self.end_ns is None and self.trace_state is not None:
+            closing(self)
+        _plain_exit(self, exc_type, exc, tb)
+
+    __enter__.__doc__ = _plain_enter.__doc__
+    __exit__.__doc__ = _plain_exit.__doc__
+    Span.__enter__ = __enter__  # type: ignore[method-assign]
+    Span.__exit__ = __exit__  # type: ignore[method-assign]

@@ -113,6 +113,9 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
     kind = extra.get("kind")
     if kind is not None and kind != "internal":
         out["kind"] = kind
+    busy = extra.get("busy_ns")
+    if busy is not None:  # set only while an event-loop monitor watched this span's loop
+        out["busy_ms"] = busy / 1e6
     if tags:
         out["tags"] = safe_tags(tags, policy)
     dropped = extra.get("dropped_tags")
