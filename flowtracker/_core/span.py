@@ -162,9 +162,11 @@ class Span:
     recording: bool
     _token: contextvars.Token[Span | None] | None
 
-    def __init__(self, name: str, tags: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, /, **tags: Any) -> None:
+        # ``ft.span`` is this class: ``ft.span("db", rows=3)`` builds the span in
+        # one call, and the keyword-arguments dict becomes its tags, not copied.
         self.name = name
-        self.tags: dict[Any, Any] = {} if tags is None else tags
+        self.tags: dict[Any, Any] = tags
         self.trace_state: TraceState | None = None
         self.end_ns: int | None = None
         self.details: dict[str, Any] | None = None
@@ -442,20 +444,15 @@ def _restore_parent(span: Span) -> None:
         _set_current(getattr(span, "parent", None))
 
 
-def span(name: str, /, **tags: Any) -> Span:
-    """A span for ``with`` / ``async with``; every keyword argument is a tag.
-
-    The span starts when the block is entered and becomes the current span
-    inside it. On an exception it ends with status ``error`` (or ``cancelled``
-    for task cancellation) and the exception propagates unchanged.
-
-    Example:
-        >>> import flowtracker as ft
-        >>> async def handler():
-        ...     async with ft.span("FetchFromDB", db_system="postgres") as s:
-        ...         s.set_tag("rows", 3)
-    """
-    return Span(name, tags)
+#: A span for ``with`` / ``async with``; every keyword argument is a tag.
+#:
+#: The span starts when the block is entered and becomes the current span
+#: inside it. On an exception it ends with status ``error`` (or ``cancelled``
+#: for task cancellation) and the exception propagates unchanged. It is the
+#: :class:`Span` class itself, so creating one is one call.
+#:
+#: Example: ``async with ft.span("FetchFromDB", db_system="postgres") as s: s.set_tag("rows", 3)``
+span = Span
 
 
 def start_span(name: str, /, **tags: Any) -> Span:
@@ -469,7 +466,7 @@ def start_span(name: str, /, **tags: Any) -> Span:
         >>> s = ft.start_span("manual")
         >>> s.finish()
     """
-    new = Span(name, tags)
+    new = Span(name, **tags)
     new._start()
     return new
 
@@ -492,7 +489,9 @@ def start_child(name: str, tags: dict[str, Any] | None = None, *, kind: str = "i
     state = parent.trace_state
     if state is None or not state.trace_id:
         return None
-    child = Span(name, tags)
+    child = Span(name)
+    if tags:
+        child.tags = tags  # the caller's fresh dict: kept, not copied
     if kind != "internal":
         child.details = {"kind": kind}
     child._start()
@@ -518,7 +517,9 @@ def start_root_span(
     Level 2 random flag; ``tracestate`` is kept for pass-through on outgoing calls.
     The root is not made current: enter it with ``with``, or :func:`activate` it.
     """
-    root = Span(name, tags)
+    root = Span(name)
+    if tags:
+        root.tags = tags  # the caller's fresh dict: kept, not copied
     if kind != "internal":
         root.details = {"kind": kind}
     _start_root(root, tracker, trace_id, parent_id, sampled, tracestate)

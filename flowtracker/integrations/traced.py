@@ -68,7 +68,7 @@ def _wrap(fn: Callable[..., Any], name: str | None, tags: dict[str, Any]) -> Any
     has_tags = bool(tags)
 
     def new_span() -> Span:
-        return Span(span_name, dict(tags) if has_tags else None)
+        return Span(span_name, **tags) if has_tags else Span(span_name)
 
     if inspect.isasyncgenfunction(fn):
 
