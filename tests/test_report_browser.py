@@ -6,8 +6,11 @@ axis labels apart, the picker switching traces, search and status filters,
 hostile span names shown as text, no console errors and no request other than
 the file itself (the page's CSP forbids any, and every request is recorded
 here), and what a loop monitor recorded: the busy share of each bar shaded,
-the time a span blocked the loop outlined, its stack in the details panel. A
-screenshot goes to test-artifacts/report.png (and loop-report.png) for people.
+the time a span blocked the loop outlined, its stack in the details panel,
+both from a hand-written fixture and from a real aiohttp server run with
+``monitor_loop`` where one request blocks among stalled ones (its
+``flowtracker tree`` text too). Screenshots go to test-artifacts/report.png
+(and loop-report.png, real-block-report.png) for people.
 
 The first paint is checked without Playwright, as a preview or a CI job sees
 the page: a plain ``chromium --headless --screenshot`` (and ``--dump-dom``),
@@ -19,6 +22,7 @@ Never ``playwright install``: the browser is the distribution's chromium.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import io
@@ -26,17 +30,25 @@ import itertools
 import random
 import re
 import subprocess
+import sys
+import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from html.parser import HTMLParser
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from web_helpers import fetch, serve
 
+import flowtracker as ft
 from flowtracker import viz
+from flowtracker.aiohttp import setup
 
 pytestmark = pytest.mark.browser
 
@@ -128,6 +140,15 @@ class Opened:
         return int(
             self.page.eval_on_selector_all(f'#sankey path[fill-opacity="{opacity}"]', "nodes => nodes.length")
         )
+
+    def listed(self, trace_id: str) -> Any:
+        """The trace's entry in the picker."""
+        return self.page.locator(f'#trace-list button[data-trace-id="{trace_id}"]')
+
+    def gantt_labels(self) -> list[str]:
+        """The texts of the waterfall (row labels, with their indent, and time-axis labels)."""
+        texts = self.page.eval_on_selector_all("#gantt text", "nodes => nodes.map(node => node.textContent)")
+        return list(texts)
 
     def pick(self, trace_id: str) -> None:
         """Clicks the trace in the picker and waits for its view."""
@@ -596,6 +617,237 @@ class TestLoopMonitor:
         assert dom.count("tree", "span", "b-blocked") == 1
         assert "⚠ blocked the loop 300.4 ms" in dom.text["tree"]
         assert "busy p95" in dom.text["stats"]
+
+
+# ---- a real server's block, end to end ------------------------------------------------------------
+
+THIS_FILE = Path(__file__).resolve()
+#: Requests that await while the guilty one blocks the loop: stalled by it, never marked.
+STALLED = 3
+
+
+def line_of(marker: str) -> int:
+    """The number of the one line of this file that ends with ``# <marker>``."""
+    source = THIS_FILE.read_text(encoding="utf-8").splitlines()
+    found = [number for number, text in enumerate(source, 1) if text.rstrip().endswith(f"# {marker}")]
+    assert len(found) == 1, marker
+    return found[0]
+
+
+@ft.traced
+def render_invoice() -> None:
+    """The guilty code: a synchronous call in async code, holding the event loop for 0.3 s."""
+    time.sleep(0.3)  # blocks the loop
+
+
+async def serve_one_block(path: Path) -> None:
+    """A real aiohttp server on 127.0.0.1, loop monitor on (0.1 s), traces written to ``path``.
+
+    ``STALLED`` requests to ``/stock`` wait inside a ``query stock`` span; then
+    ``/invoice`` wakes them and, in the same callback, calls the guilty code,
+    so each of them waits through the whole block, however fast the machine.
+    """
+    entered = 0
+    all_in = asyncio.Event()
+    released = asyncio.Event()
+
+    async def stock(request: web.Request) -> web.Response:
+        nonlocal entered
+        entered += 1
+        if entered == STALLED:
+            all_in.set()
+        async with ft.span("query stock"):
+            await released.wait()
+        return web.Response(text="in stock")
+
+    async def invoice(request: web.Request) -> web.Response:
+        released.set()  # the waiters can only run once this callback lets go of the loop
+        render_invoice()  # calls the guilty code
+        return web.Response(text="%PDF-1.7")
+
+    app = web.Application()
+    app.router.add_get("/stock", stock)
+    app.router.add_get("/invoice", invoice)
+    setup(app, ft.Tracker(exporters=[ft.FileExporter(path)], service="shop"), monitor_loop=0.1)
+    async with serve(app) as url:  # its cleanup stops the monitor and closes the tracker (flushes the file)
+        stalled = [asyncio.ensure_future(fetch(url + "/stock")) for _ in range(STALLED)]
+        await asyncio.wait_for(all_in.wait(), 30)
+        assert (await fetch(url + "/invoice"))[0] == 200
+        assert [status for status, _, _ in await asyncio.gather(*stalled)] == [200] * STALLED
+
+
+@dataclass
+class RealRun:
+    """The traces file of one :func:`serve_one_block` run, read as ``flowtracker report`` reads it."""
+
+    path: Path
+    traces: list[dict[str, Any]]
+
+    def spans(self, name: str) -> list[dict[str, Any]]:
+        """The spans named ``name``, in the order of the traces."""
+        return [span for trace in self.traces for span in trace["spans"] if span["name"] == name]
+
+    def trace_of(self, span: dict[str, Any]) -> str:
+        """The id of the trace that holds ``span``."""
+        return next(trace["trace_id"] for trace in self.traces if span in trace["spans"])
+
+
+@pytest.fixture(scope="class")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> RealRun:
+    """One run of a real server where one request blocks the loop among stalled ones."""
+    path = tmp_path_factory.mktemp("real-block") / "traces.jsonl"
+    # A thread of its own: Playwright's sync API keeps an event loop in the test's thread.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(lambda: asyncio.run(serve_one_block(path))).result(timeout=60)
+    return RealRun(path, viz.merge_traces(viz.read_traces([path]).traces))
+
+
+@pytest.fixture
+def real_report(browser: Any, tmp_path: Path, real_run: RealRun) -> Iterator[Opened]:
+    """The report of that run, open in a tab."""
+    opened = open_report(browser, tmp_path / "real.html", real_run.traces)
+    try:
+        yield opened
+    finally:
+        opened.page.close()
+
+
+def blocked_event(span: dict[str, Any]) -> dict[str, Any]:
+    """The one ``event_loop.blocked`` event of ``span``."""
+    (event,) = [event for event in span.get("events", ()) if event["name"] == "event_loop.blocked"]
+    return event
+
+
+def stamp(text: str) -> float:
+    """An RFC 3339 wire time as seconds since the epoch."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class TestRealServerBlock:
+    """A real aiohttp server with ``monitor_loop``: the request whose code blocked the loop is the one
+    marked, with the blocking line of this file, in ``flowtracker tree`` and in the report in Chromium;
+    the requests it stalled are not."""
+
+    def test_tree_marks_the_guilty_span_only(self, real_run: RealRun) -> None:
+        """``flowtracker tree`` on the run's file: busy time on every span, ``⚠ blocked the loop`` with
+        this file's blocking line on ``render_invoice`` and on no other line."""
+        command = ["tree", str(real_run.path), "--no-tags", "--color", "never"]
+        done = subprocess.run(
+            [sys.executable, "-m", "flowtracker", *command],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        lines = done.stdout.decode().splitlines()
+        spans = [line for line in lines if line and not line.startswith("trace ")]
+        assert len(spans) == 2 * (STALLED + 1)
+        assert all("  busy " in line for line in spans), lines
+        (marked,) = [line for line in lines if "⚠" in line]
+        blocking = f"tests/{THIS_FILE.name}:{line_of('blocks the loop')} in render_invoice"
+        span = r"└─ render_invoice  [\d.]+ ms  \d+%  busy [\d.]+ ms  "
+        assert re.fullmatch(rf"{span}⚠ blocked the loop [\d.]+ ms at {re.escape(blocking)}", marked), marked
+        assert sum(line.startswith("└─ query stock  ") for line in spans) == STALLED
+
+    def test_guilty_span_is_marked_with_its_line(self, real_report: Opened, real_run: RealRun) -> None:
+        """In the report, the guilty trace's list entry, waterfall label, tree node and summary carry the
+        ⚠, and its details panel shows the block with the stack, innermost first: this file's
+        ``time.sleep`` line, then, further out, the handler's call."""
+        page = real_report.page
+        (guilty,) = real_run.spans("render_invoice")
+        duration = blocked_event(guilty)["attributes"]["duration_ms"]
+        assert duration >= 300
+        trace_id = real_run.trace_of(guilty)
+        expect(real_report.listed(trace_id)).to_contain_text("⚠ blocked the loop")
+        real_report.pick(trace_id)
+        labels = [label.strip() for label in real_report.gantt_labels()]
+        assert "⚠ render_invoice" in labels
+        assert "GET /invoice" in labels  # the root's own code did not block
+        badges = page.locator("#tree .badge.b-blocked")
+        expect(badges).to_have_count(1)
+        badge = page.locator('#tree .node:has(.label:text-is("render_invoice")) .badge.b-blocked')
+        shown = re.fullmatch(r"⚠ blocked the loop ([\d.]+) ms", badge.text_content() or "")
+        assert shown is not None
+        assert float(shown[1]) == pytest.approx(duration, abs=0.051)
+        expect(page.locator("#trace-meta")).to_contain_text(f"⚠ 1 loop block ({shown[1]} ms)")
+
+        page.locator('#tree .node:has(.label:text-is("render_invoice"))').click()
+        details = page.locator("#details")
+        blocking = f"{THIS_FILE}:{line_of('blocks the loop')} in render_invoice"
+        expect(details).to_contain_text(f"⚠ {shown[1]} ms from +")
+        expect(details).to_contain_text(f" at {blocking}")
+        expect(details).to_contain_text("on the event loop (")
+        expect(details.locator(".stack .frame.first")).to_have_text(blocking)
+        assert details.locator(".stack .frame").first.text_content() == blocking
+        own = details.locator(".stack .frame.own").all_text_contents()
+        assert f"{THIS_FILE}:{line_of('calls the guilty code')} in invoice" in own
+        assert details.locator(".stack .frame.lib").count() >= 1  # aiohttp and asyncio, muted
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "real-block-report.png"))
+        real_report.assert_clean()
+
+    def test_busy_share_is_shaded_on_the_guilty_bar(self, real_report: Opened, real_run: RealRun) -> None:
+        """The guilty bar is shaded nearly end to end (its time was its own work on the loop), the root's
+        only for its own share, and the block is outlined on the guilty bar's row, at its time."""
+        page = real_report.page
+        (guilty,) = real_run.spans("render_invoice")
+        real_report.pick(real_run.trace_of(guilty))
+        (root,) = [span for span in real_run.spans("GET /invoice") if "parent_id" not in span]
+        assert guilty["busy_ms"] >= 0.9 * guilty["duration_ms"]
+        stroke = page.get_attribute("#gantt", "data-bar-stroke")
+        fill = page.get_attribute("#gantt", "data-busy-fill")
+        bars = boxes(page, f'#gantt path[stroke="{stroke}"]')
+        shaded = boxes(page, f'#gantt path[fill="{fill}"]')
+        assert len(bars) == len(shaded) == 2
+        for bar, inner, span in zip(bars, shaded, [root, guilty], strict=True):
+            assert bar["top"] < inner["top"] < inner["bottom"] < bar["bottom"]
+            assert inner["left"] == pytest.approx(bar["left"], abs=1)
+            expected = max((bar["right"] - bar["left"]) * span["busy_ms"] / span["duration_ms"], 1)
+            assert inner["right"] - inner["left"] == pytest.approx(expected, abs=1.5)
+        root_bar, guilty_bar = bars
+        (outline,) = boxes(page, f'#gantt path[stroke="{page.get_attribute("#gantt", "data-block-stroke")}"]')
+        assert outline["top"] <= guilty_bar["top"]
+        assert outline["bottom"] >= guilty_bar["bottom"]
+        # From the block's recorded start, for its duration: the root's bar spans the whole trace.
+        event = blocked_event(guilty)
+        scale = (root_bar["right"] - root_bar["left"]) / root["duration_ms"]  # px per ms
+        offset = (stamp(event["time"]) - stamp(root["start_time"])) * 1000
+        assert outline["left"] == pytest.approx(root_bar["left"] + offset * scale, abs=2.5)
+        width = event["attributes"]["duration_ms"] * scale
+        assert outline["right"] - outline["left"] == pytest.approx(width, abs=2.5)
+        real_report.assert_clean()
+
+    def test_stalled_requests_are_not_marked(self, real_report: Opened, real_run: RealRun) -> None:
+        """Each awaiting request waited through the whole block, yet its trace has no ⚠ anywhere on the
+        page, no block outline, and its bars are shaded only for their small own share."""
+        page = real_report.page
+        (guilty,) = real_run.spans("render_invoice")
+        event = blocked_event(guilty)
+        began = stamp(event["time"])
+        ended = began + event["attributes"]["duration_ms"] / 1000
+        waits = real_run.spans("query stock")
+        assert len(waits) == STALLED
+        stroke = page.get_attribute("#gantt", "data-bar-stroke")
+        fill = page.get_attribute("#gantt", "data-busy-fill")
+        block_stroke = page.get_attribute("#gantt", "data-block-stroke")
+        for wait in waits:
+            # Stalled by it: the wait began before the block and ended after it.
+            assert stamp(wait["start_time"]) < began
+            assert stamp(wait["end_time"]) > ended
+            trace_id = real_run.trace_of(wait)
+            expect(real_report.listed(trace_id)).not_to_contain_text("⚠")
+            real_report.pick(trace_id)
+            expect(page.locator("#trace-meta")).not_to_contain_text("⚠")
+            assert page.locator("#tree .b-blocked").count() == 0
+            labels = real_report.gantt_labels()
+            assert "query stock" in [label.strip() for label in labels]
+            assert not [label for label in labels if "⚠" in label]
+            assert boxes(page, f'#gantt path[stroke="{block_stroke}"]') == []
+            bars = boxes(page, f'#gantt path[stroke="{stroke}"]')
+            shaded = boxes(page, f'#gantt path[fill="{fill}"]')
+            assert len(bars) == len(shaded) == 2
+            for bar, inner in zip(bars, shaded, strict=True):
+                assert inner["right"] - inner["left"] < (bar["right"] - bar["left"]) / 2
+        real_report.assert_clean()
 
 
 class TestTimeAxis:
