@@ -242,7 +242,9 @@
     if (tags.length > limit) add('…', (tags.length - limit) + ' more tags (click the span)');
     const blocks = blocksOf(r);
     for (const block of blocks.slice(0, limit)) {
-      add('blocked the loop', '⚠ ' + fmtMs(block.duration) + ' from +' + fmtMs(block.offset) +
+      // The block's start is its loop step's start, which may come a moment before the span's own.
+      const offset = block.offset < 0 ? 'the span\'s start' : '+' + fmtMs(block.offset);
+      add('blocked the loop', '⚠ ' + fmtMs(block.duration) + ' from ' + offset +
           (block.first >= 0 ? ' at ' + block.frames[block.first] : ''));
       // Innermost frame first, the user's own innermost frame in bold, library frames muted; a
       // tooltip keeps the top of the stack down to the user's frame, the panel all of it.
