@@ -677,6 +677,15 @@ print(json.dumps(traces))
         assert call["tags"]["http.status_code"] == 200
 
 
+def _tomllib() -> Any:
+    """``tomllib`` (Python 3.11+), else its backport ``tomli`` (the test extra installs it on 3.10)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib
+
+
 class TestInstall:
     def test_install_sets_the_global_provider(self) -> None:
         """``install()`` makes flowtracker the global provider, idempotently; a tracer taken before it
@@ -756,7 +765,7 @@ print(json.dumps(traces[0]["spans"][0]["name"]))
     def test_provider_named_by_environment_variable(self, tmp_path: Path) -> None:
         """``OTEL_PYTHON_TRACER_PROVIDER=flowtracker`` loads flowtracker's provider through the entry point
         pyproject.toml declares (installed here as a bare dist-info, as pip would write it)."""
-        import tomllib
+        tomllib = _tomllib()
 
         project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
         target = project["entry-points"]["opentelemetry_tracer_provider"]["flowtracker"]
@@ -795,7 +804,7 @@ print(json.dumps([s["name"] for s in traces[0]["spans"]]))
 
     def test_pyproject_declares_the_api_extra(self) -> None:
         """The ``otel-api`` extra installs the OpenTelemetry API alone."""
-        import tomllib
+        tomllib = _tomllib()
 
         extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
         assert extras["otel-api"] == ["opentelemetry-api>=1.27"]
