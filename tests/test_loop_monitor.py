@@ -101,11 +101,12 @@ class TestOff:
         """stop() puts back Handle._run and the span methods; later callbacks and spans are not measured."""
         monitor = ft.monitor_event_loop(0.05)
         assert patched()
-        assert Span.__dict__["__enter__"] is not PLAIN_ENTER
+        assert Span.__dict__["__exit__"] is not PLAIN_EXIT
         monitor.stop()
         monitor.stop()  # idempotent
         assert not patched()
         assert Span.__dict__["__enter__"] is PLAIN_ENTER
+        assert Span.__dict__["__exit__"] is PLAIN_EXIT
         await settle()
         async with ft.span("after"):
             time.sleep(0.06)
