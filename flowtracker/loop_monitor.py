@@ -60,6 +60,7 @@ from typing import Any, NamedTuple
 
 from ._core import Span, current_span, set_switch_observer
 from ._core import clock as _clock
+from ._wire.names import BLOCKED_EVENT as BLOCKED_EVENT
 
 __all__ = ("MAX_FRAMES", "LoopMonitor", "LoopMonitorStats", "monitor_event_loop", "monitor_threshold")
 
@@ -67,8 +68,6 @@ logger = logging.getLogger("flowtracker.loop_monitor")
 
 #: Frames kept in a block's ``stack``, innermost first.
 MAX_FRAMES = 20
-#: The name of the event a block adds to the span that blocked.
-BLOCKED_EVENT = "event_loop.blocked"
 #: Seconds during which a block outside any span is logged once per code location.
 LOG_INTERVAL = 60.0
 _LOG_LOCATIONS = 1024  # locations remembered for LOG_INTERVAL (bounded memory)
@@ -158,6 +157,8 @@ class LoopMonitor:
         # the time of the ended children of spans still open in this callback.
         self._span: Span | None = None
         self._since = 0
+        self._kid_parent: Span | None = None
+        self._kid_sum = 0
         self._kids: dict[Span, int] = {}
         self._active = 0  # the loop thread's id while it runs a callback, else 0
         # Written by the loop thread, read by the watchdog: the running
@@ -305,12 +306,16 @@ class LoopMonitor:
     # start, or the last activate()/deactivate()), and learns every other
     # span's place when it ends: a span that started at or after ``_since``
     # ran from its ``start_ns`` to now, inside its parent (``with`` blocks
-    # nest). Its own time is that minus its children's, which they added to
-    # ``_kids[span]`` as they ended; it adds its whole time to its parent's
-    # entry in turn. A span still open when the callback ends (a ``with``
-    # block around an ``await``) is found from the context's current span,
-    # up through its parents (:meth:`_settle`). So a span costs one call, one
-    # clock read, a dict pop and an add, and one write of its ``details``.
+    # nest). Its own time is that minus its children's, which they handed to
+    # it as they ended; it hands its whole time to its parent in turn. The
+    # children's time waits in one register (``_kid_parent``, ``_kid_sum``):
+    # siblings end one after the other and then their parent ends, so a
+    # second register is needed only when a subtree ends while an older
+    # sibling's time waits (``_kids``, a dict, emptied with each callback). A
+    # span still open when the callback ends (a ``with`` block around an
+    # ``await``) is found from the context's current span, up through its
+    # parents (:meth:`_settle`). So a span costs one call, one clock read, a
+    # few attribute reads and writes, and one write of its ``details``.
     #
     # closing() runs for every span on every thread while this monitor is the
     # switch observer: the thread check comes first, and the common case is inline.
@@ -323,7 +328,7 @@ class LoopMonitor:
         current = self._span
         if current is not None and current.end_ns is None:
             self._claim(current, self._since)
-            _add_busy(current, now - self._since - self._kids.pop(current, 0))
+            _add_busy(current, max(0, now - self._since - self._take_kids(current)))
         self._since = now
         self._span = span if span is not None and span.recording and span.end_ns is None else None
 
@@ -332,8 +337,9 @@ class LoopMonitor:
         if _get_ident() != self._active:
             return
         now = _now()
-        if span is self._span:
+        if span is self._span:  # current since _since (its code ran before its children's)
             start = self._since
+            own = max(0, now - start - self._take_kids(span))
             # What runs next is the parent's code: the rest of its `with` block.
             parent = span.parent
             self._span = parent if parent is not None and parent.recording and parent.end_ns is None else None
@@ -341,25 +347,26 @@ class LoopMonitor:
         else:
             start = span.start_ns
             if start < self._since:  # not current since _since (a client span, or unsampled: 0)
-                if span.recording:
-                    details = span.details
-                    if details is None:
-                        span.details = {"busy_ns": 0}
-                    elif "busy_ns" not in details:
-                        details["busy_ns"] = 0
-                    if self._sample is not None:
-                        self._pin_if_guilty(span, None, now)
+                self._ends_idle(span, now)
                 return
-            parent = span.parent
-            if parent is not None:
-                kids = self._kids
-                kids[parent] = kids.get(parent, 0) + now - start
-        own = now - start
-        kids = self._kids
-        if kids:  # most spans have no ended child in this callback: no lookup
-            own -= kids.pop(span, 0)
+            own = now - start
+            if span is self._kid_parent:  # its children just ended
+                own -= self._kid_sum
+                self._kid_parent = None
+            if self._kids:
+                own -= self._kids.pop(span, 0)
             if own < 0:  # children that overlapped (started, not entered): never below zero
                 own = 0
+            parent = span.parent
+            if parent is not None:
+                waiting = self._kid_parent
+                if parent is waiting:
+                    self._kid_sum += now - start
+                else:
+                    if waiting is not None:  # an older sibling's time waits: park it
+                        self._kids[waiting] = self._kids.get(waiting, 0) + self._kid_sum
+                    self._kid_parent = parent
+                    self._kid_sum = now - start
         details = span.details
         if details is None:
             span.details = {"busy_ns": own}
@@ -367,6 +374,39 @@ class LoopMonitor:
             details["busy_ns"] = details.get("busy_ns", 0) + own
         if self._sample is not None:
             self._pin_if_guilty(span, start, now)
+
+    def _ends_idle(self, span: Span, now: int) -> None:
+        """``span`` ends on the loop thread without having run since ``_since``: 0 ns of its own here."""
+        if not span.recording:
+            return
+        details = span.details
+        if details is None:
+            span.details = {"busy_ns": 0}
+        elif "busy_ns" not in details:
+            details["busy_ns"] = 0
+        if self._sample is not None:
+            self._pin_if_guilty(span, None, now)
+
+    def _take_kids(self, span: Span) -> int:
+        """The time of ``span``'s children that ended in this callback, taken off the registers."""
+        total = 0
+        if span is self._kid_parent:
+            total = self._kid_sum
+            self._kid_parent = None
+        if self._kids:
+            total += self._kids.pop(span, 0)
+        return total
+
+    def _add_kid(self, parent: Span, ns: int) -> None:
+        """Hands a child's whole time (``ns``) to ``parent``."""
+        waiting = self._kid_parent
+        if parent is waiting:
+            self._kid_sum += ns
+            return
+        if waiting is not None:
+            self._kids[waiting] = self._kids.get(waiting, 0) + self._kid_sum
+        self._kid_parent = parent
+        self._kid_sum = ns
 
     def _settle(self, current: Span | None, end: int) -> None:
         """The callback ended: the spans still open in it get their time up to ``end``.
@@ -377,7 +417,6 @@ class LoopMonitor:
         """
         top = self._span
         since = self._since
-        kids = self._kids
         span = current
         while (
             span is not None
@@ -388,15 +427,16 @@ class LoopMonitor:
         ):
             start = span.start_ns
             self._claim(span, start)
-            _add_busy(span, end - start - kids.pop(span, 0))
+            _add_busy(span, max(0, end - start - self._take_kids(span)))
             span = span.parent
             if span is not None:
-                kids[span] = kids.get(span, 0) + end - start
+                self._add_kid(span, end - start)
         if top is not None and top.end_ns is None:
             self._claim(top, since)
-            _add_busy(top, end - since - kids.pop(top, 0))
-        if kids:
-            kids.clear()
+            _add_busy(top, max(0, end - since - self._take_kids(top)))
+        self._kid_parent = None
+        if self._kids:
+            self._kids.clear()
         self._span = None
 
     def _claim(self, span: Span, start: int | None) -> None:
