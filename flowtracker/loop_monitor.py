@@ -288,9 +288,9 @@ class LoopMonitor:
             _plain_run(handle)  # type: ignore[misc]
         finally:
             end = _now()
+            self._settle(context.run(current_span), end)  # before _started is reset: it may claim a sample
             self._active = 0
             self._started = 0
-            self._settle(context.run(current_span), end)
             duration = end - start
             self._callbacks += 1
             self._busy_ns += duration
