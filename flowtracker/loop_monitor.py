@@ -321,14 +321,16 @@ class LoopMonitor:
     # switch observer: the thread check comes first, and the common case is inline.
 
     def switched(self, span: Span | None) -> None:
-        """activate()/deactivate() on the loop thread: the time so far was the previous span's."""
+        """activate()/deactivate() on the loop thread: the time so far was the spans' that ran until now.
+
+        Those are ``_span`` and the spans entered since, still open: the ones
+        ``span`` is nested in (activate() inside a ``with`` block, as traced
+        generators and ``use_span`` do), settled as at a callback's end.
+        """
         if _get_ident() != self._active:
             return
         now = _now()
-        current = self._span
-        if current is not None and current.end_ns is None:
-            self._claim(current, self._since)
-            _add_busy(current, max(0, now - self._since - self._take_kids(current)))
+        self._settle(span, now)
         self._since = now
         self._span = span if span is not None and span.recording and span.end_ns is None else None
 
@@ -409,10 +411,10 @@ class LoopMonitor:
         self._kid_sum = ns
 
     def _settle(self, current: Span | None, end: int) -> None:
-        """The callback ended: the spans still open in it get their time up to ``end``.
+        """The callback ends (or the current span is switched): open spans get their time up to ``end``.
 
         Those are ``current`` (the context's span as the callback ends) and
-        its parents that started in the callback, up to ``_span``, which ran
+        its parents that started since ``_since``, up to ``_span``, which ran
         since ``_since``. Innermost first, as if each ended now.
         """
         top = self._span

@@ -294,6 +294,31 @@ class TestBusy:
         assert request["busy_ms"] >= 20
         assert request["busy_ms"] <= request["duration_ms"] - child["duration_ms"] - 10 + 0.05
 
+    async def test_parent_of_a_traced_generator_keeps_its_own_time(self, tracker, memory):
+        """A traced generator (activate/deactivate at each item) inside a span: both get their own time."""
+
+        @ft.traced("numbers")
+        def numbers() -> Iterator[int]:
+            spin(0.01)
+            yield 1
+            spin(0.01)
+            yield 2
+
+        with ft.monitor_event_loop(1.0):
+            await settle()
+            with ft.span("consumer"):
+                spin(0.02)  # before the generator's first item
+                for _ in numbers():
+                    spin(0.005)
+                spin(0.005)
+            await settle()
+        await tracker.flush()
+        spans = by_name(memory.traces)
+        consumer, generator = spans["consumer"], spans["numbers"]
+        assert generator["busy_ms"] >= 20
+        assert consumer["busy_ms"] >= 35
+        assert consumer["busy_ms"] + generator["busy_ms"] <= consumer["duration_ms"]
+
     async def test_span_ended_without_being_entered_gets_the_time_between(self, tracker, memory):
         """A client span started and ended in one callback, never current, gets the time that ran between."""
         with ft.monitor_event_loop(1.0):
