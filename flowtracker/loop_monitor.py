@@ -288,7 +288,9 @@ class LoopMonitor:
             _plain_run(handle)  # type: ignore[misc]
         finally:
             end = _now()
-            self._settle(context.run(current_span), end)  # before _started is reset: it may claim a sample
+            current = context.run(current_span)
+            if current is not None or self._span is not None or self._kid_parent is not None or self._kids:
+                self._settle(current, end)  # before _started is reset: it may claim a sample
             self._active = 0
             self._started = 0
             duration = end - start
@@ -351,7 +353,7 @@ class LoopMonitor:
             if start < self._since:  # not current since _since (a client span, or unsampled: 0)
                 self._ends_idle(span, now)
                 return
-            own = now - start
+            own = took = now - start
             if span is self._kid_parent:  # its children just ended
                 own -= self._kid_sum
                 self._kid_parent = None
@@ -363,12 +365,12 @@ class LoopMonitor:
             if parent is not None:
                 waiting = self._kid_parent
                 if parent is waiting:
-                    self._kid_sum += now - start
+                    self._kid_sum += took
                 else:
                     if waiting is not None:  # an older sibling's time waits: park it
                         self._kids[waiting] = self._kids.get(waiting, 0) + self._kid_sum
                     self._kid_parent = parent
-                    self._kid_sum = now - start
+                    self._kid_sum = took
         details = span.details
         if details is None:
             span.details = {"busy_ns": own}
