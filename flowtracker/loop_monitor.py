@@ -24,10 +24,14 @@ While at least one monitor runs, that method is replaced by a wrapper that
 looks the handle's loop up in a dict and runs unwatched loops' callbacks
 straight through (other loops, like the default tracker's private one, are
 not measured and get no events). Which span runs when is learnt from the
-core's switch observer (``flowtracker._core.set_switch_observer``), installed
-only while a monitor runs: with none running, nothing is patched and the span
-hot path is the plain one. ``stop()`` (or the last monitor stopping) puts
-both back.
+context's current span as each callback starts and ends, and from the core's
+switch observer (``flowtracker._core.set_switch_observer``), installed only
+while a monitor runs: it is told when a span is about to end (its nesting is
+worked out then, from its ``start_ns`` and ``parent``) and when
+``activate``/``deactivate`` switch spans; entering a span is not reported, so
+its way in stays the plain one. With no monitor running, nothing is patched
+and the span hot path is the plain one. ``stop()`` (or the last monitor
+stopping) puts both back.
 
 Loops that do not run their callbacks through ``asyncio.Handle`` (uvloop) cannot be
 watched: starting a monitor on one warns, and its ``stats.watching`` is False.
@@ -289,7 +293,18 @@ class LoopMonitor:
         finally:
             end = _now()
             current = context.run(current_span)
-            if current is not None or self._span is not None or self._kid_parent is not None or self._kids:
+            top = self._span
+            if (current is top or current is span) and self._kid_parent is None and not self._kids:
+                # The common callback: one span's code ran (a task step inside
+                # a span), or none (or an unrecorded one: an exporter's silent
+                # work); no child ended. The general case is _settle().
+                if top is not None:
+                    if top.end_ns is None:
+                        if self._sample is not None:
+                            self._claim(top, self._since)  # before _started is reset
+                        _add_busy(top, end - self._since)
+                    self._span = None
+            else:
                 self._settle(current, end)  # before _started is reset: it may claim a sample
             self._active = 0
             self._started = 0
@@ -431,13 +446,13 @@ class LoopMonitor:
         ):
             start = span.start_ns
             self._claim(span, start)
-            _add_busy(span, max(0, end - start - self._take_kids(span)))
+            _add_busy(span, end - start - self._take_kids(span))
             span = span.parent
             if span is not None:
                 self._add_kid(span, end - start)
         if top is not None and top.end_ns is None:
             self._claim(top, since)
-            _add_busy(top, max(0, end - since - self._take_kids(top)))
+            _add_busy(top, end - since - self._take_kids(top))
         self._kid_parent = None
         if self._kids:
             self._kids.clear()
@@ -607,6 +622,9 @@ def _unpatch() -> None:
 
 
 def _add_busy(span: Span, ns: int) -> None:
+    """Adds ``ns`` (never below zero: children that overlapped) to the span's ``busy_ns``."""
+    if ns < 0:
+        ns = 0
     details = span.details
     if details is None:
         span.details = {"busy_ns": ns}
