@@ -28,7 +28,7 @@ from aiohttp import web
 from web_helpers import collected, fetch, serve, uvicorn_serve
 
 import flowtracker as ft
-from flowtracker._core import Span, start_root_span
+from flowtracker._core import Span, activate, deactivate, start_child, start_root_span
 from flowtracker.aiohttp import setup
 from flowtracker.asgi import FlowTrackerMiddleware
 from flowtracker.loop_monitor import BLOCKED_EVENT, MAX_FRAMES, monitor_threshold
@@ -101,17 +101,32 @@ class TestOff:
         """stop() puts back Handle._run and the span methods; later callbacks and spans are not measured."""
         monitor = ft.monitor_event_loop(0.05)
         assert patched()
-        assert Span.__dict__["__enter__"] is not PLAIN_ENTER
+        assert Span.__dict__["__exit__"] is not PLAIN_EXIT
         monitor.stop()
         monitor.stop()  # idempotent
         assert not patched()
         assert Span.__dict__["__enter__"] is PLAIN_ENTER
+        assert Span.__dict__["__exit__"] is PLAIN_EXIT
         await settle()
         async with ft.span("after"):
             time.sleep(0.06)
         await tracker.flush()
         assert monitor.stats.blocks == 0
         assert "busy_ms" not in memory.traces[0]["spans"][0]
+
+    def test_event_name_defined_once_in_the_wire_layer(self):
+        """The monitor and the views take the event's name from one place, the wire layer."""
+        from flowtracker._wire import names
+        from flowtracker.viz import _loop
+
+        package = Path(ft.__file__).parent
+        defined = [
+            path.relative_to(package).as_posix()
+            for path in package.rglob("*.py")
+            if '= "event_loop.blocked"' in path.read_text()
+        ]
+        assert defined == ["_wire/names.py"]
+        assert BLOCKED_EVENT is names.BLOCKED_EVENT is _loop.BLOCKED_EVENT
 
     def test_option_values(self):
         """monitor_loop=True is the default threshold, a number is seconds, anything else is refused."""
@@ -209,6 +224,120 @@ class TestBusy:
         assert parent["busy_ms"] + child["busy_ms"] <= parent["duration_ms"]
         # The split is at the child's start and end, give or take the bookkeeping's own instructions.
         assert parent["busy_ms"] <= parent["duration_ms"] - child["duration_ms"] + 0.05
+
+    async def test_self_time_split_in_a_deeper_tree(self, tracker, memory):
+        """Siblings, then a sibling with a child of its own, in one callback: every span gets its own time."""
+        with ft.monitor_event_loop(1.0):
+            await settle()
+            with ft.span("root"):
+                spin(0.005)
+                with ft.span("first"):
+                    spin(0.01)
+                with ft.span("second"):
+                    spin(0.005)
+                    with ft.span("grandchild"):
+                        spin(0.015)
+                spin(0.005)
+            await settle()
+        await tracker.flush()
+        spans = by_name(memory.traces)
+        root, first, second, grandchild = (spans[n] for n in ("root", "first", "second", "grandchild"))
+        assert grandchild["busy_ms"] >= 15
+        assert first["busy_ms"] >= 10
+        assert second["busy_ms"] >= 5
+        assert root["busy_ms"] >= 10
+        # Each parent's own time leaves out its children's, split at their start and end.
+        assert second["busy_ms"] <= second["duration_ms"] - grandchild["duration_ms"] + 0.05
+        children = first["duration_ms"] + second["duration_ms"]
+        assert root["busy_ms"] <= root["duration_ms"] - children + 0.05
+        own = root["busy_ms"] + first["busy_ms"] + second["busy_ms"] + grandchild["busy_ms"]
+        assert own <= root["duration_ms"]
+
+    async def test_self_time_split_across_an_await_inside_the_child(self, tracker, memory):
+        """A child entered in one callback and ended in a later one: the parent's own time leaves it out."""
+        with ft.monitor_event_loop(1.0):
+            await settle()
+            with ft.span("parent"):
+                spin(0.01)
+                with ft.span("child"):
+                    spin(0.02)
+                    await asyncio.sleep(0)
+                    spin(0.02)
+                spin(0.01)
+            await settle()
+        await tracker.flush()
+        spans = by_name(memory.traces)
+        parent, child = spans["parent"], spans["child"]
+        assert child["busy_ms"] >= 40
+        assert parent["busy_ms"] >= 20
+        assert parent["busy_ms"] <= parent["duration_ms"] - child["duration_ms"] + 0.05
+
+    async def test_self_time_split_under_a_span_made_current_by_activate(self, tracker, memory):
+        """A root made current with activate(), as the middlewares do: its own time leaves out its child's."""
+        with ft.monitor_event_loop(1.0):
+            await settle()
+            root = start_root_span("request")
+            token = activate(root)
+            spin(0.01)
+            with ft.span("child"):
+                spin(0.02)
+            await asyncio.sleep(0)
+            spin(0.01)
+            deactivate(root, token)
+            spin(0.01)  # no span's code: nobody's time
+            root.finish()
+            await settle()
+        await tracker.flush()
+        spans = by_name(memory.traces)
+        request, child = spans["request"], spans["child"]
+        assert child["busy_ms"] >= 20
+        assert request["busy_ms"] >= 20
+        assert request["busy_ms"] <= request["duration_ms"] - child["duration_ms"] - 10 + 0.05
+
+    async def test_parent_of_a_traced_generator_keeps_its_own_time(self, tracker, memory):
+        """A traced generator (activate/deactivate at each item) inside a span: both get their own time."""
+
+        @ft.traced("numbers")
+        def numbers() -> Iterator[int]:
+            spin(0.01)
+            yield 1
+            spin(0.01)
+            yield 2
+
+        with ft.monitor_event_loop(1.0):
+            await settle()
+            with ft.span("consumer"):
+                spin(0.02)  # before the generator's first item
+                for _ in numbers():
+                    spin(0.005)
+                spin(0.005)
+            await settle()
+        await tracker.flush()
+        spans = by_name(memory.traces)
+        consumer, generator = spans["consumer"], spans["numbers"]
+        assert generator["busy_ms"] >= 20
+        assert consumer["busy_ms"] >= 35
+        assert consumer["busy_ms"] + generator["busy_ms"] <= consumer["duration_ms"]
+
+    async def test_span_ended_without_being_entered_gets_the_time_between(self, tracker, memory):
+        """A client span started and ended in one callback, never current, gets the time that ran between."""
+        with ft.monitor_event_loop(1.0):
+            await settle()
+            with ft.span("handler"):
+                call = start_child("SELECT 1", kind="client")
+                assert call is not None
+                spin(0.02)  # a synchronous driver at work
+                call.end()
+                query = start_child("SELECT 2", kind="client")
+                assert query is not None
+                await asyncio.sleep(0.01)  # an asynchronous one: its time is waiting
+                query.end()
+            await settle()
+        await tracker.flush()
+        spans = by_name(memory.traces)
+        assert spans["SELECT 1"]["busy_ms"] >= 20
+        assert spans["SELECT 2"]["busy_ms"] == 0
+        assert spans["handler"]["busy_ms"] <= spans["handler"]["duration_ms"] - 20
 
     async def test_worker_thread_spans_carry_no_busy_time(self, tracker, memory):
         """A span run in a worker thread has no busy_ms; its parent on the loop has."""
@@ -375,6 +504,19 @@ class TestBlocks:
         assert [name for name, _ in found] == ["job"]
         stack = found[0][1]["attributes"]["stack"]
         assert stack.startswith(f"{THIS_FILE}:{line_of('the job blocks')} in main")
+
+    async def test_block_in_a_child_still_open_when_the_callback_ends(self, tracker, memory):
+        """The child that blocked, entered in the blocking callback and open at its end, gets the event."""
+        with ft.monitor_event_loop(0.05):
+            await settle()
+            async with ft.span("outer"), ft.span("inner"):
+                time.sleep(0.08)  # inner blocks
+                await asyncio.sleep(0)
+            await settle()
+        await tracker.flush()
+        found = blocked_events(memory.traces)
+        assert [name for name, _ in found] == ["inner"]
+        assert found[0][1]["attributes"]["stack"].startswith(f"{THIS_FILE}:{line_of('inner blocks')} in ")
 
     async def test_stack_head_survives_the_value_length_limit(self, memory):
         """With a tiny max_value_length the stack is cut at its tail: the innermost frame stays."""

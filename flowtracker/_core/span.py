@@ -662,16 +662,19 @@ def bind(fn: Callable[..., _T]) -> Callable[..., _T]:
 
 
 class SwitchObserver(Protocol):
-    """Told when the current span changes on a thread, and before a span ends.
+    """Told when a span is made current by hand, and before a span ends.
 
     Both calls happen on the thread where the change happens; the observer
-    decides whether that thread interests it. See :func:`set_switch_observer`.
+    decides whether that thread interests it. Entering a span with ``with``
+    is not reported: the observer learns a span's nesting when it ends (its
+    ``start_ns`` and ``parent``), which keeps the way in at plain speed. See
+    :func:`set_switch_observer`.
     """
 
     def switched(self, span: Span | None) -> None:
         """Code on this thread now runs for ``span`` (``None``: no span).
 
-        Called after ``Span.__enter__``, :func:`activate` and :func:`deactivate`.
+        Called after :func:`activate` and :func:`deactivate`.
         """
         ...
 
@@ -682,18 +685,17 @@ class SwitchObserver(Protocol):
 
 
 _observer: SwitchObserver | None = None
-_plain_enter = Span.__enter__
 _plain_exit = Span.__exit__
 
 
 def set_switch_observer(observer: SwitchObserver | None) -> None:
     """Installs ``observer`` (``None``: removes it); for the event-loop monitor.
 
-    While an observer is set, ``Span.__enter__`` and ``Span.__exit__`` (where
-    every span ends, :meth:`Span.end` included) are swapped for variants that
-    also tell it, and :func:`activate` /
-    :func:`deactivate` tell it too. With none set (the default), the span
-    methods are the plain ones: the hot path pays nothing, not even a check.
+    While an observer is set, ``Span.__exit__`` (where every span ends,
+    :meth:`Span.end` included) is swapped for a variant that tells it first,
+    and :func:`activate` / :func:`deactivate` tell it too. ``Span.__enter__``
+    is never swapped. With none set (the default), the span methods are the
+    plain ones: the hot path pays nothing, not even a check.
 
     Example:
         >>> import flowtracker as ft
@@ -704,24 +706,18 @@ def set_switch_observer(observer: SwitchObserver | None) -> None:
         >>> seen = Seen()
         >>> set_switch_observer(seen)
         >>> with ft.span("work"):
-        ...     pass
+        ...     token = activate(None)
+        ...     deactivate(None, token)
         >>> set_switch_observer(None)
         >>> seen.names
-        ['work', 'end work']
+        [None, 'work', 'end work']
     """
     global _observer
     _observer = observer
     if observer is None:
-        Span.__enter__ = _plain_enter  # type: ignore[method-assign]
         Span.__exit__ = _plain_exit  # type: ignore[method-assign]
         return
-    switched = observer.switched
     closing = observer.closing
-
-    def __enter__(self: Span) -> Span:
-        _plain_enter(self)
-        switched(self)
-        return self
 
     def __exit__(
         self: Span,
@@ -735,7 +731,5 @@ def set_switch_observer(observer: SwitchObserver | None) -> None:
             closing(self)
         _plain_exit(self, exc_type, exc, tb)
 
-    __enter__.__doc__ = _plain_enter.__doc__
     __exit__.__doc__ = _plain_exit.__doc__
-    Span.__enter__ = __enter__  # type: ignore[method-assign]
     Span.__exit__ = __exit__  # type: ignore[method-assign]

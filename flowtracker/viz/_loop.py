@@ -24,8 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-#: The name of the event the loop monitor puts on the span that blocked the loop.
-BLOCKED_EVENT = "event_loop.blocked"
+from .._wire.names import BLOCKED_EVENT as BLOCKED_EVENT
 
 # Frames of the standard library, installed packages and frozen modules: the
 # offending line a person looks for is the innermost frame outside these.
