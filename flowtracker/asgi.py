@@ -120,10 +120,42 @@ class FlowTrackerMiddleware:
         self._id_header = id_header.lower().encode("latin-1") if id_header else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # HTTP requests are served here, not in a method of their own: one
+        # coroutine fewer per request. The other scope types branch off.
+        if scope["type"] != "http":
+            await self._other(scope, receive, send)
+            return
+        if self._excludes and self.options.excluded(scope.get("path", "")):
+            with suppressed():
+                await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "GET")
+        root = self._start(scope, method)
+        exchange = _HttpExchange(self, root, scope, method, receive, send)
+        token = activate(root)
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except asyncio.CancelledError:
+            exchange.cancelled = True
+            raise
+        except OSError as error:
+            if exchange.disconnected:  # ASGI 2.4: send after a disconnect raises OSError
+                exchange.cancelled = True
+            else:
+                exchange.error = error
+            raise
+        except BaseException as error:
+            exchange.error = error
+            raise
+        finally:
+            deactivate(root, token)
+            if not exchange.ended:
+                exchange.end()
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Websocket connections and lifespan; other scope types pass through untouched."""
         kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
+        if kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
@@ -211,34 +243,6 @@ class FlowTrackerMiddleware:
         tracker = owned if owned is not None and owned.running else self.tracker
         name = self._names.get(method, None, scope)
         return start_request_root(name, tags, tracker, _trace_context(headers))
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._excludes and self.options.excluded(scope.get("path", "")):
-            with suppressed():
-                await self.app(scope, receive, send)
-            return
-        method = scope.get("method", "GET")
-        root = self._start(scope, method)
-        exchange = _HttpExchange(self, root, scope, method, receive, send)
-        token = activate(root)
-        try:
-            await self.app(scope, exchange.receive, exchange.send)
-        except asyncio.CancelledError:
-            exchange.cancelled = True
-            raise
-        except OSError as error:
-            if exchange.disconnected:  # ASGI 2.4: send after a disconnect raises OSError
-                exchange.cancelled = True
-            else:
-                exchange.error = error
-            raise
-        except BaseException as error:
-            exchange.error = error
-            raise
-        finally:
-            deactivate(root, token)
-            if not exchange.ended:
-                exchange.end()
 
     def trace_headers(self, root: Span) -> list[tuple[bytes, bytes]]:
         """The trace headers for ``root`` as ASGI byte pairs (each value formatted once)."""
