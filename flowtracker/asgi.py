@@ -112,6 +112,10 @@ class FlowTrackerMiddleware:
         self.loop_monitor: LoopMonitor | None = None  # while the app's lifespan runs
         self.options: HttpOptions = build_options(**options)
         self._owned: Tracker | None = None  # started by this middleware's lifespan
+        # Where requests report: the owned tracker while it runs, else the given
+        # one (None lets the core pick: the bound, last started or default tracker).
+        # Kept by startup and shutdown, so a request reads one attribute.
+        self._request_tracker: Tracker | None = tracker
         # Decided once from the options: a request pays only for what is configured.
         self._excludes = self.options.excludes_any
         self._names = RootNames(self.options)
@@ -173,7 +177,7 @@ class FlowTrackerMiddleware:
                 tracker = Tracker(on_config_error="fallback")
             if not tracker.running:
                 await tracker.start()
-                self._owned = tracker
+                self._owned = self._request_tracker = tracker
         except Exception:  # tracing must never stop the app from starting
             logger.exception("flowtracker could not start its tracker; requests use the default one")
 
@@ -183,6 +187,7 @@ class FlowTrackerMiddleware:
             monitor.stop()
         try:
             owned, self._owned = self._owned, None
+            self._request_tracker = self.tracker
             if owned is not None:
                 await owned.aclose()
             elif self.tracker is not None:
@@ -238,11 +243,8 @@ class FlowTrackerMiddleware:
         """Starts the root, named for the unmatched route until the app has routed the request."""
         headers = scope.get("headers") or ()
         tags = request_tags(self.options, method, None, scope.get("path", ""), headers, scope)
-        owned = self._owned
-        # None lets the core pick (the bound, last started or default tracker).
-        tracker = owned if owned is not None and owned.running else self.tracker
         name = self._names.get(method, None, scope)
-        return start_request_root(name, tags, tracker, _trace_context(headers))
+        return start_request_root(name, tags, self._request_tracker, _trace_context(headers))
 
     def trace_headers(self, root: Span) -> list[tuple[bytes, bytes]]:
         """The trace headers for ``root`` as ASGI byte pairs (each value formatted once)."""
