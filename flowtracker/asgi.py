@@ -246,15 +246,18 @@ class FlowTrackerMiddleware:
         name = self._names.get(method, None, scope)
         return start_request_root(name, tags, self._request_tracker, _trace_context(headers))
 
-    def trace_headers(self, root: Span) -> list[tuple[bytes, bytes]]:
-        """The trace headers for ``root`` as ASGI byte pairs (each value formatted once)."""
+    def with_trace_headers(self, message: Message, root: Span) -> Message:
+        """``message`` (a response start or websocket accept) with ``root``'s trace headers added.
+
+        A new message and header list, each value formatted once: the app's own may be shared.
+        """
         traceresponse, trace_hex = trace_header_values(self.options, root)
-        out: list[tuple[bytes, bytes]] = []
+        headers = list(message.get("headers") or ())
         if traceresponse is not None:
-            out.append((_TRACERESPONSE, traceresponse.encode("latin-1")))
+            headers.append((_TRACERESPONSE, traceresponse.encode("latin-1")))
         if trace_hex is not None and self._id_header is not None:
-            out.append((self._id_header, trace_hex.encode("latin-1")))
-        return out
+            headers.append((self._id_header, trace_hex.encode("latin-1")))
+        return {**message, "headers": headers}
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.options.excluded(scope.get("path", "")):
@@ -273,8 +276,7 @@ class FlowTrackerMiddleware:
         async def watched_send(message: Message) -> None:
             kind = message["type"]
             if kind == "websocket.accept" and self.sends_headers:
-                message = dict(message)
-                message["headers"] = [*(message.get("headers") or ()), *self.trace_headers(root)]
+                message = self.with_trace_headers(message, root)
             elif kind == "websocket.close":
                 close_code.append(int(message.get("code", 1000)))
             elif kind == "websocket.http.response.start":  # the handshake was denied
@@ -371,9 +373,7 @@ class _HttpExchange:
             self.trailers = bool(message.get("trailers"))
             middleware = self.middleware
             if middleware.sends_headers:
-                # A new message and list: the app's may be shared.
-                message = dict(message)
-                message["headers"] = [*(message.get("headers") or ()), *middleware.trace_headers(self.root)]
+                message = middleware.with_trace_headers(message, self.root)
         elif kind == "http.response.trailers":
             final = not message.get("more_trailers", False)
         elif kind == "http.response.zerocopysend":
