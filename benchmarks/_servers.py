@@ -255,6 +255,16 @@ def asgi_app(variant: str) -> ASGIApp:
         tracer = FloorTracer()
         span = tracer.span
 
+        async def floor_handler(scope: Scope, receive: Receive, send: Send) -> None:
+            async with span("load_user", user_id=42):
+                async with span("db.query", db_system="postgres") as query:
+                    query.set_tag("rows", 1)
+                    async with span("decode", codec="json"):
+                        pass
+            await _respond(send)
+
+        # The floor's root span wraps a call to the app, as every tracer's
+        # middleware must (and as the aiohttp floor's middleware calls its handler).
         async def floor_app(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "lifespan":
                 await _lifespan(receive, send, tracer.start, tracer.aclose)
@@ -269,12 +279,7 @@ def asgi_app(variant: str) -> ASGIApp:
                         root.set_tag("http.status_code", message["status"])
                     await send(message)
 
-                async with span("load_user", user_id=42):
-                    async with span("db.query", db_system="postgres") as query:
-                        query.set_tag("rows", 1)
-                        async with span("decode", codec="json"):
-                            pass
-                await _respond(send_status)
+                await floor_handler(scope, receive, send_status)
 
         return floor_app
 

@@ -112,6 +112,10 @@ class FlowTrackerMiddleware:
         self.loop_monitor: LoopMonitor | None = None  # while the app's lifespan runs
         self.options: HttpOptions = build_options(**options)
         self._owned: Tracker | None = None  # started by this middleware's lifespan
+        # Where requests report: the owned tracker while it runs, else the given
+        # one (None lets the core pick: the bound, last started or default tracker).
+        # Kept by startup and shutdown, so a request reads one attribute.
+        self._request_tracker: Tracker | None = tracker
         # Decided once from the options: a request pays only for what is configured.
         self._excludes = self.options.excludes_any
         self._names = RootNames(self.options)
@@ -120,10 +124,42 @@ class FlowTrackerMiddleware:
         self._id_header = id_header.lower().encode("latin-1") if id_header else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # HTTP requests are served here, not in a method of their own: one
+        # coroutine fewer per request. The other scope types branch off.
+        if scope["type"] != "http":
+            await self._other(scope, receive, send)
+            return
+        if self._excludes and self.options.excluded(scope.get("path", "")):
+            with suppressed():
+                await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "GET")
+        root = self._start(scope, method)
+        exchange = _HttpExchange(self, root, scope, method, receive, send)
+        token = activate(root)
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except asyncio.CancelledError:
+            exchange.cancelled = True
+            raise
+        except OSError as error:
+            if exchange.disconnected:  # ASGI 2.4: send after a disconnect raises OSError
+                exchange.cancelled = True
+            else:
+                exchange.error = error
+            raise
+        except BaseException as error:
+            exchange.error = error
+            raise
+        finally:
+            deactivate(root, token)
+            if not exchange.ended:
+                exchange.end()
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Websocket connections and lifespan; other scope types pass through untouched."""
         kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
+        if kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
@@ -141,7 +177,7 @@ class FlowTrackerMiddleware:
                 tracker = Tracker(on_config_error="fallback")
             if not tracker.running:
                 await tracker.start()
-                self._owned = tracker
+                self._owned = self._request_tracker = tracker
         except Exception:  # tracing must never stop the app from starting
             logger.exception("flowtracker could not start its tracker; requests use the default one")
 
@@ -151,6 +187,7 @@ class FlowTrackerMiddleware:
             monitor.stop()
         try:
             owned, self._owned = self._owned, None
+            self._request_tracker = self.tracker
             if owned is not None:
                 await owned.aclose()
             elif self.tracker is not None:
@@ -206,49 +243,21 @@ class FlowTrackerMiddleware:
         """Starts the root, named for the unmatched route until the app has routed the request."""
         headers = scope.get("headers") or ()
         tags = request_tags(self.options, method, None, scope.get("path", ""), headers, scope)
-        owned = self._owned
-        # None lets the core pick (the bound, last started or default tracker).
-        tracker = owned if owned is not None and owned.running else self.tracker
         name = self._names.get(method, None, scope)
-        return start_request_root(name, tags, tracker, _trace_context(headers))
+        return start_request_root(name, tags, self._request_tracker, _trace_context(headers))
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._excludes and self.options.excluded(scope.get("path", "")):
-            with suppressed():
-                await self.app(scope, receive, send)
-            return
-        method = scope.get("method", "GET")
-        root = self._start(scope, method)
-        exchange = _HttpExchange(self, root, scope, method, receive, send)
-        token = activate(root)
-        try:
-            await self.app(scope, exchange.receive, exchange.send)
-        except asyncio.CancelledError:
-            exchange.cancelled = True
-            raise
-        except OSError as error:
-            if exchange.disconnected:  # ASGI 2.4: send after a disconnect raises OSError
-                exchange.cancelled = True
-            else:
-                exchange.error = error
-            raise
-        except BaseException as error:
-            exchange.error = error
-            raise
-        finally:
-            deactivate(root, token)
-            if not exchange.ended:
-                exchange.end()
+    def with_trace_headers(self, message: Message, root: Span) -> Message:
+        """``message`` (a response start or websocket accept) with ``root``'s trace headers added.
 
-    def trace_headers(self, root: Span) -> list[tuple[bytes, bytes]]:
-        """The trace headers for ``root`` as ASGI byte pairs (each value formatted once)."""
+        A new message and header list, each value formatted once: the app's own may be shared.
+        """
         traceresponse, trace_hex = trace_header_values(self.options, root)
-        out: list[tuple[bytes, bytes]] = []
+        headers = list(message.get("headers") or ())
         if traceresponse is not None:
-            out.append((_TRACERESPONSE, traceresponse.encode("latin-1")))
+            headers.append((_TRACERESPONSE, traceresponse.encode("latin-1")))
         if trace_hex is not None and self._id_header is not None:
-            out.append((self._id_header, trace_hex.encode("latin-1")))
-        return out
+            headers.append((self._id_header, trace_hex.encode("latin-1")))
+        return {**message, "headers": headers}
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.options.excluded(scope.get("path", "")):
@@ -267,8 +276,7 @@ class FlowTrackerMiddleware:
         async def watched_send(message: Message) -> None:
             kind = message["type"]
             if kind == "websocket.accept" and self.sends_headers:
-                message = dict(message)
-                message["headers"] = [*(message.get("headers") or ()), *self.trace_headers(root)]
+                message = self.with_trace_headers(message, root)
             elif kind == "websocket.close":
                 close_code.append(int(message.get("code", 1000)))
             elif kind == "websocket.http.response.start":  # the handshake was denied
@@ -365,9 +373,7 @@ class _HttpExchange:
             self.trailers = bool(message.get("trailers"))
             middleware = self.middleware
             if middleware.sends_headers:
-                # A new message and list: the app's may be shared.
-                message = dict(message)
-                message["headers"] = [*(message.get("headers") or ()), *middleware.trace_headers(self.root)]
+                message = middleware.with_trace_headers(message, self.root)
         elif kind == "http.response.trailers":
             final = not message.get("more_trailers", False)
         elif kind == "http.response.zerocopysend":

@@ -62,6 +62,7 @@ __all__ = (
     "parse_traceparent",
     "parse_tracestate",
     "start_from_context",
+    "traceparent_of",
     "traceresponse",
 )
 
@@ -265,12 +266,22 @@ def format_traceparent(trace_id: int, span_id: int, flags: int = FLAG_SAMPLED) -
     return f"00-{trace_hex}-{span_id.to_bytes(8, 'big').hex()}-{_FLAGS_HEX[flags & _KNOWN_FLAGS]}"
 
 
-def flags_of(context: SpanContext) -> int:
-    """The W3C trace flags to send for ``context`` (sampled, and Level 2 random)."""
-    flags = FLAG_SAMPLED if context.sampled else 0
-    if context.random:
-        flags |= FLAG_RANDOM
-    return flags
+def traceparent_of(context: SpanContext) -> str:
+    """The ``traceparent`` (or ``traceresponse``) value naming ``context``'s span.
+
+    The one place a span context becomes a header value: flags hold the
+    trace's sampled decision and the caller's Level 2 random flag.
+
+    Example:
+        >>> import flowtracker as ft
+        >>> with ft.span("call") as s:
+        ...     value = traceparent_of(s.span_context())
+        >>> value == f"00-{s.trace_id}-{s.span_id_hex}-01"
+        True
+    """
+    # bool + 2 * bool is the flags int (FLAG_SAMPLED = 1, FLAG_RANDOM = 2) with
+    # no branch or call: this runs once per traced response.
+    return format_traceparent(context.trace_id, context.span_id, context.sampled + 2 * context.random)
 
 
 def inject(headers: _H, span: Span | None = None) -> _H:
@@ -296,7 +307,7 @@ def inject(headers: _H, span: Span | None = None) -> _H:
         return headers
     for key in [key for key in headers if str(key).lower() in (TRACEPARENT, TRACESTATE)]:
         del headers[key]
-    headers[TRACEPARENT] = format_traceparent(context.trace_id, context.span_id, flags_of(context))
+    headers[TRACEPARENT] = traceparent_of(context)
     if context.tracestate:
         headers[TRACESTATE] = context.tracestate
     return headers
@@ -313,9 +324,7 @@ def traceresponse(span: Span) -> str | None:
         True
     """
     context = span.span_context()
-    if context is None:
-        return None
-    return format_traceparent(context.trace_id, context.span_id, flags_of(context))
+    return None if context is None else traceparent_of(context)
 
 
 def continue_trace(
@@ -349,18 +358,26 @@ def start_from_context(
     tracker: Tracker | None = None,
     kind: str = "server",
 ) -> Span:
-    """Starts a root span continuing ``context`` (a new trace when ``None``); see :func:`continue_trace`."""
+    """Starts a root span continuing ``context`` (a new trace when ``None``); see :func:`continue_trace`.
+
+    Example:
+        >>> context = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03")
+        >>> root = start_from_context("GET /", context)
+        >>> root.trace_id, root.span_context().random
+        ('4bf92f3577b34da6a3ce929d0e0e4736', True)
+        >>> root.finish()
+    """
     if context is None:
         return start_root_span(name, tags, tracker=tracker, kind=kind)
-    root = start_root_span(
+    flags = context.flags
+    return start_root_span(
         name,
         tags,
         tracker=tracker,
         trace_id=context.trace_id,
         parent_id=context.parent_id,
-        sampled=bool(context.flags & FLAG_SAMPLED),
+        sampled=bool(flags & FLAG_SAMPLED),
         tracestate=context.tracestate,
-        random_flag=bool(context.flags & FLAG_RANDOM),  # passed on to outgoing calls by inject()
+        random_flag=bool(flags & FLAG_RANDOM),  # passed on to outgoing calls by inject()
         kind=kind,
     )
-    return root

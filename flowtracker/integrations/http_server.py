@@ -53,9 +53,9 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from .._core import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span
+from .._core import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, start_root_span
 from .._wire.policy import REDACTED
-from ..propagation import Headers, TraceContext, flags_of, format_traceparent, start_from_context
+from ..propagation import Headers, TraceContext, start_from_context, traceparent_of
 
 if TYPE_CHECKING:
     from .._pipeline.tracker import Tracker
@@ -108,21 +108,13 @@ class HttpOptions:
     trace_id_header: str | None
     traceresponse: bool
     unmatched_route: str
-
-    @property
-    def excludes_any(self) -> bool:
-        """True when some path is excluded (else the middlewares skip the check)."""
-        return bool(self.excluded_exact or self.excluded_patterns)
-
-    @property
-    def extra_tags(self) -> bool:
-        """True when requests get tags beyond the standard ones (headers, callback)."""
-        return bool(self.record_headers) or self.request_tags is not None
-
-    @property
-    def sends_headers(self) -> bool:
-        """True when responses carry trace headers."""
-        return self.traceresponse or bool(self.trace_id_header)
+    # Decided once from the fields above (build_options), read on every request:
+    #: Some path is excluded (else the middlewares skip the check).
+    excludes_any: bool = False
+    #: Requests get tags beyond the standard ones (recorded headers, the callback).
+    extra_tags: bool = False
+    #: Responses carry trace headers.
+    sends_headers: bool = True
 
     def excluded(self, path: str) -> bool:
         """True when ``path`` must not be traced."""
@@ -152,15 +144,19 @@ def build_options(
     for callback, label in ((request_tags, "request_tags"), (span_name, "span_name")):
         if callback is not None and not callable(callback):
             raise TypeError(f"{label} must be callable, got {callback!r}")
+    recorded = tuple(dict.fromkeys(name.lower() for name in record_headers))
     return HttpOptions(
         exact,
         patterns,
         request_tags,
-        tuple(dict.fromkeys(name.lower() for name in record_headers)),
+        recorded,
         span_name,
         trace_id_header,
         traceresponse,
         unmatched_route,
+        excludes_any=bool(exact or patterns),
+        extra_tags=bool(recorded) or request_tags is not None,
+        sends_headers=traceresponse or bool(trace_id_header),
     )
 
 
@@ -264,19 +260,23 @@ def start_request_root(
     name: str, tags: dict[str, Any], tracker: Tracker | None, context: TraceContext | None
 ) -> Span:
     """Starts a request's root span (kind ``server``), continuing the incoming ``context``."""
+    if context is None:  # most requests: a new trace, straight to the core (one call fewer)
+        return start_root_span(name, tags, tracker=tracker, kind="server")
     return start_from_context(name, context, tags=tags, tracker=tracker, kind="server")
 
 
 def trace_header_values(options: HttpOptions, root: Span) -> tuple[str | None, str | None]:
-    """``(traceresponse, trace id)`` header values for ``root``, each ``None`` when not sent."""
+    """``(traceresponse, trace id)`` header values for ``root``, each ``None`` when not sent.
+
+    Both come from one :meth:`~flowtracker._core.Span.span_context`, each formatted once.
+    """
     context = root.span_context()
     if context is None:  # not started, or an exporter's silent span
         return None, None
-    traceresponse = None
-    if options.traceresponse:
-        traceresponse = format_traceparent(context.trace_id, context.span_id, flags_of(context))
-    trace_hex = context.trace_id.to_bytes(16, "big").hex() if options.trace_id_header else None
-    return traceresponse, trace_hex
+    return (
+        traceparent_of(context) if options.traceresponse else None,
+        context.trace_id.to_bytes(16, "big").hex() if options.trace_id_header else None,
+    )
 
 
 def end_request_span(
