@@ -36,9 +36,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from . import _harness
-from ._harness import Settings, format_table, interleaved, median, ratios, unavailable
+from ._harness import Settings, format_table, median, ratios
 from ._sinks import DropExporter, otel_provider
-from .span import Sample
+from .span import Sample, measure_net
 
 VARIANTS = ("none", "bridge", "sdk")
 WORKLOADS = ("nested", "attrs5")
@@ -154,33 +154,7 @@ def run(settings: Settings, workloads: tuple[str, ...] = WORKLOADS) -> dict[str,
     tables = []
     summary_rows = []
     for workload in workloads:
-        errors: dict[str, str] = {}
-        raw: dict[str, list[Sample]] = {name: [] for name in VARIANTS}
-
-        def measure(
-            name: str,
-            rep: int,
-            workload: str = workload,
-            errors: dict[str, str] = errors,
-            raw: dict[str, list[Sample]] = raw,
-        ) -> float:
-            if name in errors:
-                return float("nan")
-            try:
-                sample = measure_once(name, workload, n)
-            except ImportError as error:
-                errors[name] = unavailable(error)
-                return float("nan")
-            raw[name].append(sample)
-            return (sample.cpu_ns if _harness.clock_name == "cpu" else sample.wall_ns) / sample.spans
-
-        gross = interleaved(VARIANTS, settings.repetitions, measure)
-        base = gross["none"]
-        net = {
-            name: [value - b for value, b in zip(values, base, strict=False)]
-            for name, values in gross.items()
-            if name != "none"
-        }
+        gross, net, raw, errors = measure_net(VARIANTS, settings.repetitions, measure_once, workload, n)
         vs_sdk = ratios(net, "sdk")
         entry: dict[str, Any] = {"variants": {}, "bridge_over_sdk": vs_sdk.get("bridge")}
         rows: list[tuple[Any, ...]] = []

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import _harness
@@ -363,6 +363,42 @@ async def _call(runner: Callable[[str, int, int], Awaitable[Sample]], workload: 
     return await runner(workload, n, max(16, n // 10))
 
 
+def measure_net(
+    variants: Sequence[str],
+    repetitions: int,
+    measure_once: Callable[[str, str, int], Sample],
+    workload: str,
+    n: int,
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[Sample]], dict[str, str]]:
+    """Runs the variants interleaved on ``workload``; used by this suite and ``otel-api``.
+
+    Returns the per-span times (gross, and net of the ``none`` loop, rep by
+    rep), every sample, and why a variant could not run.
+    """
+    errors: dict[str, str] = {}
+    raw: dict[str, list[Sample]] = {name: [] for name in variants}
+
+    def measure(name: str, rep: int) -> float:
+        if name in errors:
+            return float("nan")
+        try:
+            sample = measure_once(name, workload, n)
+        except (ImportError, NotImplementedError) as error:
+            errors[name] = unavailable(error)
+            return float("nan")
+        raw[name].append(sample)
+        return (sample.cpu_ns if _harness.clock_name == "cpu" else sample.wall_ns) / sample.spans
+
+    gross = interleaved(variants, repetitions, measure)
+    base = gross.get("none", [0.0] * repetitions)
+    net = {
+        name: [value - b for value, b in zip(values, base, strict=False)]
+        for name, values in gross.items()
+        if name != "none"
+    }
+    return gross, net, raw, errors
+
+
 def run(
     settings: Settings, tracers: tuple[str, ...] = TRACERS, workloads: tuple[str, ...] = WORKLOADS
 ) -> dict[str, Any]:
@@ -372,33 +408,7 @@ def run(
     tables = []
     summary_rows = []
     for workload in workloads:
-        errors: dict[str, str] = {}
-        raw: dict[str, list[Sample]] = {name: [] for name in tracers}
-
-        def measure(
-            name: str,
-            rep: int,
-            workload: str = workload,
-            errors: dict[str, str] = errors,
-            raw: dict[str, list[Sample]] = raw,
-        ) -> float:
-            if name in errors:
-                return float("nan")
-            try:
-                sample = measure_once(name, workload, n)
-            except (ImportError, NotImplementedError) as error:
-                errors[name] = unavailable(error)
-                return float("nan")
-            raw[name].append(sample)
-            return (sample.cpu_ns if _harness.clock_name == "cpu" else sample.wall_ns) / sample.spans
-
-        gross = interleaved(tracers, settings.repetitions, measure)
-        base = gross.get("none", [0.0] * settings.repetitions)
-        net = {
-            name: [value - b for value, b in zip(values, base, strict=False)]
-            for name, values in gross.items()
-            if name != "none"
-        }
+        gross, net, raw, errors = measure_net(tracers, settings.repetitions, measure_once, workload, n)
         vs_floor = ratios(net, "floor") if "floor" in net else {}
         vs_ft = ratios(net, "flowtracker") if "flowtracker" in net else {}
         rows: list[tuple[Any, ...]] = []

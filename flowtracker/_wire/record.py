@@ -7,11 +7,11 @@ the lane, never on the request path.
 Example:
     >>> import flowtracker as ft
     >>> from flowtracker.testing import capture_traces
-    >>> with capture_traces() as traces:
-    ...     with ft.span("root"):
+    >>> with capture_traces(service="orders") as traces:
+    ...     with ft.span("checkout"):
     ...         pass
-    >>> traces[0]["spans"][0]["name"]
-    'root'
+    >>> traces[0]["service"]  # what Trace.to_dict() gave the MemoryExporter
+    'orders'
 """
 
 from __future__ import annotations
