@@ -11,7 +11,7 @@ nothing outside a trace), so five variants per call:
 
 * ``none``: no tracer, the bare call;
 * ``ft-root`` / ``otel-root``: the tracer's root span around the call, library not instrumented;
-* ``flowtracker``: flowtracker's root span, library instrumented (``flowtracker.instrument``);
+* ``flowtracker``: flowtracker's root span, library instrumented (``flowtracker.instrumentation``);
 * ``otel``: OpenTelemetry's root span, library instrumented by
   ``opentelemetry-instrumentation-asyncpg`` / ``-sqlalchemy`` on the SDK, with a
   ``BatchSpanProcessor`` into an exporter that drops.
@@ -93,8 +93,8 @@ async def _connection(run: _Run, call: str) -> Any:
 @contextlib.contextmanager
 def _instrumented(variant: str, call: str, run: _Run) -> Any:
     if variant == "flowtracker":
-        from flowtracker.instrument import asyncpg as ft_asyncpg
-        from flowtracker.instrument import sqlalchemy as ft_sqlalchemy
+        from flowtracker.instrumentation import asyncpg as ft_asyncpg
+        from flowtracker.instrumentation import sqlalchemy as ft_sqlalchemy
 
         module = ft_asyncpg if call == "asyncpg" else ft_sqlalchemy
         module.install()

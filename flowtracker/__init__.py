@@ -36,11 +36,12 @@ from .exporters import MemoryExporter as MemoryExporter
 from .exporters import exporter_from_url as exporter_from_url
 from .exporters import load_exporter as load_exporter
 
-# The registry is light (it imports no instrumented library). Importing it
-# binds the subpackage to `flowtracker.instrument` first; the names below
-# then replace that binding with the function, so `ft.instrument(...)` works.
-from .instrument import instrument as instrument
-from .instrument import uninstrument as uninstrument
+# The registry is light (it imports no instrumented library). The function
+# `ft.instrument` and the package `flowtracker.instrumentation` have different
+# names, so `import flowtracker.instrumentation.httpx` and mock.patch on its
+# names work, and importing a submodule never rebinds `ft.instrument`.
+from .instrumentation import instrument as instrument
+from .instrumentation import uninstrument as uninstrument
 from .integrations.traced import traced as traced
 from .log_correlation import TraceContextFilter as TraceContextFilter
 from .propagation import continue_trace as continue_trace

@@ -44,7 +44,7 @@ from ._core.span import span
 from ._pipeline.tracker import Tracker
 from .aiohttp import setup
 from .exporters import ConsoleExporter, Exporter, FileExporter, MemoryExporter
-from .instrument import instrument
+from .instrumentation import instrument
 from .viz import TraceTree, format_ms, merge_traces, tree_text
 
 __all__ = ("orders_app", "overview_text", "run_demo", "shipping_app")

@@ -15,8 +15,8 @@ import pytest
 import redis.client
 
 import flowtracker as ft
-from flowtracker.instrument import SUPPORTED, _safety
-from flowtracker.instrument._patch import Patches, async_wrapper, sync_wrapper
+from flowtracker.instrumentation import SUPPORTED, _safety
+from flowtracker.instrumentation._patch import Patches, async_wrapper, sync_wrapper
 
 HTTPX_OWN = httpx.HTTPTransport.__dict__["handle_request"]
 REDIS_OWN = redis.client.Redis.__dict__["execute_command"]
@@ -110,7 +110,7 @@ class TestUninstrument:
             import flowtracker as ft
             ft.uninstrument()
             ft.uninstrument("redis", "httpx")
-            import flowtracker.instrument.redis
+            import flowtracker.instrumentation.redis
             print(callable(ft.instrument), sorted(
                 {m.split(".")[0] for m in sys.modules} & {"httpx", "redis", "asyncpg", "sqlalchemy"}))
             """
@@ -211,7 +211,7 @@ class TestWrapper:
     async def test_own_failures_counted_logged_once_call_unaffected(self, tracker, memory, store, caplog):
         """A failing start or end is counted and logged once; the user's call returns its result anyway."""
         before = _safety.failures.get("store", 0)
-        with caplog.at_level(logging.ERROR, logger="flowtracker.instrument"):
+        with caplog.at_level(logging.ERROR, logger="flowtracker.instrumentation"):
             async with ft.span("job"):
                 assert store.get("bad-start") == "BAD-START"
                 assert store.get("bad-end") == "BAD-END"
@@ -231,7 +231,7 @@ class TestWrapper:
         patches.wrap(Client, "get", lambda original: lambda self: original(self))
         theirs = lambda self: "theirs"  # noqa: E731
         Client.get = theirs  # type: ignore[method-assign]
-        with caplog.at_level(logging.WARNING, logger="flowtracker.instrument"):
+        with caplog.at_level(logging.WARNING, logger="flowtracker.instrumentation"):
             patches.restore()
         assert Client.__dict__["get"] is theirs
         assert "could not restore" in caplog.text

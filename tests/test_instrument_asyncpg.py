@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 import flowtracker as ft
-from flowtracker.instrument import _safety
-from flowtracker.instrument import asyncpg as instrument_asyncpg
+from flowtracker.instrumentation import _safety
+from flowtracker.instrumentation import asyncpg as instrument_asyncpg
 from tests.postgres_server import DATABASE, PostgresServer, postgres, wait_for_backend  # noqa: F401
 
 SECRET = "s3cret-parameter-value"

@@ -20,7 +20,7 @@ from redis_server import redis_url  # noqa: F401  (the session's Redis)
 from web_helpers import collected
 
 import flowtracker as ft
-from flowtracker.instrument import _safety
+from flowtracker.instrumentation import _safety
 
 OWN = {
     (owner, name): owner.__dict__[name]
@@ -241,7 +241,7 @@ class TestOwnFailures:
         """When building the statement fails the command still runs; the failure is counted, logged once."""
         before = _safety.failures.get("redis", 0)
         key = KeyThatBreaksDecoding(b"odd-key")
-        with caplog.at_level(logging.ERROR, logger="flowtracker.instrument"):
+        with caplog.at_level(logging.ERROR, logger="flowtracker.instrumentation"):
             async with ft.span("handler"):
                 await client.set(key, "v1")
                 assert await client.get(key) == b"v1"

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from flowtracker.instrument import _safety
+from flowtracker.instrumentation import _safety
 
 
 class TestGuard:
@@ -25,7 +25,7 @@ class TestGuard:
 
     def test_logged_once_per_library(self, caplog: pytest.LogCaptureFixture) -> None:
         """The first failure of a library is logged with its traceback; later ones only counted."""
-        caplog.set_level(logging.ERROR, logger="flowtracker.instrument")
+        caplog.set_level(logging.ERROR, logger="flowtracker.instrumentation")
         for _ in range(3):
             with _safety.guard("t-once"):
                 raise RuntimeError("boom")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowtracker.instrument._sql import HEAD, span_name, statement_text
+from flowtracker.instrumentation._sql import HEAD, span_name, statement_text
 
 
 class TestSpanName:

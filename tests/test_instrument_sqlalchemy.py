@@ -18,9 +18,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import flowtracker as ft
-from flowtracker.instrument import _safety
-from flowtracker.instrument import asyncpg as instrument_asyncpg
-from flowtracker.instrument import sqlalchemy as instrument_sqlalchemy
+from flowtracker.instrumentation import _safety
+from flowtracker.instrumentation import asyncpg as instrument_asyncpg
+from flowtracker.instrumentation import sqlalchemy as instrument_sqlalchemy
 from tests.postgres_server import DATABASE, PostgresServer, postgres, wait_for_backend  # noqa: F401
 
 SECRET = "s3cret-parameter-value"

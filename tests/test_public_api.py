@@ -50,13 +50,44 @@ class TestPublicNames:
 
         assert ft.__version__ == version("flowtracker")
 
-    def test_instrument_is_the_function_not_the_subpackage(self):
-        """ft.instrument is the function even though flowtracker.instrument is also a subpackage."""
-        from flowtracker.instrument import httpx as httpx_instrumentation
+    def test_instrument_is_the_function_and_the_package_has_its_own_name(self):
+        """ft.instrument is the function; the instrumentations live in flowtracker.instrumentation,
+        a package of another name, so importing one of its modules never shadows the function."""
+        import importlib
 
+        module = importlib.import_module("flowtracker.instrumentation.httpx")
+        assert module.LIBRARY == "httpx"
         assert callable(ft.instrument)
-        assert ft.instrument.__module__ == "flowtracker.instrument"
-        assert httpx_instrumentation.LIBRARY == "httpx"
+        assert callable(ft.uninstrument)
+        assert ft.instrument.__module__ == "flowtracker.instrumentation"
+        assert ft.instrument is importlib.import_module("flowtracker.instrumentation").instrument
+
+    def test_plain_import_of_an_instrumentation_module(self, tmp_path):
+        """`import flowtracker.instrumentation.httpx as m` works in a fresh interpreter (it raised
+        ImportError while the package and the function shared the name `instrument`)."""
+        import subprocess
+        import sys
+
+        code = (
+            "import flowtracker as ft\n"
+            "import flowtracker.instrumentation.httpx as m\n"
+            "import flowtracker.instrumentation.redis\n"
+            "assert m.LIBRARY == 'httpx' and callable(ft.instrument)\n"
+            "print('ok')\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "ok"
+
+    def test_names_of_an_instrumentation_module_can_be_mocked(self):
+        """mock.patch reaches a name inside an instrumentation module by its dotted path."""
+        from unittest import mock
+
+        import flowtracker.instrumentation.redis as redis_instrumentation
+
+        with mock.patch("flowtracker.instrumentation.redis.LIBRARY", "patched"):
+            assert redis_instrumentation.LIBRARY == "patched"
+        assert redis_instrumentation.LIBRARY == "redis"
 
     def test_py_typed_shipped(self):
         """The package ships the py.typed marker."""

@@ -44,7 +44,7 @@ from ._safety import report_failure
 
 __all__ = ("Patches", "async_wrapper", "finish", "sync_wrapper")
 
-logger = logging.getLogger("flowtracker.instrument")
+logger = logging.getLogger("flowtracker.instrumentation")
 
 #: ``start(self, args, kwargs)``: the span of a call (called only under a current span).
 Start = Callable[[Any, tuple[Any, ...], dict[str, Any]], "Span | None"]

@@ -7,7 +7,7 @@ functions back. Every span is a child of the current span, kind ``client``;
 a call made with no current span starts no trace, so a background job's pool
 pings never become traces of their own.
 
-Each supported library has a module here, ``flowtracker.instrument.<name>``,
+Each supported library has a module here, ``flowtracker.instrumentation.<name>``,
 with the same shape (the registry's contract):
 
 * ``LIBRARY``: the library's name, as given to :func:`instrument`;

@@ -5,12 +5,12 @@ starting and ending it) in :func:`guard`, or catches around it and calls
 :func:`report_failure`. An exception there is swallowed, counted per library in
 :data:`failures`, and logged once per library (a bug that fires on every
 statement must not flood the log), with its traceback, on the
-``flowtracker.instrument`` logger. Only :class:`Exception` is caught:
+``flowtracker.instrumentation`` logger. Only :class:`Exception` is caught:
 cancellation and ``KeyboardInterrupt`` pass through, as they would without
 flowtracker.
 
 Example:
-    >>> from flowtracker.instrument import _safety
+    >>> from flowtracker.instrumentation import _safety
     >>> with _safety.guard("example"):
     ...     raise RuntimeError("a bug in the instrumentation")
     >>> _safety.failures["example"]
@@ -25,7 +25,7 @@ from types import TracebackType
 
 __all__ = ("Guard", "failures", "guard", "report_failure")
 
-logger = logging.getLogger("flowtracker.instrument")
+logger = logging.getLogger("flowtracker.instrumentation")
 
 #: Failures of flowtracker's own instrumentation code, per library name. Never reset by
 #: flowtracker; tests and health checks read it.
@@ -52,7 +52,7 @@ def report_failure(library: str, exc: BaseException) -> None:
     if first:
         logger.error(
             "flowtracker's %s instrumentation failed; the call went on untraced "
-            "(logged once; later failures are only counted in flowtracker.instrument._safety.failures)",
+            "(logged once; later failures are only counted in flowtracker.instrumentation._safety.failures)",
             library,
             exc_info=(type(exc), exc, exc.__traceback__),
         )

@@ -32,7 +32,7 @@ with status ``unfinished``: its real end is not known. The statement runs on,
 untouched.
 
 Example:
-    >>> from flowtracker.instrument import sqlalchemy as instrument_sqlalchemy
+    >>> from flowtracker.instrumentation import sqlalchemy as instrument_sqlalchemy
     >>> instrument_sqlalchemy.install()  # doctest: +SKIP
     >>> with ft.span("report"):  # doctest: +SKIP
     ...     session.execute(select(User).where(User.id == 5))  # span "SELECT users"

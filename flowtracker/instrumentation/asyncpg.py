@@ -9,7 +9,7 @@ statements' ``fetch``, ``fetchrow``, ``fetchval``, ``fetchmany`` and
 ``async for row in con.cursor(...)``, each ``Cursor.fetch``/``fetchrow``/``forward``).
 
 Each span is a child of the current span, kind ``client``, named by
-:func:`flowtracker.instrument._sql.span_name` (``SELECT users``), with the tags
+:func:`flowtracker.instrumentation._sql.span_name` (``SELECT users``), with the tags
 ``db.system`` (``"postgresql"``), ``db.statement`` (the text as sent, with its
 ``$n`` placeholders; parameter values are never read), ``db.name``,
 ``net.peer.name`` and ``net.peer.port``; status ``error`` when the statement
@@ -19,7 +19,7 @@ command without its options (``COPY public.users FROM STDIN``).
 
 While the SQLAlchemy instrumentation records a statement (SQLAlchemy on
 asyncpg), the driver call inside it records no second span
-(:data:`~flowtracker.instrument._sql.OUTER_STATEMENT`).
+(:data:`~flowtracker.instrumentation._sql.OUTER_STATEMENT`).
 
 The methods are replaced on asyncpg's classes by :func:`install` and the
 originals put back by :func:`uninstall`. Connection details come from
@@ -28,7 +28,7 @@ asyncpg's ``Connection._params`` / ``_addr``, and cursors' round trips from
 ``tests/test_instrument_asyncpg.py`` fails if a new asyncpg moves them).
 
 Example:
-    >>> from flowtracker.instrument import asyncpg as instrument_asyncpg
+    >>> from flowtracker.instrumentation import asyncpg as instrument_asyncpg
     >>> instrument_asyncpg.install()  # doctest: +SKIP
     >>> async with ft.span("handler"):  # doctest: +SKIP
     ...     await con.fetchval("SELECT count(*) FROM users WHERE team = $1", team)  # span "SELECT users"
