@@ -10,6 +10,12 @@ only place a trace is ever emitted), after the callbacks already scheduled on
 the loop have run, so a fire-and-forget task that starts a child span right
 after its parent ended still lands in the same trace.
 
+Emission is claimed atomically. Whoever moves the span list out (``take()``:
+one ``dict.pop``, a single C call) owns it; a second taker (a completion
+check in the loop while another thread drops the same trace, the age sweep
+racing a completion) gets the empty ``EMITTED`` list and emits nothing, so a
+trace is emitted, or dropped, exactly once.
+
 Reference cycles: while a trace is open, ``state.spans`` holds the spans and
 each span holds ``state``. On emission the span list moves into the finished
 record and ``state.spans`` is replaced by a fresh list, so a finished trace is
@@ -71,12 +77,14 @@ class TraceState:
     random_flag = False
     #: The end count at the last completion trigger (see the pipeline's completion).
     ended_seen = -1
+    #: What ``spans`` reads once the list was taken (``take()`` pops the instance's own).
+    spans: list[Span] = EMITTED
 
     def __init__(self, sink: TraceSink, trace_id: int, created_ns: int) -> None:
         self.trace_id = trace_id
         self.sink = sink
         self.limits = sink.limits  # read by every child start: one lookup, not two
-        self.spans: list[Span] = []
+        self.spans = []
         self.ended: Iterator[int] = itertools.count(1)
         self.created_ns = created_ns
 
@@ -101,12 +109,17 @@ class TraceState:
 
     def reopen(self) -> list[Span]:
         """A span starts after the trace was emitted: a fresh span list and end
-        count for the follow-up record, tracked again for the age limit."""
-        spans: list[Span] = []
-        self.spans = spans
-        self.ended = itertools.count(1)
-        self.created_ns = clock.now_ns()
-        self.sink.open_traces.add(self)
+        count for the follow-up record, tracked again for the age limit.
+
+        Two threads reopening at once share one list (``setdefault`` is one C
+        call): neither span is lost.
+        """
+        fresh: list[Span] = []
+        spans: list[Span] = self.__dict__.setdefault("spans", fresh)
+        if spans is fresh:
+            self.ended = itertools.count(1)
+            self.created_ns = clock.now_ns()
+            self.sink.open_traces.add(self)
         return spans
 
     def all_ended(self) -> bool:
@@ -118,17 +131,22 @@ class TraceState:
         return bool(spans)
 
     def take(self) -> list[Span]:
-        """Moves the spans out for emission; a late span will ``reopen()``."""
-        spans = self.spans
-        self.spans = EMITTED
+        """Moves the spans out for emission; a late span will ``reopen()``.
+
+        Atomic: of two callers racing, one gets the spans and the other an
+        empty list (see the module docstring).
+        """
+        spans: list[Span] = self.__dict__.pop("spans", EMITTED)
         self.ended = SPENT
         return spans
 
     def take_unfinished(self) -> tuple[list[Span], int]:
-        """Moves the spans out although some are still open (age limit, shutdown).
+        """Moves the spans out although some are still open (age limit, shutdown, fork).
 
         Returns the spans and how many of them are open. The open ones stop
-        recording, so their late end is not counted a second time.
+        recording, so their late end is not counted a second time; spans
+        started under them still record (``Span.__enter__`` asks the trace,
+        not the parent) and go out in follow-up records.
         """
         spans = self.take()
         open_count = 0
