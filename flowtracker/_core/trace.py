@@ -10,11 +10,10 @@ only place a trace is ever emitted), after the callbacks already scheduled on
 the loop have run, so a fire-and-forget task that starts a child span right
 after its parent ended still lands in the same trace.
 
-Emission is claimed atomically. Whoever moves the span list out (``take()``:
-one ``dict.pop``, a single C call) owns it; a second taker (a completion
-check in the loop while another thread drops the same trace, the age sweep
-racing a completion) gets the empty ``EMITTED`` list and emits nothing, so a
-trace is emitted, or dropped, exactly once.
+A trace is emitted or dropped once: the sink claims it by removing it from
+``open_traces`` (``set.remove``, one C call) before it calls ``take()``, so of
+two claimants racing (a completion check on the loop, a drop in another
+thread, the age sweep) only one gets its spans.
 
 Reference cycles: while a trace is open, ``state.spans`` holds the spans and
 each span holds ``state``. On emission the span list moves into the finished
@@ -77,14 +76,12 @@ class TraceState:
     random_flag = False
     #: The end count at the last completion trigger (see the pipeline's completion).
     ended_seen = -1
-    #: What ``spans`` reads once the list was taken (``take()`` pops the instance's own).
-    spans: list[Span] = EMITTED
 
     def __init__(self, sink: TraceSink, trace_id: int, created_ns: int) -> None:
         self.trace_id = trace_id
         self.sink = sink
         self.limits = sink.limits  # read by every child start: one lookup, not two
-        self.spans = []
+        self.spans: list[Span] = []
         self.ended: Iterator[int] = itertools.count(1)
         self.created_ns = created_ns
 
@@ -109,17 +106,12 @@ class TraceState:
 
     def reopen(self) -> list[Span]:
         """A span starts after the trace was emitted: a fresh span list and end
-        count for the follow-up record, tracked again for the age limit.
-
-        Two threads reopening at once share one list (``setdefault`` is one C
-        call): neither span is lost.
-        """
-        fresh: list[Span] = []
-        spans: list[Span] = self.__dict__.setdefault("spans", fresh)
-        if spans is fresh:
-            self.ended = itertools.count(1)
-            self.created_ns = clock.now_ns()
-            self.sink.open_traces.add(self)
+        count for the follow-up record, tracked again for the age limit."""
+        spans: list[Span] = []
+        self.spans = spans
+        self.ended = itertools.count(1)
+        self.created_ns = clock.now_ns()
+        self.sink.open_traces.add(self)
         return spans
 
     def all_ended(self) -> bool:
@@ -133,10 +125,10 @@ class TraceState:
     def take(self) -> list[Span]:
         """Moves the spans out for emission; a late span will ``reopen()``.
 
-        Atomic: of two callers racing, one gets the spans and the other an
-        empty list (see the module docstring).
+        The caller has claimed the trace (see the module docstring).
         """
-        spans: list[Span] = self.__dict__.pop("spans", EMITTED)
+        spans = self.spans
+        self.spans = EMITTED
         self.ended = SPENT
         return spans
 

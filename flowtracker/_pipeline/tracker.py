@@ -515,13 +515,25 @@ class Tracker:
     def _take_handed_over(self) -> None:
         self._pending.extend(self._handover.take())
 
+    def _claim(self, state: TraceState) -> bool:
+        """Whether the caller may take the spans of ``state`` (to emit or drop them).
+
+        Callers race (a completion check here, a drop in another thread, the
+        age sweep): only the one that removes ``state`` from ``open_traces``
+        (one C call) may, so each trace is emitted or dropped once. A late span
+        that starts afterwards reopens the trace, and adds it again.
+        """
+        try:
+            self.open_traces.remove(state)
+        except KeyError:
+            return False
+        return True
+
     def _release(self, state: TraceState) -> bool:
         """Forgets a trace that will not be emitted; False if it was emitted or dropped already."""
-        spans = state.take()
-        if not spans:
+        if not self._claim(state):
             return False
-        if not state.spans:  # else a late span in another thread reopened it meanwhile
-            self.open_traces.discard(state)
+        state.take()
         return True
 
     def _complete_pending(self) -> None:
@@ -535,20 +547,19 @@ class Tracker:
             # means no span started since: all ended. Otherwise look.
             if state.ended_seen != len(spans) and not state.all_ended():
                 continue
-            self._emit(state, state.take(), 0)
+            if self._claim(state):
+                self._emit(state, state.take(), 0)
 
     def _emit(self, state: TraceState, spans: list[Any], unfinished: int) -> None:
         """Hands the spans taken from ``state`` to every lane as one ``Trace`` record.
 
-        The one way out of assembly: complete traces, follow-ups, unfinished ones.
-        ``spans`` empty: another thread took them first (see ``TraceState.take``).
+        The one way out of assembly: complete traces, follow-ups, unfinished
+        ones. The caller claimed ``state`` (see :meth:`_claim`).
         """
         if not spans:
             return
         follow_up = state.emitted
         state.emitted = True
-        if not state.spans:  # else a late span in another thread reopened it meanwhile
-            self.open_traces.discard(state)
         dropped = state.dropped_spans
         if dropped:
             state.dropped_spans = 0
@@ -659,11 +670,9 @@ class Tracker:
         self._policy.redacted = self._policy.truncated = 0
 
     def _emit_unfinished(self, state: TraceState) -> None:
-        spans, open_count = state.take_unfinished()
-        if spans:
+        if self._claim(state):
+            spans, open_count = state.take_unfinished()
             self._emit(state, spans, open_count)
-        else:
-            self.open_traces.discard(state)
 
     async def _sweep(self) -> None:
         """Emits traces older than ``max_trace_age`` with their open spans unfinished,
@@ -678,10 +687,8 @@ class Tracker:
             limit = clock.now_ns() - int(self.max_trace_age * 1e9)
             for state in list(self.open_traces):
                 if state.created_ns < limit:
-                    if state.all_ended():  # a completion check that never came: emit it whole
-                        self._emit(state, state.take(), 0)
-                    else:
-                        self._emit_unfinished(state)
+                    # All ended: a completion check that never came; emitted whole.
+                    self._emit_unfinished(state)
 
     async def _close_exporters(self, timeout: float | None) -> None:
         timeout = self.close_timeout if timeout is None else timeout
