@@ -12,7 +12,6 @@ hanging the suite.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,20 +24,7 @@ from typing import Any
 
 import pytest
 from postgres_server import free_port
-
-
-def run_script(code: str, *, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    """Runs ``code`` in a fresh interpreter (this worktree's flowtracker); bounded."""
-    environment = {k: v for k, v in os.environ.items() if k != "FLOWTRACKER_EXPORTERS"}
-    environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=environment,
-        check=False,
-    )
+from scripts import run_python
 
 
 def read_traces(path: Path) -> list[dict[str, Any]]:
@@ -56,7 +42,7 @@ class TestOsFork:
         child's 100 traces are written (101 lines, not 1), once each, and the parent's
         traces after the fork are too."""
         target = tmp_path / "traces.jsonl"
-        result = run_script(
+        result = run_python(
             """
             import os
             import flowtracker as ft
@@ -88,7 +74,7 @@ class TestOsFork:
         """fork() inside a span: the span is exported once, by the parent; the child's spans
         under it go out as a follow-up record of the same trace, parented to it."""
         target = tmp_path / "traces.jsonl"
-        result = run_script(
+        result = run_python(
             """
             import os
             import flowtracker as ft
@@ -123,7 +109,7 @@ class TestOsFork:
         child's traces go to the child's default tracker (said once), a root given that
         tracker explicitly is forwarded there too, and start() on it is a clear error."""
         mine, default = tmp_path / "mine.jsonl", tmp_path / "default.jsonl"
-        result = run_script(
+        result = run_python(
             f"""
             import asyncio, os
             import flowtracker as ft
@@ -162,7 +148,7 @@ class TestOsFork:
         it must not hang on the import lock the parent's thread held (it did, for good)."""
         (tmp_path / "slow_module.py").write_text("import time\ntime.sleep(0.5)\nVALUE = 1\n")
         target = tmp_path / "traces.jsonl"
-        result = run_script(
+        result = run_python(
             f"""
             import os, sys, threading, time
             sys.path.insert(0, {str(tmp_path)!r})
@@ -204,7 +190,7 @@ class TestMultiprocessing:
         every trace made in a worker is written (their exit skips atexit: the tracker
         flushes through multiprocessing's exit finalizers), once, and the parent's too."""
         target = tmp_path / "traces.jsonl"
-        result = run_script(
+        result = run_python(
             """
             import multiprocessing
             import flowtracker as ft

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import trio
 from doubles import RaisingExporter, SlowExporter, StalledExporter, accounted
+from scripts import run_python
 
 import flowtracker as ft
 
@@ -361,19 +358,6 @@ class TestStats:
             stats.exporters["x"] = None  # type: ignore[index]
         with pytest.raises(AttributeError):
             stats.traces_completed = 5  # type: ignore[misc]
-
-
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "FLOWTRACKER_EXPORTERS"}
-    environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment,
-        check=False,
-    )
 
 
 class TestDefaultTracker:
