@@ -124,4 +124,5 @@ def _forget_in_child() -> None:
     _parked.parkings = []
 
 
-os.register_at_fork(before=_park_all, after_in_parent=_resume_all, after_in_child=_forget_in_child)
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
+    os.register_at_fork(before=_park_all, after_in_parent=_resume_all, after_in_child=_forget_in_child)

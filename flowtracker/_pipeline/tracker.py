@@ -115,7 +115,8 @@ class Tracker:
             raises ``TypeError``.
         service: Written as ``service`` in every trace.
         max_queue: Traces buffered per exporter lane before new ones are
-            dropped and counted. Default 8192.
+            dropped and counted; also how many traces finished in other
+            threads may wait for a busy loop. Default 8192.
         max_batch: Traces handed to one ``export()`` call at most. Default 512.
         export_timeout: Seconds one ``export()`` call may take before its batch
             counts as failed. Default 30.
@@ -824,7 +825,8 @@ def _after_fork_in_child() -> None:
     _started.clear()
 
 
-os.register_at_fork(
-    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
-)
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
 set_default_sink_resolver(resolve_tracker)
