@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
+import trio
 from doubles import RaisingExporter, SlowExporter, StalledExporter, accounted
+from scripts import run_python
 
 import flowtracker as ft
 
@@ -362,19 +360,6 @@ class TestStats:
             stats.traces_completed = 5  # type: ignore[misc]
 
 
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "FLOWTRACKER_EXPORTERS"}
-    environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment,
-        check=False,
-    )
-
-
 class TestDefaultTracker:
     def test_zero_setup_prints_flow_log_and_flushes_at_exit(self):
         """With no setup at all, traces go to stdout as FLOW_LOG lines, all flushed at exit."""
@@ -441,3 +426,83 @@ class TestDefaultTracker:
         """An unknown exporter scheme fails at start-up with a message naming the known ones."""
         with pytest.raises(ValueError, match=r"unknown flowtracker exporter 'bogus://x'.*console"):
             ft.exporter_from_url("bogus://x")
+
+
+class TestLongLivedRoot:
+    async def test_children_after_the_age_limit_go_out_as_follow_ups(self, memory):
+        """A root that outlives max_trace_age (a consumer loop) is exported unfinished once;
+        every child started after that still goes out, in follow-up records with the same
+        trace id, counted in traces_follow_up: none is silently discarded."""
+        async with ft.Tracker(exporters=[memory], max_trace_age=0.2) as tracker:  # noqa: SIM117
+            async with ft.span("consume") as root:
+                for i in range(600):
+                    async with ft.span("message", i=i):
+                        with ft.span("handle"):
+                            pass
+                    await asyncio.sleep(0.001)
+                await asyncio.sleep(0.01)
+                await tracker.flush()
+                assert memory.traces[0]["spans"][0]["status"] == "unfinished"
+        first, *follow_ups = memory.traces
+        assert {t["trace_id"] for t in memory.traces} == {root.trace_id}
+        assert first["unfinished_spans"] == 1
+        assert "follow_up" not in first
+        assert follow_ups
+        assert all(t["follow_up"] is True for t in follow_ups)
+        messages = [s["tags"]["i"] for t in memory.traces for s in t["spans"] if s["name"] == "message"]
+        assert sorted(messages) == list(range(600))  # each exactly once
+        handles = [s for t in memory.traces for s in t["spans"] if s["name"] == "handle"]
+        assert len(handles) == 600
+        stats = tracker.stats
+        assert stats.traces_unfinished == 1
+        assert stats.traces_follow_up == len(follow_ups)
+        assert stats.traces_completed == len(memory.traces)
+        accounted(stats)
+
+    async def test_a_long_child_of_a_swept_root_is_swept_again(self, memory):
+        """A child of a swept root that itself stays open past the age limit is exported
+        unfinished in a follow-up: follow-ups are bounded by the age limit too."""
+        async with ft.Tracker(exporters=[memory], max_trace_age=0.15) as tracker:  # noqa: SIM117
+            async with ft.span("websocket"):
+                await asyncio.sleep(0.4)  # swept
+                async with ft.span("long message"):
+                    await asyncio.sleep(0.5)  # swept again, as a follow-up
+                await tracker.flush()
+        names = [(t.get("follow_up", False), [s["name"] for s in t["spans"]]) for t in memory.traces]
+        assert names == [(False, ["websocket"]), (True, ["long message"])]
+        assert memory.traces[1]["spans"][0]["status"] == "unfinished"
+        assert tracker.stats.traces_unfinished == 2
+        accounted(tracker.stats)
+
+
+class TestTrio:
+    def test_async_with_tracker_runs_under_trio(self, memory):
+        """Under trio, `async with Tracker()` runs the pipeline on a loop of its own in a
+        thread: spans across trio tasks form one trace, flush() and leaving the block
+        export everything."""
+        async def main() -> ft.Tracker:
+            async with ft.Tracker(exporters=[memory], service="trio-app") as tracker:
+                async with ft.span("request"):
+
+                    async def child(n: int) -> None:
+                        async with ft.span("child", n=n):
+                            await trio.sleep(0.01)
+
+                    async with trio.open_nursery() as nursery:
+                        for n in range(3):
+                            nursery.start_soon(child, n)
+                assert await tracker.flush(timeout=5)
+                assert len(memory.traces) == 1
+                for _ in range(50):
+                    with ft.span("sync work"):
+                        pass
+            return tracker
+
+        tracker = trio.run(main)
+        first = memory.traces[0]
+        root = next(s for s in first["spans"] if s["name"] == "request")
+        assert sorted(s.get("tags", {}).get("n", -1) for s in first["spans"]) == [-1, 0, 1, 2]
+        assert all(s.get("parent_id") == root["span_id"] for s in first["spans"] if s is not root)
+        assert len(memory.traces) == 51
+        assert not tracker.running
+        accounted(tracker.stats)

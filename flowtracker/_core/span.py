@@ -185,7 +185,11 @@ class Span:
                 assert state is not None
                 self.parent = parent
                 self.span_id = _bits(64) or 1
-                if parent.recording:
+                # A parent that does not record in a recorded trace (emitted
+                # unfinished by the age limit, inherited across fork(), over
+                # the span limit) still has its children recorded: they go
+                # out as a follow-up, or are counted by the limit below.
+                if parent.recording or state.sampled:
                     spans = state.spans
                     if len(spans) < state.limits.max_spans_per_trace:
                         if not spans:  # first span since the last emission: a late one

@@ -10,6 +10,11 @@ only place a trace is ever emitted), after the callbacks already scheduled on
 the loop have run, so a fire-and-forget task that starts a child span right
 after its parent ended still lands in the same trace.
 
+A trace is emitted or dropped once: the sink claims it by removing it from
+``open_traces`` (``set.remove``, one C call) before it calls ``take()``, so of
+two claimants racing (a completion check on the loop, a drop in another
+thread, the age sweep) only one gets its spans.
+
 Reference cycles: while a trace is open, ``state.spans`` holds the spans and
 each span holds ``state``. On emission the span list moves into the finished
 record and ``state.spans`` is replaced by a fresh list, so a finished trace is
@@ -118,17 +123,22 @@ class TraceState:
         return bool(spans)
 
     def take(self) -> list[Span]:
-        """Moves the spans out for emission; a late span will ``reopen()``."""
+        """Moves the spans out for emission; a late span will ``reopen()``.
+
+        The caller has claimed the trace (see the module docstring).
+        """
         spans = self.spans
         self.spans = EMITTED
         self.ended = SPENT
         return spans
 
     def take_unfinished(self) -> tuple[list[Span], int]:
-        """Moves the spans out although some are still open (age limit, shutdown).
+        """Moves the spans out although some are still open (age limit, shutdown, fork).
 
         Returns the spans and how many of them are open. The open ones stop
-        recording, so their late end is not counted a second time.
+        recording, so their late end is not counted a second time; spans
+        started under them still record (``Span.__enter__`` asks the trace,
+        not the parent) and go out in follow-up records.
         """
         spans = self.take()
         open_count = 0

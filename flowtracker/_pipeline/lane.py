@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -87,8 +88,34 @@ class Lane:
         """Counts traces this lane never received (tracker not running)."""
         self.dropped += count
 
-    def stats(self) -> ExporterStats:
-        return ExporterStats(self.exported, self.failed, self.dropped, self.offered - self._processed)
+    def stats(self, dropped_before: int = 0) -> ExporterStats:
+        """The counters; ``dropped_before``: traces dropped before any lane saw them (the hand-over)."""
+        return ExporterStats(
+            self.exported, self.failed, self.dropped + dropped_before, self.offered - self._processed
+        )
+
+    def renewed(self) -> Lane:
+        """A new, empty lane for the same exporter with the same settings."""
+        return Lane(
+            self.name, self.exporter, max_queue=self.max_queue, max_batch=self.max_batch, timeout=self.timeout
+        )
+
+    def abandon(self) -> None:
+        """Forgets what is queued, uncounted: in a forked child it is the parent's to export."""
+        self.closing = True
+        self._interrupted = None
+        # Closing wakes a waiting drain task through its loop: in a child that
+        # loop may be closed or never run again, which is fine either way.
+        with contextlib.suppress(RuntimeError):
+            if self._send is not None:
+                self._send.close()
+            if self._receive is not None:
+                while True:
+                    try:
+                        self._receive.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                        break
+                self._receive.close()
 
     async def run(self) -> None:
         """Drains the lane until its stream is closed.

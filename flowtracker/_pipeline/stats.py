@@ -55,6 +55,9 @@ class TrackerStats(NamedTuple):
         traces_sampled_out: Finished traces that the tail sampler discarded.
         traces_unfinished: Records emitted with spans still open (trace-age
             limit reached, or open at shutdown).
+        traces_follow_up: Follow-up records among ``traces_completed``: spans
+            that started after their trace was emitted (a fire-and-forget
+            child, children of a long-lived root past ``max_trace_age``).
         tags_redacted: Tag values replaced by ``[REDACTED]`` at export.
         values_truncated: Strings cut at ``max_value_length`` at export.
         exporters: Exporter name to :class:`ExporterStats`.
@@ -75,3 +78,4 @@ class TrackerStats(NamedTuple):
     values_truncated: int
     exporters: Mapping[str, ExporterStats]
     config_error: str | None = None
+    traces_follow_up: int = 0

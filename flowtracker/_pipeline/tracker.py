@@ -15,7 +15,26 @@ The default tracker starts on first use, in a daemon thread with its own loop,
 so it works in sync code, in threads, and across any number of event loops
 coming and going (``asyncio.run`` twice, one loop per test). Its exporters come
 from ``FLOWTRACKER_EXPORTERS`` (console when unset). At interpreter exit an
-``atexit`` hook flushes it (at most ``close_timeout`` seconds).
+``atexit`` hook flushes it (at most ``close_timeout`` seconds); in a
+``multiprocessing`` child, which leaves through ``os._exit``, the process's
+exit finalizers do.
+
+Under trio (or any async library that is not asyncio) ``async with tracker``
+and ``await tracker.start()`` run the pipeline in a thread, as ``with tracker``
+does: spans work the same, and ``flush()``/``aclose()`` wait in a worker thread.
+
+Across ``fork()`` (``gunicorn --preload``, ``multiprocessing``), a tracker
+stays with the process that started it. In the child, every tracker started
+before the fork is *left behind*: it no longer runs there, nothing it had
+buffered is exported twice (the parent exports it), and it is never picked
+for a new trace. The child's traces go to the tracker in effect there,
+usually a fresh default tracker (``FLOWTRACKER_EXPORTERS``) started on first
+use: new roots, spans started under a span that was open at the fork (as
+follow-up records of that trace), and roots given a left-behind tracker
+explicitly (said once through ``logging``). ``start()`` on a left-behind
+tracker raises ``RuntimeError``: create trackers after the fork to give a
+child exporters of its own. See :mod:`flowtracker._pipeline.fork` for how the
+trackers' threads are kept safe across the fork itself.
 
 Example:
     >>> import asyncio, flowtracker as ft
@@ -33,14 +52,18 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
+import concurrent.futures
+import contextlib
 import contextvars
 import logging
+import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Coroutine, Iterable
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anyio
 
@@ -52,6 +75,8 @@ from .._wire.policy import DEFAULT_MAX_STRING, ExportPolicy
 from .._wire.record import Trace
 from .executor import PrestartedExecutor
 from .exporter import Exporter
+from .fork import import_before_threads, park_at_fork
+from .handover import HandOver
 from .lane import Lane
 from .stats import TrackerStats
 
@@ -67,7 +92,11 @@ ExporterResolver = Callable[["Iterable[Any] | None", "OnConfigError"], "tuple[li
 OnConfigError = Literal["raise", "fallback"]
 _exporter_resolver: ExporterResolver | None = None
 
+_T = TypeVar("_T")
+
 _running: list[Tracker] = []
+#: Every tracker started and not yet closed: left behind in a forked child.
+_started: weakref.WeakSet[Tracker] = weakref.WeakSet()
 _default: Tracker | None = None
 _default_lock = threading.Lock()
 
@@ -86,7 +115,8 @@ class Tracker:
             raises ``TypeError``.
         service: Written as ``service`` in every trace.
         max_queue: Traces buffered per exporter lane before new ones are
-            dropped and counted. Default 8192.
+            dropped and counted; also how many traces finished in other
+            threads may wait for a busy loop. Default 8192.
         max_batch: Traces handed to one ``export()`` call at most. Default 512.
         export_timeout: Seconds one ``export()`` call may take before its batch
             counts as failed. Default 30.
@@ -171,19 +201,22 @@ class Tracker:
             self._lanes.append(
                 Lane(name, exporter, max_queue=max_queue, max_batch=max_batch, timeout=export_timeout)
             )
-        self._max_pending = max_queue
-        # Counters (read by ``stats``).
+        # Counters (read by ``stats``; written on the loop's thread only, except
+        # the hand-over's drops, see HandOver).
         self._traces_completed = 0
         self._traces_dropped = 0
         self._sampled_out = 0
         self._unfinished = 0
+        self._follow_ups = 0
         # Assembly state.
         #: Traces under assembly (the core adds each new one), swept for the age limit.
         self.open_traces: set[TraceState] = set()
         self._pending: list[TraceState] = []
         self._pending_scheduled = False
-        self._handed_over: collections.deque[TraceState] = collections.deque()
-        self._handover_scheduled = False
+        self._handover = HandOver(max_queue, self._release)
+        #: The parent's pid once this tracker was left behind by a fork (see the module docstring).
+        self._forked_from: int | None = None
+        self._forward_noted = False
         # Loop binding.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -224,9 +257,10 @@ class Tracker:
     @property
     def stats(self) -> TrackerStats:
         """An immutable snapshot of the counters; see :class:`TrackerStats`."""
+        handover_dropped = self._handover.dropped  # dropped by every lane
         return TrackerStats(
-            traces_completed=self._traces_completed,
-            traces_dropped=self._traces_dropped,
+            traces_completed=self._traces_completed + handover_dropped,
+            traces_dropped=self._traces_dropped + handover_dropped,
             spans_dropped=self.limits.spans_dropped,
             tags_dropped=self.limits.tags_dropped,
             events_dropped=self.limits.events_dropped,
@@ -234,15 +268,30 @@ class Tracker:
             traces_unfinished=self._unfinished,
             tags_redacted=self._policy.redacted,
             values_truncated=self._policy.truncated,
-            exporters=MappingProxyType({lane.name: lane.stats() for lane in self._lanes}),
+            exporters=MappingProxyType({lane.name: lane.stats(handover_dropped) for lane in self._lanes}),
             config_error=self._config_error,
+            traces_follow_up=self._follow_ups,
         )
 
     async def start(self) -> None:
-        """Runs the export pipeline on the current event loop (idempotent)."""
+        """Runs the export pipeline on the current event loop (idempotent).
+
+        With no asyncio loop running here (trio, another library), the
+        pipeline runs on its own loop in a thread, as with :meth:`start_in_thread`.
+        """
+        if self._forked_from is not None:
+            raise RuntimeError(
+                f"this Tracker was started in process {self._forked_from} before fork(), and a "
+                f"tracker does not survive fork(): create a new Tracker in this process "
+                f"(gunicorn: in post_fork or the app's startup; multiprocessing: in the worker)"
+            )
         if self.closed:
             raise RuntimeError("this Tracker was closed; create a new one")
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio or another async library: a loop of our own
+            self.start_in_thread()
+            return
         if self._loop is not None:
             if self._loop is not loop:
                 raise RuntimeError("this Tracker already runs on another event loop")
@@ -260,8 +309,9 @@ class Tracker:
             self._tasks.append(lane.task)
         self._tasks.append(quiet.run(loop.create_task, self._sweep()))
         _running.append(self)
-        if self._handed_over:
-            self._schedule_handover()
+        _started.add(self)
+        if len(self._handover):
+            self._handover.wake_up(loop, self._on_handover)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Exports every trace completed so far; True unless ``timeout`` ran out.
@@ -272,6 +322,8 @@ class Tracker:
         """
         if self._loop is None or self.closed:
             return True
+        if self._loop_thread != threading.get_ident():  # a thread's tracker, or trio
+            return await self._on_own_loop(self.flush(timeout), True)
         await asyncio.sleep(0)  # lets completion checks already scheduled run
         self._take_handed_over()
         self._complete_pending()
@@ -290,8 +342,14 @@ class Tracker:
             return
         if self._loop is None:
             self.closed = True
-            self._drop_handed_over()
+            self._handover.drop_all()
             await self._close_exporters(timeout)
+            return
+        if self._loop_thread != threading.get_ident():  # a thread's tracker, or trio
+            if self._thread is not None:
+                await _wait_in_thread(self.close_thread, timeout)
+            else:
+                await self._on_own_loop(self.aclose(timeout), None)
             return
         timeout = self.close_timeout if timeout is None else timeout
         await asyncio.sleep(0)
@@ -317,7 +375,8 @@ class Tracker:
         await self._close_exporters(timeout)
         self._loop = None
         self._loop_thread = None
-        self._drop_handed_over()
+        _started.discard(self)
+        self._handover.drop_all()
 
     async def __aenter__(self) -> Tracker:
         await self.start()
@@ -346,6 +405,9 @@ class Tracker:
         """
         if self._thread is not None:
             return
+        # Whatever the thread would import on first use is imported here: a
+        # fork() in another thread must never cut that thread mid-import.
+        import_before_threads()
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -365,6 +427,7 @@ class Tracker:
             # A loop run by hand, not asyncio.run(): its teardown would start a
             # thread to shut the executor down, which fails at interpreter exit.
             loop = asyncio.new_event_loop()
+            park_at_fork(loop, threading.current_thread())
             executor = PrestartedExecutor()
             loop.set_default_executor(executor)
             try:
@@ -419,82 +482,85 @@ class Tracker:
         if self._loop_thread == threading.get_ident():
             self._pending.append(state)
             if not self._pending_scheduled:
-                self._pending_scheduled = True
-                loop = self._loop
-                assert loop is not None
-                if self.completion_delay:
-                    loop.call_later(self.completion_delay, self._complete_pending)
-                else:
-                    loop.call_soon(self._complete_pending)
+                self._schedule_completion()
             return
-        self._hand_over(state)
+        if self._forked_from is not None:
+            self._forward(state)
+        elif self.closed:
+            self._handover.drop(state)
+        else:
+            self._handover.put(state, self._loop, self._on_handover)
 
     # -- on the tracker's loop ------------------------------------------------
 
-    def _hand_over(self, state: TraceState) -> None:
-        if self.closed:
-            self._drop_records(1)
-            return
-        if len(self._handed_over) >= self._max_pending:
-            self._drop_records(1)
-            return
-        self._handed_over.append(state)
-        if self._loop is not None and not self._handover_scheduled:
-            self._schedule_handover()
+    def _schedule_completion(self) -> None:
+        """Has the pending traces checked once the callbacks already scheduled ran.
 
-    def _schedule_handover(self) -> None:
-        self._handover_scheduled = True
+        ``call_soon`` queues the check before any later hand-over, so traces
+        wait at most one hand-over's worth in ``_pending``: with the hand-over's
+        own bound, at most ``2 * max_queue`` finished traces are held.
+        """
+        self._pending_scheduled = True
         loop = self._loop
         assert loop is not None
-        try:
-            loop.call_soon_threadsafe(self._on_handover)
-        except RuntimeError:  # the loop was closed under us
-            self._handover_scheduled = False
-            self._drop_handed_over()
+        if self.completion_delay:
+            loop.call_later(self.completion_delay, self._complete_pending)
+        else:
+            loop.call_soon(self._complete_pending)
 
     def _on_handover(self) -> None:
         self._take_handed_over()
         if not self._pending_scheduled and self._pending:
-            self._pending_scheduled = True
-            assert self._loop is not None
-            self._loop.call_later(self.completion_delay, self._complete_pending)
+            self._schedule_completion()
 
     def _take_handed_over(self) -> None:
-        self._handover_scheduled = False  # reset before draining: see _hand_over
-        handed_over = self._handed_over
-        while handed_over:
-            self._pending.append(handed_over.popleft())
+        self._pending.extend(self._handover.take())
 
-    def _drop_handed_over(self) -> None:
-        count = 0
-        while self._handed_over:
-            self._handed_over.popleft()
-            count += 1
-        if count:
-            self._drop_records(count)
+    def _claim(self, state: TraceState) -> bool:
+        """Whether the caller may take the spans of ``state`` (to emit or drop them).
+
+        Callers race (a completion check here, a drop in another thread, the
+        age sweep): only the one that removes ``state`` from ``open_traces``
+        (one C call) may, so each trace is emitted or dropped once. A late span
+        that starts afterwards reopens the trace, and adds it again.
+        """
+        try:
+            self.open_traces.remove(state)
+        except KeyError:
+            return False
+        return True
+
+    def _release(self, state: TraceState) -> bool:
+        """Forgets a trace that will not be emitted; False if it was emitted or dropped already."""
+        if not self._claim(state):
+            return False
+        state.take()
+        return True
 
     def _complete_pending(self) -> None:
         self._pending_scheduled = False
         pending, self._pending = self._pending, []
         for state in pending:
             spans = state.spans
-            if not spans:  # emitted already (a second trigger for the same trace)
+            if not spans:  # emitted or dropped already (a second trigger for the same trace)
                 continue
             # The end count seen by the trigger equal to the spans started now
             # means no span started since: all ended. Otherwise look.
             if state.ended_seen != len(spans) and not state.all_ended():
                 continue
-            self._emit(state, state.take(), 0)
+            if self._claim(state):
+                self._emit(state, state.take(), 0)
 
     def _emit(self, state: TraceState, spans: list[Any], unfinished: int) -> None:
         """Hands the spans taken from ``state`` to every lane as one ``Trace`` record.
 
-        The one way out of assembly: complete traces, follow-ups, unfinished ones.
+        The one way out of assembly: complete traces, follow-ups, unfinished
+        ones. The caller claimed ``state`` (see :meth:`_claim`).
         """
+        if not spans:
+            return
         follow_up = state.emitted
         state.emitted = True
-        if not state.spans:  # else a late span in another thread reopened it meanwhile
-            self.open_traces.discard(state)
         dropped = state.dropped_spans
         if dropped:
             state.dropped_spans = 0
@@ -513,6 +579,8 @@ class Tracker:
                 self._sampled_out += 1
                 return
         self._traces_completed += 1
+        if follow_up:
+            self._follow_ups += 1
         if self.closed:
             self._traces_dropped += 1
             for lane in self._lanes:
@@ -525,19 +593,87 @@ class Tracker:
         if not accepted:
             self._traces_dropped += 1
 
-    def _emit_unfinished(self, state: TraceState) -> None:
-        spans, open_count = state.take_unfinished()
-        if spans:
-            self._emit(state, spans, open_count)
-        else:
-            self.open_traces.discard(state)
+    # -- elsewhere than on the tracker's loop --------------------------------
 
-    def _drop_records(self, count: int) -> None:
-        """Counts records that completed while no loop could take them."""
-        self._traces_completed += count
-        self._traces_dropped += count
-        for lane in self._lanes:
-            lane.drop(count)
+    async def _on_own_loop(self, coroutine: Coroutine[Any, Any, _T], if_gone: _T) -> _T:
+        """Runs ``coroutine`` on this tracker's loop and waits for it here (another
+        loop, another thread, trio); ``if_gone`` when that loop is closed."""
+        loop = self._loop
+        try:
+            if loop is None:
+                raise RuntimeError("not running")
+            future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        except RuntimeError:  # closed meanwhile
+            coroutine.close()
+            return if_gone
+        return await _wait_for(future)
+
+    def _forward(self, state: TraceState) -> None:
+        """In a forked child: hands a trace that reported here to the tracker in effect."""
+        target = resolve_tracker()
+        self._note_left_behind()
+        self.open_traces.discard(state)
+        state.sink = target
+        state.limits = target.limits
+        target.open_traces.add(state)
+        target.span_ended(state)
+
+    def _note_left_behind(self) -> None:
+        """Says once, in a forked child, that this tracker's traces go elsewhere."""
+        if self._forward_noted:
+            return
+        self._forward_noted = True
+        logger.warning(
+            "flowtracker: Tracker(%s) was started in process %s before fork(); it does not run in "
+            "this child process (%d), whose traces go to the tracker started here, else to the "
+            "default tracker (FLOWTRACKER_EXPORTERS, else the console). To choose where a child's "
+            "traces go, create its tracker after the fork (gunicorn: post_fork or the app's "
+            "startup; multiprocessing: in the worker).",
+            f"service={self.service!r}" if self.service else ", ".join(lane.name for lane in self._lanes),
+            self._forked_from,
+            os.getpid(),
+        )
+
+    def _leave_behind(self, parent: int, *, quiet: bool) -> None:
+        """In a forked child: this tracker ran in ``parent`` and stays there.
+
+        What it buffered or had open is the parent's, which exports it: the
+        child forgets it uncounted. Spans still open lose their recording (their
+        end belongs to the parent), their trace is marked emitted so spans the
+        child starts under them go out as follow-ups, and everything that
+        reports here from now on is forwarded (see :meth:`_forward`).
+        """
+        self._forked_from = parent
+        self._forward_noted = quiet
+        self.closed = True
+        if self._thread is None:  # the loop ran on the forking thread: the child may run it on
+            for task in self._tasks:
+                with contextlib.suppress(RuntimeError):
+                    task.cancel()
+        self._tasks = []
+        abandoned, self._lanes = self._lanes, [lane.renewed() for lane in self._lanes]
+        for lane in abandoned:
+            lane.abandon()
+        for state in self.open_traces:
+            state.take_unfinished()
+            state.emitted = True
+        self.open_traces.clear()
+        self._pending = []
+        self._pending_scheduled = False
+        self._handover = HandOver(self._handover.bound, self._release)
+        self._loop = None
+        self._loop_thread = None
+        self._thread = None
+        self._thread_stop = None
+        self._traces_completed = self._traces_dropped = self._sampled_out = 0
+        self._unfinished = self._follow_ups = 0
+        self.limits.spans_dropped = self.limits.tags_dropped = self.limits.events_dropped = 0
+        self._policy.redacted = self._policy.truncated = 0
+
+    def _emit_unfinished(self, state: TraceState) -> None:
+        if self._claim(state):
+            spans, open_count = state.take_unfinished()
+            self._emit(state, spans, open_count)
 
     async def _sweep(self) -> None:
         """Emits traces older than ``max_trace_age`` with their open spans unfinished,
@@ -551,7 +687,8 @@ class Tracker:
                 lane.cancel_if_overdue(now)
             limit = clock.now_ns() - int(self.max_trace_age * 1e9)
             for state in list(self.open_traces):
-                if state.created_ns < limit and not state.all_ended():
+                if state.created_ns < limit:
+                    # All ended: a completion check that never came; emitted whole.
                     self._emit_unfinished(state)
 
     async def _close_exporters(self, timeout: float | None) -> None:
@@ -562,6 +699,20 @@ class Tracker:
                     await lane.exporter.aclose()
             except Exception as error:
                 logger.warning("exporter %s failed to close: %r", lane.name, error)
+
+
+async def _wait_for(future: concurrent.futures.Future[_T]) -> _T:
+    """Awaits another thread's future under asyncio (no thread needed) or trio (a worker thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return await anyio.to_thread.run_sync(future.result)
+    return await asyncio.wrap_future(future)
+
+
+async def _wait_in_thread(blocking: Callable[[float | None], None], timeout: float | None) -> None:
+    """Runs a blocking call (joining a tracker's thread) in a worker thread, under asyncio or trio."""
+    await anyio.to_thread.run_sync(blocking, timeout)
 
 
 def _unique_name(exporter: object, taken: set[str]) -> str:
@@ -618,6 +769,10 @@ def default_tracker() -> Tracker:
             created = Tracker(on_config_error="fallback")  # never fails a span
             created.start_in_thread(name="flowtracker-default")
             _default = created
+            _flush_at_process_exit()
+            for left in _left_running:  # the trackers this child's new traces would have gone to
+                left._note_left_behind()
+            _left_running.clear()
         return _default
 
 
@@ -628,4 +783,50 @@ def _flush_default_at_exit() -> None:
         tracker.close_thread()
 
 
+def _flush_at_process_exit() -> None:
+    """Has a ``multiprocessing`` child flush the default tracker too: it leaves
+    through ``os._exit()``, which skips ``atexit``, after its exit finalizers."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        util.Finalize(None, _flush_default_at_exit, exitpriority=10)
+
+
+# -- fork() (see the module docstring) -------------------------------------------
+
+_fork_holds_default_lock = False
+#: In a forked child: the user's trackers that were running in the parent.
+_left_running: list[Tracker] = []
+
+
+def _before_fork() -> None:
+    # A child inheriting the lock held (a thread was starting the default
+    # tracker) could never start its own: wait for the start to finish.
+    global _fork_holds_default_lock
+    _fork_holds_default_lock = _default_lock.acquire(timeout=5.0)
+
+
+def _after_fork_in_parent() -> None:
+    global _fork_holds_default_lock
+    if _fork_holds_default_lock:
+        _fork_holds_default_lock = False
+        _default_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _default, _default_lock, _fork_holds_default_lock
+    _default_lock = threading.Lock()
+    _fork_holds_default_lock = False
+    left_default, _default = _default, None
+    _left_running[:] = [tracker for tracker in _running if tracker is not left_default]
+    _running.clear()
+    parent = os.getppid()
+    for tracker in list(_started):
+        tracker._leave_behind(parent, quiet=tracker is left_default)
+    _started.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
 set_default_sink_resolver(resolve_tracker)

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from .._pipeline.fork import needs_modules
 from .._pipeline.tracker import OnConfigError as OnConfigError
 from .._pipeline.tracker import set_exporter_resolver
 from ._base import Exporter as Exporter
@@ -29,6 +30,10 @@ from .memory import MemoryExporter as MemoryExporter
 # The tracker reads exporter URLs and the environment through this package,
 # which knows the schemes (the pipeline sits below the exporters).
 set_exporter_resolver(resolve_exporters)
+
+# FileExporter imports aiofiles on first use, on the tracker's loop: imported
+# instead before a tracker thread starts, where a fork() cannot cut the import.
+needs_modules("aiofiles", "aiofiles.os")
 
 # Exporters with heavier dependencies (aiohttp, aiokafka, opentelemetry) load
 # on first use, so ``import flowtracker`` stays light.

@@ -1,0 +1,133 @@
+"""The thread hand-over: traces finished in other threads, counted exactly and bounded.
+
+A trace whose last span ends outside the tracker's loop waits in the
+hand-over until the loop takes it. These tests finish traces in real thread
+pools while the loop is blocked or busy, and in a sync program at full speed
+into a thread tracker, and check that every trace is emitted or dropped
+exactly once, that the stats say which, and that a dropped trace is let go at
+once instead of being kept until exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from doubles import SlowExporter, accounted
+
+import flowtracker as ft
+
+
+def job(i: int) -> None:
+    """A unit of work in a worker thread: one trace of two spans."""
+    with ft.span("job", i=i), ft.span("step"):
+        pass
+
+
+def exported_once(memory: ft.MemoryExporter, stats: ft.TrackerStats) -> None:
+    """What the memory exporter holds is what the stats call exported, each trace once."""
+    assert len(memory.traces) == stats.exporters["memory"].exported
+    assert len({trace["trace_id"] for trace in memory.traces}) == len(memory.traces)
+
+
+class TestBlockedLoop:
+    async def test_traces_past_the_bound_are_dropped_once_and_counted(self):
+        """20,000 traces finish in threads while the loop is blocked, with room for 2,000:
+        2,000 are exported, 18,000 dropped, each counted once, none emitted twice at close."""
+        memory = ft.MemoryExporter()
+        async with ft.Tracker(exporters=[memory], max_queue=2000) as tracker:
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(ft.bind(job), range(20_000)))  # blocks the loop meanwhile
+            assert len(tracker.open_traces) <= 2000 + 4  # dropped traces were let go at once
+        stats = tracker.stats
+        assert stats.traces_completed == 20_000
+        assert stats.exporters["memory"].exported == 2000
+        assert stats.traces_dropped == stats.exporters["memory"].dropped == 18_000
+        assert stats.traces_unfinished == 0
+        exported_once(memory, stats)
+        accounted(stats)
+        assert tracker.open_traces == set()
+
+
+class TestBusyLoop:
+    async def test_sixteen_threads_every_trace_emitted_or_dropped_once(self):
+        """A 16-thread pool finishes 10,000 traces while the loop is busy submitting them:
+        completed is 10,000 and equals exported + dropped; what is exported is counted
+        exported, and no trace is emitted twice."""
+        memory = ft.MemoryExporter()
+        async with ft.Tracker(exporters=[memory]) as tracker:
+            loop = asyncio.get_running_loop()
+            with ThreadPoolExecutor(16) as pool:
+                await asyncio.gather(*(loop.run_in_executor(pool, ft.bind(job), i) for i in range(10_000)))
+        stats = tracker.stats
+        lane = stats.exporters["memory"]
+        assert stats.traces_completed == 10_000
+        assert lane.exported + lane.dropped == 10_000
+        assert stats.traces_dropped == lane.dropped
+        exported_once(memory, stats)
+        accounted(stats)
+
+    async def test_nothing_dropped_when_the_loop_keeps_up(self):
+        """Threads finishing traces while the loop is free: all 5,000 are exported, none dropped."""
+        memory = ft.MemoryExporter()
+        async with ft.Tracker(exporters=[memory]) as tracker:
+            for start in range(0, 5000, 500):
+                await asyncio.gather(*(asyncio.to_thread(job, i) for i in range(start, start + 500)))
+        stats = tracker.stats
+        assert stats.traces_completed == stats.exporters["memory"].exported == 5000
+        assert stats.traces_dropped == 0
+        exported_once(memory, stats)
+
+
+class TestSyncProgram:
+    def test_full_speed_into_a_thread_tracker_stays_bounded(self):
+        """A sync program makes 200,000 traces at full speed into a thread tracker with a
+        slow exporter: the traces held at any moment stay near max_queue (the old hand-over
+        kept every dropped trace until exit), and the figures add up exactly at the end."""
+        memory, slow = ft.MemoryExporter(), SlowExporter(0.002)
+        peak = 0
+        with ft.Tracker(exporters=[memory, slow], max_queue=1000) as tracker:
+            for i in range(200_000):
+                with ft.span("job"):
+                    pass
+                if i % 500 == 0:
+                    peak = max(peak, len(tracker.open_traces))
+        stats = tracker.stats
+        assert peak <= 2 * 1000 + 100, peak
+        assert stats.traces_completed == 200_000
+        for lane in stats.exporters.values():
+            assert lane.exported + lane.dropped + lane.failed == 200_000
+            assert lane.queued == 0
+        exported_once(memory, stats)
+        accounted(stats)
+        assert tracker.open_traces == set()
+
+    def test_racing_threads_count_exactly(self):
+        """Eight threads finishing traces at once into a tracker not started yet (room for
+        10): every drop is counted once, the waiting ones are exported once it starts."""
+        memory = ft.MemoryExporter()
+        tracker = ft.Tracker(exporters=[memory], max_queue=10)
+        barrier = threading.Barrier(8)
+
+        def burst() -> None:
+            barrier.wait()
+            for _ in range(5000):
+                with ft.start_root_span("r", tracker=tracker):
+                    pass
+
+        threads = [threading.Thread(target=burst) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        waiting = len(tracker.open_traces)
+        assert 10 <= waiting <= 10 + 8  # the dropped ones were let go
+        assert tracker.stats.traces_dropped == 40_000 - waiting
+        with tracker:
+            pass
+        stats = tracker.stats
+        assert stats.traces_completed == 40_000
+        assert stats.exporters["memory"].exported == waiting
+        exported_once(memory, stats)
+        accounted(stats)
