@@ -109,9 +109,9 @@ def imports_of(module: str, path: Path, known: dict[str, Path]) -> set[str]:
 #: Private names of the standard library read on purpose, each for a reason
 #: no public API serves (file, attribute) -> why.
 STDLIB_PRIVATES = {
-    ("loop_monitor.py", "_loop"): "asyncio.Handle's loop: which loop a callback runs on",
-    ("loop_monitor.py", "_context"): "asyncio.Handle's context: whose span a callback runs for",
-    ("loop_monitor.py", "_current_frames"): "sys._current_frames(): the only way to sample a blocked thread",
+    ("_callbacks.py", "_loop"): "asyncio.Handle's loop: which loop a callback runs on",
+    ("_callbacks.py", "_context"): "asyncio.Handle's context: whose span a callback runs for",
+    ("_watchdog.py", "_current_frames"): "sys._current_frames(): the only way to sample a blocked thread",
 }
 
 
