@@ -427,11 +427,12 @@ def unwatch(timer: CallbackTimer) -> None:
 
 
 def add_busy(span: Span, ns: int) -> None:
-    """Adds ``ns`` (never below zero: children that overlapped) to the span's ``busy_ns``."""
+    """Adds ``ns`` (never below zero: children that overlapped) to the span's ``busy_ns``.
+
+    The one writer of ``SpanExtras.busy_ns``.
+    """
     if ns < 0:
         ns = 0
-    details = span.details
-    if details is None:
-        span.details = {"busy_ns": ns}
-    else:
-        details["busy_ns"] = details.get("busy_ns", 0) + ns
+    extras = span.extras or span.ensure_extras()
+    busy = extras.busy_ns
+    extras.busy_ns = ns if busy is None else busy + ns
