@@ -178,7 +178,7 @@ def span_end(span: Any, result: Any) -> None:
 @pytest.fixture
 def store() -> Any:
     """Store.get and Store.aget wrapped as an instrumentation would wrap them; restored afterwards."""
-    patches = Patches()
+    patches = Patches("store", "a client span per get")
     patches.wrap(Store, "get", sync_wrapper("store", span_start, span_end))
     patches.wrap(Store, "aget", async_wrapper("store", span_start, span_end))
     yield Store()
@@ -227,11 +227,11 @@ class TestWrapper:
             def get(self) -> str:
                 return "own"
 
-        patches = Patches()
+        patches = Patches("client", "a client span per get")
         patches.wrap(Client, "get", lambda original: lambda self: original(self))
         theirs = lambda self: "theirs"  # noqa: E731
         Client.get = theirs  # type: ignore[method-assign]
-        with caplog.at_level(logging.WARNING, logger="flowtracker.instrumentation"):
+        with caplog.at_level(logging.WARNING, logger="flowtracker.patches"):
             patches.restore()
         assert Client.__dict__["get"] is theirs
         assert "could not restore" in caplog.text

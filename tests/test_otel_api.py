@@ -29,7 +29,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 import flowtracker as ft
-from flowtracker._core import activate, clock, deactivate, start_root_span, suppressed
+from flowtracker._core import activate, clock, deactivate, patches, start_root_span, suppressed
 from flowtracker._core.clock import format_rfc3339, parse_rfc3339
 from flowtracker.otel import BridgedRuntimeContext, BridgeError, BridgeSpan, TracerProvider
 from flowtracker.testing import capture_traces
@@ -41,12 +41,14 @@ REMOTE_SPAN = "00f067aa0ba902b7"
 
 @pytest.fixture
 def provider() -> Iterator[TracerProvider]:
-    """A flowtracker TracerProvider; OpenTelemetry's runtime context is put back afterwards,
-    so the bridge does not outlive the test (other tests use the SDK in this process)."""
-    # The private name the bridge wraps (see TestOpenTelemetryInternals).
-    saved = otel_context._RUNTIME_CONTEXT
+    """A flowtracker TracerProvider; OpenTelemetry's runtime context is put back afterwards
+    through flowtracker's patch registry, so the bridge does not outlive the test (other
+    tests use the SDK in this process)."""
     yield TracerProvider()
-    otel_context._RUNTIME_CONTEXT = saved
+    for patch in patches.active():
+        if patch.name == "_RUNTIME_CONTEXT":
+            assert patch.undo()
+    assert not isinstance(otel_context._RUNTIME_CONTEXT, BridgedRuntimeContext)
 
 
 @pytest.fixture

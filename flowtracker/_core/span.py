@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from . import clock
 from .extras import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, STATUS_UNFINISHED, SpanExtras
+from .patches import Patch, patch_attribute
 from .sink import BOUND_SINK, resolve_sink
 from .trace import TraceState
 
@@ -748,6 +749,7 @@ class SwitchObserver(Protocol):
 
 _observer: SwitchObserver | None = None
 _plain_exit = Span.__exit__
+_exit_patch: Patch | None = None
 
 
 def set_switch_observer(observer: SwitchObserver | None) -> None:
@@ -774,10 +776,12 @@ def set_switch_observer(observer: SwitchObserver | None) -> None:
         >>> seen.names
         [None, 'work', 'end work']
     """
-    global _observer
+    global _observer, _exit_patch
     _observer = observer
     if observer is None:
-        Span.__exit__ = _plain_exit  # type: ignore[method-assign]
+        if _exit_patch is not None:
+            _exit_patch.undo()
+            _exit_patch = None
         return
     closing = observer.closing
 
@@ -794,4 +798,10 @@ def set_switch_observer(observer: SwitchObserver | None) -> None:
         _plain_exit(self, exc_type, exc, tb)
 
     __exit__.__doc__ = _plain_exit.__doc__
-    Span.__exit__ = __exit__  # type: ignore[method-assign]
+    # One step from one observer to the next (no moment with the plain exit).
+    _exit_patch = patch_attribute(
+        Span,
+        "__exit__",
+        __exit__,
+        reason="while a switch observer (the event-loop monitor) is set: it is told before a span ends",
+    )

@@ -12,7 +12,8 @@ own hooks) is made of two pieces from here:
   and its result or exception reaches the caller unchanged, an exception
   ending the span first (``cancelled`` for task cancellation).
 * :class:`Patches` sets the wrappers on the library's classes and restores
-  the originals.
+  the originals, through flowtracker's patch registry
+  (:mod:`flowtracker._core.patches`), each with the instrumentation's reason.
 
 Example:
     >>> import flowtracker as ft
@@ -22,7 +23,7 @@ Example:
     ...         return key
     >>> own = Client.__dict__["get"]
     >>> start = lambda self, args, kwargs: start_child(f"GET {args[0]}", kind="client")
-    >>> patches = Patches()
+    >>> patches = Patches("docs", "a client span per get")
     >>> patches.wrap(Client, "get", sync_wrapper("docs", start))
     >>> with ft.span("job"):
     ...     Client().get("user:1")
@@ -35,16 +36,14 @@ Example:
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._core import Span, current_span
+from .._core.patches import Patch, patch_attribute
 from ._safety import report_failure
 
 __all__ = ("Patches", "async_wrapper", "finish", "sync_wrapper")
-
-logger = logging.getLogger("flowtracker.instrumentation")
 
 #: ``start(self, args, kwargs)``: the span of a call (called only under a current span).
 Start = Callable[[Any, tuple[Any, ...], dict[str, Any]], "Span | None"]
@@ -131,14 +130,20 @@ def async_wrapper(library: str, start: Start, end: End = finish) -> Callable[[Me
 class Patches:
     """The methods one instrumentation replaced, with the originals to restore.
 
-    Not thread-safe by itself: the registry (:func:`flowtracker.instrument`)
-    calls ``install``/``uninstall`` under its lock.
+    Not thread-safe by itself: :func:`flowtracker.instrument` calls
+    ``install``/``uninstall`` under its lock.
+
+    Args:
+        library: The instrumented library (``"httpx"``).
+        reason: What its patches do, for the patch registry (``"a client span per request"``).
     """
 
-    __slots__ = ("_applied",)
+    __slots__ = ("_applied", "library", "reason")
 
-    def __init__(self) -> None:
-        self._applied: list[tuple[type, str, Any, Any]] = []
+    def __init__(self, library: str, reason: str) -> None:
+        self.library = library
+        self.reason = reason
+        self._applied: list[Patch] = []
 
     @property
     def active(self) -> bool:
@@ -154,21 +159,14 @@ class Patches:
         # put back exactly what was there.
         original = owner.__dict__[name]
         wrapper = functools.update_wrapper(make(original), original)
-        setattr(owner, name, wrapper)
-        self._applied.append((owner, name, original, wrapper))
+        reason = f"ft.instrument({self.library!r}): {self.reason}"
+        self._applied.append(patch_attribute(owner, name, wrapper, reason=reason))
 
     def restore(self) -> None:
-        """Puts every original back, last wrapped first; a second call does nothing."""
+        """Puts every original back, last wrapped first; a second call does nothing.
+
+        A method another tool wrapped after flowtracker keeps that wrapper
+        (the registry logs it): putting the original back would remove it too.
+        """
         while self._applied:
-            owner, name, original, wrapper = self._applied.pop()
-            if owner.__dict__.get(name) is wrapper:
-                setattr(owner, name, original)
-            else:
-                # Another tool wrapped ours since: putting the original back would
-                # silently remove its wrapper too, so both stay and we say so.
-                logger.warning(
-                    "flowtracker could not restore %s.%s: something else replaced it after "
-                    "flowtracker did; left as it is",
-                    owner.__qualname__,
-                    name,
-                )
+            self._applied.pop().undo()

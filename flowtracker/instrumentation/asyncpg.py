@@ -41,6 +41,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .._core import STATUS_OK, Span, activate, current_span, deactivate, start_child
+from .._core.patches import Patch, patch_attribute
 from ._safety import report_failure
 from ._sql import OUTER_STATEMENT, span_name, statement_text
 
@@ -54,8 +55,8 @@ PIP = "flowtracker[asyncpg]"
 #: connection it runs on, for one kind of method.
 _Describe = Callable[[Any, tuple[Any, ...], dict[str, Any]], tuple[Any, Any]]
 
-#: What :func:`install` replaced: (class, attribute name, the original from the class's __dict__).
-_patched: list[tuple[type, str, Any]] = []
+#: What :func:`install` replaced.
+_patched: list[Patch] = []
 
 
 def _connection_query(con: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -196,8 +197,13 @@ def install() -> None:
             if original is None:  # a newer asyncpg moved it: the rest still works; say so once
                 report_failure(LIBRARY, AttributeError(f"{cls.__qualname__}.{name} not found"))
                 continue
-            setattr(cls, name, _traced(original, describe, nests))
-            _patched.append((cls, name, original))
+            patch = patch_attribute(
+                cls,
+                name,
+                _traced(original, describe, nests),
+                reason="ft.instrument('asyncpg'): a client span per statement",
+            )
+            _patched.append(patch)
 
 
 def uninstall() -> None:
@@ -206,5 +212,4 @@ def uninstall() -> None:
     Calls already in flight keep their span and end it.
     """
     while _patched:
-        cls, name, original = _patched.pop()
-        setattr(cls, name, original)
+        _patched.pop().undo()

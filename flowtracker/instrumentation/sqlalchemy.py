@@ -41,9 +41,11 @@ Example:
 from __future__ import annotations
 
 import contextvars
+import functools
 from typing import Any
 
 from .._core import STATUS_OK, STATUS_UNFINISHED, Span, current_span, start_child
+from .._core.patches import Patch, patch_hook
 from ._safety import report_failure
 from ._sql import OUTER_STATEMENT, span_name, statement_text
 
@@ -60,7 +62,7 @@ _Entry = tuple[Span, "contextvars.Token[Span | None]"]
 #: runs without a context. (``ExceptionContext.cursor`` is documented but not set
 #: by SQLAlchemy 2.1, hence the context first.)
 _in_flight: dict[int, _Entry] = {}
-_installed = False
+_hooks: list[Patch] = []
 
 
 def _before(conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool) -> None:
@@ -133,29 +135,35 @@ def install() -> None:
     Example:
         >>> install(); install()  # doctest: +SKIP
     """
-    global _installed
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    if _installed:
+    if _hooks:
         return
     for name, listener in _LISTENERS:
-        event.listen(Engine, name, listener)
-    _installed = True
+        _hooks.append(
+            patch_hook(
+                f"sqlalchemy.engine.Engine.{name}",
+                functools.partial(event.listen, Engine, name, listener),
+                functools.partial(_remove, Engine, name, listener),
+                reason="ft.instrument('sqlalchemy'): a client span per statement (an event listener)",
+            )
+        )
+
+
+def _remove(target: Any, name: str, listener: Any) -> None:
+    from sqlalchemy import event
+
+    if event.contains(target, name, listener):
+        event.remove(target, name, listener)
 
 
 def uninstall() -> None:
     """Removes the listeners; statements still in flight end ``unfinished``. Idempotent."""
-    global _installed
-    if not _installed:
+    if not _hooks:
         return
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    for name, listener in _LISTENERS:
-        if event.contains(Engine, name, listener):
-            event.remove(Engine, name, listener)
-    _installed = False
+    while _hooks:
+        _hooks.pop().undo()
     while _in_flight:
         _, (span, _token) = _in_flight.popitem()
         span.end(STATUS_UNFINISHED)

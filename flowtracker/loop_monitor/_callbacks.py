@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from .._core import Span, current_span, set_switch_observer
 from .._core import clock as _clock
+from .._core.patches import Patch, patch_attribute
 from ._blocks import NOT_SAMPLED, Block, BlockRecord, pin
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ _by_loop: dict[asyncio.AbstractEventLoop, CallbackTimer] = {}
 _by_thread: dict[int, CallbackTimer] = {}
 _lock = threading.Lock()
 _plain_run: Callable[[events.Handle], None] | None = None
+_handle_patch: Patch | None = None
 
 _get_ident = threading.get_ident
 # The span clock, as a global (cheaper than the module attribute on the hot
@@ -371,18 +373,25 @@ def run_watched(handle: events.Handle) -> None:
 
 def _patch() -> None:
     """Installs the callback wrapper (under ``_lock``; idempotent)."""
-    global _plain_run
-    if events.Handle._run is run_watched:
+    global _plain_run, _handle_patch
+    if _handle_patch is not None:
         return
+    _handle_patch = patch_attribute(
+        events.Handle,
+        "_run",
+        run_watched,
+        reason="while an event-loop monitor runs: every callback of a watched loop is timed",
+    )
     # Kept after unpatching: another thread may still be inside run_watched.
-    _plain_run = events.Handle._run
-    events.Handle._run = run_watched  # type: ignore[method-assign,assignment]
+    _plain_run = _handle_patch.original
 
 
 def _unpatch() -> None:
     """Puts back what :func:`_patch` changed (under ``_lock``)."""
-    if events.Handle._run is run_watched and _plain_run is not None:
-        events.Handle._run = _plain_run  # type: ignore[method-assign,assignment]
+    global _handle_patch
+    if _handle_patch is not None:
+        _handle_patch.undo()
+        _handle_patch = None
 
 
 def watch(timer: CallbackTimer) -> None:
