@@ -4,8 +4,9 @@ Hooked through SQLAlchemy's event API on the :class:`~sqlalchemy.engine.Engine`
 class (so every engine is covered, including the sync engine inside each
 ``AsyncEngine``): ``before_cursor_execute`` starts the span,
 ``after_cursor_execute`` ends it, ``handle_error`` ends it with status
-``error``. No SQLAlchemy internals are patched; :func:`uninstall` removes the
-three listeners (``event.remove``).
+``error``. No SQLAlchemy internals are patched; the listeners are added and
+removed (``event.remove`` in :func:`uninstall`) through the ``Patches`` every
+instrumentation uses (:mod:`._patch`).
 
 Each span is a child of the current span, kind ``client``, named by the
 statement's operation (and target table where cheap: ``SELECT users``), with
@@ -45,7 +46,7 @@ import functools
 from typing import Any
 
 from .._core import STATUS_OK, STATUS_UNFINISHED, Span, current_span, start_child
-from .._core.patches import Patch, patch_hook
+from ._patch import Patches
 from ._safety import report_failure
 from ._sql import OUTER_STATEMENT, span_name, statement_text
 
@@ -62,7 +63,7 @@ _Entry = tuple[Span, "contextvars.Token[Span | None]"]
 #: runs without a context. (``ExceptionContext.cursor`` is documented but not set
 #: by SQLAlchemy 2.1, hence the context first.)
 _in_flight: dict[int, _Entry] = {}
-_hooks: list[Patch] = []
+_patches = Patches(LIBRARY, "a client span per statement (event listeners)")
 
 
 def _before(conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool) -> None:
@@ -138,16 +139,13 @@ def install() -> None:
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    if _hooks:
+    if _patches.active:
         return
     for name, listener in _LISTENERS:
-        _hooks.append(
-            patch_hook(
-                f"sqlalchemy.engine.Engine.{name}",
-                functools.partial(event.listen, Engine, name, listener),
-                functools.partial(_remove, Engine, name, listener),
-                reason="ft.instrument('sqlalchemy'): a client span per statement (an event listener)",
-            )
+        _patches.hook(
+            f"sqlalchemy.engine.Engine.{name}",
+            functools.partial(event.listen, Engine, name, listener),
+            functools.partial(_remove, Engine, name, listener),
         )
 
 
@@ -160,10 +158,9 @@ def _remove(target: Any, name: str, listener: Any) -> None:
 
 def uninstall() -> None:
     """Removes the listeners; statements still in flight end ``unfinished``. Idempotent."""
-    if not _hooks:
+    if not _patches.active:
         return
-    while _hooks:
-        _hooks.pop().undo()
+    _patches.restore()
     while _in_flight:
         _, (span, _token) = _in_flight.popitem()
         span.end(STATUS_UNFINISHED)
