@@ -37,7 +37,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "flowtracker.asgi",
             "flowtracker.testing",
             "flowtracker.otel",
-            "flowtracker.instrumentation",
             "flowtracker.loop_monitor",
         ),
     ),
@@ -419,3 +418,65 @@ class TestRuntimePatches:
             encoding="utf-8",
         )
         assert [_literal_text(reason) for _, reason in registrations(module)] == [True, False, False, True]
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def layer_table() -> dict[str, str]:
+    """docs/architecture.md's layer table: layer name (spaces removed) -> the row's text."""
+    rows: dict[str, str] = {}
+    for line in ARCHITECTURE.read_text(encoding="utf-8").split("\n## ", 1)[0].splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 4 and cells[0] not in ("layer", "---"):
+            rows[cells[0].replace(" ", "")] = line
+    return rows
+
+
+def top_level_entries() -> dict[str, str]:
+    """Each top-level module and folder of the package, as the table writes it -> its dotted name."""
+    entries = {}
+    for path in sorted(PACKAGE.iterdir()):
+        if path.is_dir() and any(path.glob("*.py")):
+            entries[f"`flowtracker/{path.name}/`"] = f"flowtracker.{path.name}"
+        elif path.suffix == ".py" and path.name != "__init__.py":
+            entries[f"`{path.name}`"] = f"flowtracker.{path.stem}"
+    return entries
+
+
+class TestArchitectureDoc:
+    def test_every_top_level_module_and_folder_is_in_its_layers_row(self) -> None:
+        """docs/architecture.md's table names every top-level module and folder of the package, in
+        the row of the layer it belongs to here: a new one, or one that moved, fails until the
+        table says so."""
+        rows = layer_table()
+        assert set(rows) == {name for name, _ in LAYERS[:-1]}
+        misplaced = [
+            f"{written} ({LAYERS[layer_of(module)][0]})"
+            for written, module in top_level_entries().items()
+            if written not in rows[LAYERS[layer_of(module)][0]]
+        ]
+        assert misplaced == []
+
+    def test_every_package_folder_has_an_init(self) -> None:
+        """Every folder of the package with Python modules is a regular package (no namespace folders)."""
+        folders = {path.parent for path in PACKAGE.rglob("*.py")}
+        assert sorted(str(f.relative_to(PACKAGE)) for f in folders if not (f / "__init__.py").exists()) == []
+
+
+class TestDoctests:
+    def test_the_suite_runs_every_docstring_example(self, pytestconfig: pytest.Config) -> None:
+        """The suite's configuration collects the package's doctests (--doctest-modules, with
+        flowtracker in testpaths): a stale example fails ./dev test and the tox runs."""
+        assert "--doctest-modules" in pytestconfig.getini("addopts")
+        assert "flowtracker" in pytestconfig.getini("testpaths")
+
+    def test_no_example_is_skipped(self) -> None:
+        """No docstring example in the package is marked +SKIP: every one of them runs."""
+        skipped = [
+            f"{path.relative_to(PACKAGE)}:{number}"
+            for path in sorted(PACKAGE.rglob("*.py"))
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if "doctest: +" + "SKIP" in line
+        ]
+        assert skipped == []

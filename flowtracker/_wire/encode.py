@@ -16,7 +16,7 @@ Strings longer than the policy's ``max_string`` (4096 characters by
 default) are cut and marked with ``…[truncated N chars]``.
 
 Example:
-    >>> from flowtracker._wire import safe_value
+    >>> from flowtracker._wire.encode import safe_value
     >>> safe_value({3, 1, 2})
     [1, 2, 3]
     >>> safe_value(b"caf\\xc3\\xa9")

@@ -28,11 +28,14 @@ asyncpg's ``Connection._params`` / ``_addr``, and cursors' round trips from
 ``BaseCursor._bind_exec`` / ``_exec`` (asyncpg internals, read defensively;
 ``tests/test_instrument_asyncpg.py`` fails if a new asyncpg moves them).
 
+Once installed, ``await con.fetchval("SELECT count(*) FROM users WHERE team = $1", team)``
+inside a span records a child span ``SELECT users`` (``tests/test_instrument_asyncpg.py``
+runs it against a real PostgreSQL).
+
 Example:
     >>> from flowtracker.instrumentation import asyncpg as instrument_asyncpg
-    >>> instrument_asyncpg.install()  # doctest: +SKIP
-    >>> async with ft.span("handler"):  # doctest: +SKIP
-    ...     await con.fetchval("SELECT count(*) FROM users WHERE team = $1", team)  # span "SELECT users"
+    >>> instrument_asyncpg.install()
+    >>> instrument_asyncpg.uninstall()
 """
 
 from __future__ import annotations
@@ -147,7 +150,8 @@ def install() -> None:
     """Patches asyncpg (imported here: an ImportError propagates); a second call does nothing.
 
     Example:
-        >>> install(); install()  # doctest: +SKIP
+        >>> install(); install()  # the second call does nothing
+        >>> uninstall()
     """
     if _patches.active:
         return

@@ -33,10 +33,18 @@ with status ``unfinished``: its real end is not known. The statement runs on,
 untouched.
 
 Example:
+    >>> import flowtracker as ft
+    >>> from sqlalchemy import create_engine, text
+    >>> from flowtracker.testing import capture_traces
     >>> from flowtracker.instrumentation import sqlalchemy as instrument_sqlalchemy
-    >>> instrument_sqlalchemy.install()  # doctest: +SKIP
-    >>> with ft.span("report"):  # doctest: +SKIP
-    ...     session.execute(select(User).where(User.id == 5))  # span "SELECT users"
+    >>> instrument_sqlalchemy.install()
+    >>> engine = create_engine("sqlite://")
+    >>> with capture_traces() as traces, ft.span("report"), engine.connect() as connection:
+    ...     connection.execute(text("SELECT count(*) FROM sqlite_master")).scalar()
+    0
+    >>> instrument_sqlalchemy.uninstall()
+    >>> [span["name"] for span in traces[0]["spans"]]
+    ['report', 'SELECT sqlite_master']
 """
 
 from __future__ import annotations
@@ -134,7 +142,8 @@ def install() -> None:
     """Listens on every Engine (imports SQLAlchemy: an ImportError propagates); idempotent.
 
     Example:
-        >>> install(); install()  # doctest: +SKIP
+        >>> install(); install()  # the second call does nothing
+        >>> uninstall()
     """
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
