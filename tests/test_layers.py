@@ -14,6 +14,7 @@ attribute, ``setattr``) goes through the patch registry,
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -261,6 +262,12 @@ def _literal_text(node: ast.expr | None) -> bool:
     return isinstance(node, ast.JoinedStr)
 
 
+def checked(checker: Callable[[Path], list[str]], module: Path, source: str) -> list[str]:
+    """What ``checker`` finds in a module made of ``source``, without the ``file:line: `` prefix."""
+    module.write_text(source, encoding="utf-8")
+    return [entry.split(": ", 1)[1] for entry in checker(module)]
+
+
 @pytest.fixture(scope="module")
 def graph() -> dict[str, set[str]]:
     known = all_modules()
@@ -333,14 +340,12 @@ class TestLayers:
 
     def test_the_private_name_checker_sees_a_reach(self, tmp_path: Path) -> None:
         """The checker itself: ``policy._cache`` in a module that defines no ``_cache`` is found."""
-        module = tmp_path / "encode.py"
-        module.write_text(
+        source = (
             "from .policy import _limit\n"
             "class A:\n    def __init__(self):\n        self._mine = 1\n"
-            "def f(policy, a):\n    return policy._cache, a._mine\n",
-            encoding="utf-8",
+            "def f(policy, a):\n    return policy._cache, a._mine\n"
         )
-        assert [entry.split(": ", 1)[1] for entry in foreign_private_names(module)] == [
+        assert checked(foreign_private_names, tmp_path / "encode.py", source) == [
             "imports _limit from .policy",
             "reads ._cache of policy",
         ]
@@ -384,8 +389,7 @@ class TestRuntimePatches:
     def test_the_patch_checker_sees_a_patch(self, tmp_path: Path) -> None:
         """The checker itself: module and class attributes assigned at run time, setattr() and del
         are found; instance attributes and a class's own definition are not."""
-        module = tmp_path / "hook.py"
-        module.write_text(
+        source = (
             "import asyncio\n"
             "from asyncio import events\n"
             "class Span:\n    pass\n"
@@ -396,10 +400,9 @@ class TestRuntimePatches:
             "    Span.__exit__ = run\n"
             "    setattr(handle, 'x', 1)\n"
             "    del events.Handle._run\n"
-            "    handle.done = True\n",
-            encoding="utf-8",
+            "    handle.done = True\n"
         )
-        assert [entry.split(": ", 1)[1] for entry in raw_patches(module)] == [
+        assert checked(raw_patches, tmp_path / "hook.py", source) == [
             "assigns events.Handle._run",
             "assigns asyncio.events.Handle._run",
             "assigns Span.__exit__",
