@@ -35,12 +35,13 @@ async def run_all(names: list[str], settings: Settings) -> list[Row]:
 def record(path: Path, text: str, argv: list[str], seconds: float) -> None:
     """Writes the table with the command, date and machine it came from."""
     info = machine()
+    load = " ".join(f"{value:.1f}" for value in info.get("loadavg", ()))
     header = [
         "# Fault suite results",
         "",
-        f"Command: `python -m benchmarks.faults {shlex.join(argv)}`".replace(" `", " `", 1),
+        f"Command: `./dev faults {shlex.join(argv)}` (= `python -m benchmarks.faults {shlex.join(argv)}`)",
         f"Date: {info['time']}; commit {info.get('git', '?')}; Python {info['python']};"
-        f" {info['cpus']} CPUs ({info.get('cpu_model', '?')}); load {info.get('loadavg', '?')};"
+        f" {info['cpus']} CPUs ({info.get('cpu_model', '?')}); load average {load};"
         f" aiohttp {info.get('aiohttp')}, uvicorn {info.get('uvicorn')}; {seconds:.0f} s in all.",
         "",
         "Columns: requests sent (traces made), answered 2xx, traces written of those, dropped or",

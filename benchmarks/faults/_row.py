@@ -146,7 +146,7 @@ def judge(
     if extra:
         row.notes.append(f"{extra} traces of requests in flight at the signal arrived too")
     if written.other:
-        row.notes.append(f"{written.other} records of no request (the span at import time)")
+        row.notes.append(f"{written.other} record(s) of no request (the span at import time)")
     if counted.completed is None:
         row.notes.append("no tracker counters reachable through the public API")
     elif not counted.final:
@@ -173,6 +173,44 @@ def miscounts(counted: Counted, written: Written) -> list[str]:
     if counted.exported != delivered:
         found.append(f"stats: exported {counted.exported}, arrived {delivered}")
     return found
+
+
+def combine(scenario: str, rows: Sequence[Row]) -> Row:
+    """One row for several boots of one scenario: counts summed, the worst verdict with its share.
+
+    Example:
+        >>> row = combine("x", [Row("x", sent=5, answered=5, written=5), Row("x", verdict="HUNG: no exit")])
+        >>> row.sent, row.verdict
+        (5, 'HUNG: 1 of 2 boots; no exit')
+    """
+    if len(rows) == 1:
+        return rows[0]
+    total = Row(scenario)
+    for row in rows:
+        total.sent += row.sent
+        total.answered += row.answered
+        total.written += row.written
+        total.lost += row.lost
+        total.duplicates += row.duplicates
+        total.corrupt += row.corrupt
+        if row.dropped is not None:
+            total.dropped = (total.dropped or 0) + row.dropped
+    shutdowns = [row.shutdown_s for row in rows if row.shutdown_s is not None]
+    total.shutdown_s = max(shutdowns) if shutdowns else None
+    total.stats = "/".join(sorted({row.stats for row in rows}))
+    for kind in ("SKIP", "HUNG", "FAIL"):
+        bad = [row for row in rows if row.verdict.startswith(kind)]
+        if bad:
+            total.verdict = f"{kind}: {len(bad)} of {len(rows)} boots; {bad[0].verdict.split(': ', 1)[1]}"
+            break
+    boots_of: dict[str, list[int]] = {}  # each note once, with the boots it came from
+    for number, row in enumerate(rows, 1):
+        for note in row.notes:
+            boots_of.setdefault(note, []).append(number)
+    for note, numbers in boots_of.items():
+        which = "every boot" if len(numbers) == len(rows) else "boot " + ", ".join(map(str, numbers))
+        total.notes.append(f"{which}: {note}")
+    return total
 
 
 def skipped(scenario: str, why: str) -> Row:
