@@ -67,20 +67,8 @@ class Process:
         self.signalled_at = time.monotonic()
         self.popen.send_signal(signum)
 
-    async def wait_exit(self, bound: float) -> float | None:
-        """Seconds from the signal to the exit, or None when it did not exit within ``bound``."""
-        assert self.popen is not None
-        deadline = time.monotonic() + bound
-        while self.popen.poll() is None:
-            if time.monotonic() > deadline:
-                return None
-            await asyncio.sleep(POLL)
-        if self.exit_seconds is None and self.signalled_at is not None:
-            self.exit_seconds = time.monotonic() - self.signalled_at
-        return self.exit_seconds
-
     async def wait(self, bound: float) -> int | None:
-        """The exit code of a process that ends by itself (a script), None past ``bound``."""
+        """The exit code, or None when the process still runs ``bound`` seconds from now."""
         assert self.popen is not None
         deadline = time.monotonic() + bound
         while self.popen.poll() is None:
@@ -88,6 +76,14 @@ class Process:
                 return None
             await asyncio.sleep(POLL)
         return self.popen.returncode
+
+    async def wait_exit(self, bound: float) -> float | None:
+        """Seconds from the signal to the exit, or None when it did not exit within ``bound``."""
+        if await self.wait(bound) is None:
+            return None
+        if self.exit_seconds is None and self.signalled_at is not None:
+            self.exit_seconds = time.monotonic() - self.signalled_at
+        return self.exit_seconds
 
     @property
     def returncode(self) -> int | None:
