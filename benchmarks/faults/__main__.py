@@ -56,7 +56,7 @@ def record(path: Path, text: str, argv: list[str], seconds: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m benchmarks.faults", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer requests, shorter bounds (~30 s)")
+    parser.add_argument("--quick", action="store_true", help="fewer requests, one boot each, shorter bounds")
     parser.add_argument(
         "--scenario", action="append", default=[], help="a scenario or group name (repeatable; default: all)"
     )
