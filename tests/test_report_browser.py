@@ -452,6 +452,58 @@ class TestReportPage:
         assert names == ["GET /", "POST /checkout", "POST /ship"]
         report.assert_clean()
 
+    def test_service_duration_and_blocked_filters(self, browser: Any, tmp_path: Path) -> None:
+        """The picker also filters by service (offered once there are two), by a minimum duration, and
+        to the traces that blocked the loop (offered once one did); filters combine."""
+        opened = open_report(browser, tmp_path / "filters.html", [*golden_traces(), *loop_traces()])
+        page = opened.page
+        buttons = page.locator("#trace-list button")
+        try:
+            total = len(golden_traces()) + len(loop_traces())
+            expect(buttons).to_have_count(total)
+            options = page.eval_on_selector_all("#service-filter option", "nodes => nodes.map(n => n.value)")
+            assert options == ["", "orders", "shipping", "shop"]
+            inside = page.evaluate(
+                """() => {
+                  const right = document.querySelector('.picker').getBoundingClientRect().right;
+                  const controls = [...document.querySelectorAll('.picker input, .picker select')];
+                  return controls.every((node) => node.getBoundingClientRect().right <= right);
+                }"""
+            )
+            assert inside  # every control fits the picker
+            page.select_option("#service-filter", "shipping")
+            expect(buttons).to_have_count(1)
+            assert page.text_content("#trace-list .name") == "POST /ship"
+            page.select_option("#service-filter", "shop")
+            expect(buttons).to_have_count(len(loop_traces()))
+            page.check("#blocked-filter")
+            blocked = [trace for trace in loop_traces() if "loop block" in viz.tree_text(trace)]
+            expect(buttons).to_have_count(len(blocked))
+            page.fill("#min-duration", "300")
+            slow = [trace for trace in blocked if viz.TraceTree(trace).wall_ms() >= 300]
+            expect(buttons).to_have_count(len(slow))
+            assert 0 < len(slow) < len(blocked)
+            page.select_option("#service-filter", "")
+            page.uncheck("#blocked-filter")
+            page.fill("#min-duration", "")
+            expect(buttons).to_have_count(total)
+            opened.assert_clean()
+        finally:
+            page.close()
+
+    def test_filters_hide_until_they_can_choose(self, browser: Any, tmp_path: Path) -> None:
+        """With one service and no block there is nothing to choose: no service or blocked filter."""
+        opened = open_report(
+            browser, tmp_path / "one.html", [health_trace(), health_trace() | {"trace_id": "d" * 32}]
+        )
+        try:
+            assert not opened.page.locator("#service-field").is_visible()
+            assert not opened.page.locator("#blocked-field").is_visible()
+            assert opened.page.locator("#min-duration").is_visible()
+            opened.assert_clean()
+        finally:
+            opened.page.close()
+
     def test_hostile_names_render_as_text(self, report: Opened) -> None:
         """A span named ``<img src=x onerror=alert(1)>`` shows as those characters; nothing runs."""
         report.pick("b7ad6b7169203331a1b2c3d4e5f60718")

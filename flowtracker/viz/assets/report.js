@@ -44,6 +44,7 @@
   let S = [];
   let current = -1;
   let traceNames = [];
+  let traceServices = [];  // per trace: every service its spans come from
   let gantt = null;
   let ganttRenderer = '';
   let tree = null;
@@ -155,11 +156,17 @@
   function matching() {
     const query = $('search').value.trim().toLowerCase();
     const status = $('status-filter').value;
+    const service = $('service-filter').value;
+    const slower = Number($('min-duration').value) || 0;
+    const blocked = $('blocked-filter').checked;
     const hits = query ? S.map((name) => name.toLowerCase().includes(query)) : null;
     const out = [];
     for (let i = 0; i < D.traces.length; i++) {
       const t = D.traces[i];
       if (status && D.statuses[t[4]] !== status) continue;
+      if (service && !traceServices[i].has(service)) continue;
+      if (t[3] < slower) continue;
+      if (blocked && !(t[8] && t[8].blocks)) continue;
       if (hits && !t[0].toLowerCase().includes(query)) {
         let hit = false;
         for (const name of traceNames[i]) { if (hits[name]) { hit = true; break; } }
@@ -177,6 +184,30 @@
     }[$('sort').value] || ((a, b) => a - b);
     out.sort((a, b) => order(a, b) || a - b);
     return out;
+  }
+
+  // The service filter lists every service (shown when there are two or more), keeping the choice
+  // across render() calls; the "blocked the loop" box shows when a trace blocked it.
+  function placeFilters() {
+    traceServices = D.traces.map((t, i) => {
+      const found = new Set(t[1] >= 0 ? [S[t[1]]] : []);
+      for (const r of D.spans[i]) if (r[8] && typeof r[8].service === 'string') found.add(r[8].service);
+      return found;
+    });
+    const all = [...new Set(traceServices.flatMap((found) => [...found]))].sort();
+    const select = $('service-filter');
+    const chosen = select.value;
+    const options = [el('option', null, 'any')];
+    options[0].value = '';
+    for (const name of all) {
+      const option = el('option', null, name);
+      option.value = name;
+      options.push(option);
+    }
+    select.replaceChildren(...options);
+    select.value = all.includes(chosen) ? chosen : '';
+    $('service-field').hidden = all.length < 2;
+    $('blocked-field').hidden = !D.traces.some((t) => t[8] && t[8].blocks) && !$('blocked-filter').checked;
   }
 
   function rootName(i) { const index = D.traces[i][6]; return index >= 0 ? S[index] : '(no spans)'; }
@@ -600,8 +631,8 @@
     let timer = 0;
     const refresh = () => { clearTimeout(timer); timer = setTimeout(drawList, 120); };
     $('search').addEventListener('input', refresh);
-    $('status-filter').addEventListener('change', drawList);
-    $('sort').addEventListener('change', drawList);
+    $('min-duration').addEventListener('input', refresh);
+    for (const id of ['status-filter', 'service-filter', 'blocked-filter', 'sort']) $(id).addEventListener('change', drawList);
     $('trace-list').addEventListener('click', (event) => {
       const button = event.target.closest('button');
       if (button) select(Number(button.dataset.index));
@@ -649,6 +680,7 @@
     current = -1;
     tree = null;
     drawSummary();
+    placeFilters();
     const found = drawList();
     placeSankey();
     drawStats();
