@@ -109,7 +109,10 @@ class TestOverload:
     async def test_million_traces_into_a_stalled_exporter(self):
         """1,000,000 traces offered to a stalled exporter: memory stays bounded, every trace counted."""
         stalled = StalledExporter()
-        tracker = ft.Tracker(exporters=[stalled], max_queue=8192)
+        # The stalled batch must not time out while the loop offers the million
+        # traces (30 s by default, reached on a loaded machine): this test is
+        # about memory and counting, the timeout has tests of its own.
+        tracker = ft.Tracker(exporters=[stalled], max_queue=8192, export_timeout=3600)
         await tracker.start()
         samples = []
         for i in range(1_000_000):
