@@ -193,6 +193,37 @@ class TestRetries:
         assert len(warnings) == 1, [record.getMessage() for record in warnings]
 
 
+class TestOutageLogging:
+    async def test_receiver_down_then_up_says_failed_then_recovered(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The webhook's peer refuses connections, then listens: one line for the failure, one for
+        the recovery (with the failed count), nothing per batch or per retry."""
+        port = free_port()
+        late = Receiver()
+        hook = fast(f"http://127.0.0.1:{port}/", max_retries=0)
+        caplog.set_level(logging.WARNING, logger="flowtracker")
+        try:
+            async with ft.Tracker(exporters=[hook]) as tracker:
+                for _ in range(4):
+                    emit(2)
+                    await tracker.flush()
+                await late.start(port)
+                for _ in range(3):
+                    emit(1)
+                    await tracker.flush()
+        finally:
+            await late.close()
+        assert tracker.stats.exporters["webhook"][:2] == (3, 8)
+        lines = [r.getMessage() for r in caplog.records if r.name == "flowtracker"]
+        assert len(lines) == 2, lines
+        assert lines[0].startswith("exporter webhook failed: DeliveryError(")
+        assert lines[0].endswith("; 2 traces failed")
+        assert lines[1] == (
+            "exporter webhook recovered: exporting again after 8 failed traces (6 since the last message)"
+        )
+
+
 class TestSignature:
     @staticmethod
     def receiver_verifies(secret: bytes, body: bytes, header: str) -> bool:
