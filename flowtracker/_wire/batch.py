@@ -69,7 +69,7 @@ class BatchFailures:
     def __init__(self, total: int) -> None:
         self.total = total
         self.failed = 0
-        self.error: Exception | None = None
+        self.error: BaseException | None = None
 
     def each(self, items: Iterable[_In], convert: Callable[[_In], _Out]) -> list[_Out]:
         """``convert`` of every item; an item whose conversion raises is left out and counted."""
@@ -82,7 +82,7 @@ class BatchFailures:
                 self.add(1, error)
         return out
 
-    def add(self, count: int, error: Exception) -> None:
+    def add(self, count: int, error: BaseException) -> None:
         """Counts ``count`` more failed traces (say, a record the peer refused)."""
         self.failed += count
         if self.error is None:
