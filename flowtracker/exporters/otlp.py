@@ -172,7 +172,11 @@ class OTLPExporter:
         return request_to_protobuf(request).SerializeToString()  # type: ignore[no-any-return]
 
     def _body(self, traces: Sequence[Mapping[str, Any]], failures: BatchFailures) -> bytes | None:
-        """The request body, converted trace by trace (a failing trace is counted in ``failures``)."""
+        """The request body; ``None`` when no trace could be converted (each is counted in ``failures``)."""
+        try:
+            return self.encode(traces)  # the common case: the whole batch in one go
+        except Exception:  # a trace cannot be converted: go trace by trace to find it
+            pass
         convert: Callable[[Mapping[str, Any]], tuple[str, list[Any]]]
         if self.encoding == "json":
             convert = functools.partial(otlp_trace_spans, service=self.service)
