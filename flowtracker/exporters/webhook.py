@@ -8,8 +8,11 @@ Delivery: a batch is retried with exponential backoff and full jitter on
 connection errors, timeouts, 5xx and 429 (a ``Retry-After`` header, seconds or
 HTTP date, is honoured), never on other 4xx or 3xx. Each batch has a total time
 budget (``max_time``); past it, or after ``max_retries`` retries, ``export``
-raises and the tracker counts the batch as failed (and logs it, at most once a
-minute: nothing is logged per retry). Every attempt of one batch carries the
+raises and the tracker counts the batch as failed (and logs it: the first
+failure at once, then at most a summary a minute, and the recovery; nothing
+per retry). The retry knobs are one
+:class:`~flowtracker.exporters._http.RetrySettings`, shared with the OTLP
+exporter. Every attempt of one batch carries the
 same ``X-Flowtracker-Delivery`` id, so a receiver can drop the duplicate a
 retry after a timeout may cause.
 
