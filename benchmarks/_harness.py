@@ -34,7 +34,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: on a shared machine a pinned benchmark still loses its core to other
 #: processes now and then, which doubles wall times at random while the
 #: process's CPU time (all its threads: OpenTelemetry's export thread and
-#: aiofiles' workers count) stays within a few percent.
+#: the file exporter's worker threads count) stays within a few percent.
 _clocks = {"cpu": time.process_time_ns, "wall": time.perf_counter_ns}
 clock_name = "cpu"
 

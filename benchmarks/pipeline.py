@@ -9,7 +9,7 @@
 * **Export only**: finished ``Trace`` records (made beforehand, not timed) go
   through ``to_dict()`` (the wire dict), ``to_json()`` (dict + orjson), and
   ``FileExporter.export()`` in batches of 512 (encode + one ``write`` per batch
-  through aiofiles' thread). Reported as microseconds per trace and the rate
+  in a worker thread). Reported as microseconds per trace and the rate
   that implies.
 
 Target (issue 6): export keeps up with >= 50,000 traces/s of 5 spans on one core.

@@ -7,13 +7,22 @@ import contextlib
 import io
 import itertools
 import json
+import os
+import subprocess
+import sys
+import textwrap
 import threading
+from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from web_helpers import serve
 
 import flowtracker as ft
+from flowtracker.aiohttp import middleware
 
 
 class TestMisuse:
@@ -107,6 +116,83 @@ class TestFuzzedSpans:
         assert isinstance(exported["name"], str)
         assert exported["name"]
         json.dumps(trace)  # plain JSON, nothing exotic left
+
+
+async def _hello(request: web.Request) -> web.Response:
+    return web.Response(text="hi")
+
+
+async def _raw_get(port: int, user_agent: bytes) -> bytes:
+    """A raw HTTP/1.1 client: sends the header bytes exactly as given; returns the status line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: " + user_agent + b"\r\nConnection: close\r\n\r\n"
+    )
+    status = await reader.readline()
+    await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    return status
+
+
+class TestHostileStrings:
+    """Bytes that are not UTF-8 reach spans as lone surrogates; they are escaped, and cost no trace."""
+
+    async def test_a_bad_header_byte_among_200_requests_loses_nothing(self, tmp_path: Path) -> None:
+        """Real aiohttp with ``record_headers``, a raw client sending ``User-Agent: curl/\\xff`` among 200
+        ordinary requests: all 201 traces are written, the bad byte as the text ``\\xff``."""
+        path = tmp_path / "traces.jsonl"
+        async with ft.Tracker(exporters=[ft.FileExporter(path)]) as tracker:
+            app = web.Application(middlewares=[middleware(tracker, record_headers=["User-Agent"])])
+            app.router.add_get("/x", _hello)
+            async with serve(app) as url, aiohttp.ClientSession() as client:
+
+                async def ordinary(index: int) -> int:
+                    async with client.get(url + "/x", headers={"User-Agent": f"ok/{index}"}) as response:
+                        await response.read()
+                        return response.status
+
+                port = int(url.rsplit(":", 1)[1])
+                answers = await asyncio.gather(_raw_get(port, b"curl/\xff"), *map(ordinary, range(200)))
+                for _ in range(200):  # roots end once the reply is written: wait for all 201
+                    await tracker.flush()
+                    if tracker.stats.traces_completed >= 201:
+                        break
+                    await asyncio.sleep(0.01)
+        assert answers[0].startswith(b"HTTP/1.1 200")
+        assert answers[1:] == [200] * 200
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        agents = [line["spans"][0]["tags"]["http.request.header.user-agent"] for line in lines]
+        assert len(lines) == 201
+        assert agents.count("curl/\\xff") == 1
+        assert tracker.stats.exporters["file"] == (201, 0, 0, 0)
+
+    def test_argv_and_environment_bytes_in_a_script(self, tmp_path: Path) -> None:
+        """A script naming spans after ``sys.argv`` and tagging ``os.environ`` values holding bad bytes
+        (the default tracker, exporters from ``FLOWTRACKER_EXPORTERS``): every trace is written."""
+        path = tmp_path / "traces.jsonl"
+        code = textwrap.dedent(
+            """
+            import os, sys, flowtracker as ft
+            with ft.span(sys.argv[1], home=os.environ["BAD_HOME"], file=os.fsdecode(b"f\\xe9.txt")):
+                pass
+            for i in range(50):
+                with ft.span("ordinary", i=i):
+                    pass
+            """
+        )
+        env = {**os.environ, "FLOWTRACKER_EXPORTERS": f"file://{path}"}
+        env_bytes = {key.encode(): value.encode() for key, value in env.items()}
+        env_bytes[b"BAD_HOME"] = b"/home/\xfe"
+        done = subprocess.run(
+            [sys.executable, "-c", code, b"job-\xff"], env=env_bytes, capture_output=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        assert len(lines) == 51
+        first = lines[0]["spans"][0]
+        assert first["name"] == "job-\\xff"
+        assert first["tags"] == {"home": "/home/\\xfe", "file": "f\\xe9.txt"}
 
 
 @pytest.mark.parametrize("bad", [-1, 0])

@@ -109,12 +109,62 @@ class TestFileExporter:
         newest = [json.loads(x)["spans"][0]["tags"]["i"] for x in path.read_text().splitlines()]
         assert newest[-1] == 39
 
-    async def test_unwritable_path_counts_failures(self, tmp_path):
-        """A path that cannot be opened fails the batches (counted), the app carries on."""
+
+class TestFilePaths:
+    """A FileExporter's path is checked when it is made, and named when it is wrong."""
+
+    async def test_tilde_is_the_home_folder(self, tmp_path, monkeypatch):
+        """``~/x.jsonl``, as an argument, a bare path or a ``file://~/`` URL, is a file in $HOME."""
+        monkeypatch.setenv("HOME", str(tmp_path))
+        for given in (
+            ft.FileExporter("~/a.jsonl"),
+            exporter_from_url("~/b.jsonl"),
+            exporter_from_url("file://~/c.jsonl"),
+        ):
+            assert given.path.parent == tmp_path
+            async with ft.Tracker(exporters=[given]) as tracker:
+                await one_trace(tracker)
+            assert tracker.stats.exporters["file"].exported == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl", "c.jsonl"]
+
+    def test_missing_folder_fails_at_construction_naming_it(self, tmp_path):
+        """A missing folder raises FileNotFoundError at once, naming the path and the folder; none is made."""
         target = tmp_path / "missing-dir" / "t.jsonl"
-        async with ft.Tracker(exporters=[ft.FileExporter(target)]) as tracker:
-            await one_trace(tracker)
-        assert tracker.stats.exporters["file"].failed == 1
+        with pytest.raises(
+            FileNotFoundError, match=r"FileExporter\('.*missing-dir/t\.jsonl'\): the folder .*"
+        ):
+            ft.FileExporter(target)
+        with pytest.raises(FileNotFoundError, match="missing-dir"):
+            exporter_from_url(f"file://{target}")
+        with pytest.raises(FileNotFoundError, match="missing-dir"):
+            ft.Tracker(exporters=[f"file://{target}"])
+        assert not target.parent.exists()
+
+    def test_missing_folder_in_the_environment(self, tmp_path, monkeypatch):
+        """Through FLOWTRACKER_EXPORTERS: ``Tracker()`` raises naming the path; a tracker that falls
+        back (the default tracker's way) says why in ``stats.config_error``."""
+        target = tmp_path / "nope" / "t.jsonl"
+        monkeypatch.setenv("FLOWTRACKER_EXPORTERS", f"file://{target}")
+        with pytest.raises(FileNotFoundError, match="nope"):
+            ft.Tracker()
+        fallback = ft.Tracker(on_config_error="fallback")
+        assert str(target.parent) in (fallback.stats.config_error or "")
+
+    def test_a_folder_or_a_file_in_place_of_the_folder(self, tmp_path):
+        """A path that is a folder, or whose folder is a file, raises at construction, naming it."""
+        with pytest.raises(IsADirectoryError, match="is a folder"):
+            ft.FileExporter(tmp_path)
+        plain = tmp_path / "plain.txt"
+        plain.write_text("")
+        with pytest.raises(NotADirectoryError, match=r"plain\.txt is not a folder"):
+            ft.FileExporter(plain / "t.jsonl")
+
+    def test_sankey_and_mermaid_files_are_checked_too(self, tmp_path):
+        """The Sankey and Mermaid exporters' file targets follow the same rules."""
+        with pytest.raises(FileNotFoundError, match=r"SankeyExporter\("):
+            ft.SankeyExporter(tmp_path / "nope" / "f.txt")
+        with pytest.raises(FileNotFoundError, match=r"MermaidExporter\("):
+            exporter_from_url(f"mermaid://{tmp_path}/nope/f.md")
 
 
 class TestMemoryAndLogging:

@@ -239,3 +239,22 @@ class TestConfiguration:
             KafkaExporter("a:9092", "t", lingr_ms=5)
         with pytest.raises(ValueError, match="compression"):
             KafkaExporter("a:9092", "t", compression_type="brotli")
+
+
+class TestOneRecordCostsOnlyItself:
+    async def test_a_record_too_large_fails_alone(self, broker: Broker, topic: str) -> None:
+        """One trace larger than the producer's ``max_request_size`` among nine ordinary ones in one
+        batch: it alone is counted failed, the nine are acknowledged, counted exported and consumed."""
+        kafka = KafkaExporter(broker.bootstrap, topic, max_request_size=4096)
+        async with ft.Tracker(exporters=[kafka], max_batch=64) as tracker:
+            emit(4)
+            with ft.span("huge", pad="x" * 8000):
+                pass
+            emit(5, prefix="u")
+        lane = tracker.stats.exporters["kafka"]
+        assert (lane.exported, lane.failed, lane.dropped, lane.queued) == (9, 1, 0, 0)
+        names = sorted(
+            orjson.loads(record.value)["spans"][0]["name"]
+            for record in await consume(broker.bootstrap, topic, 9)
+        )
+        assert names == ["t0", "t1", "t2", "t3", "u0", "u1", "u2", "u3", "u4"]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
+import re
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -296,3 +300,54 @@ class TestConfiguration:
             assert OTLPExporter(encoding="json").encoding == "json"
         finally:
             otlp_module._protobuf.cache_clear()
+
+
+class TestOutageLogging:
+    async def test_outage_summarised_with_counts_then_recovery_said_once(
+        self, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A real receiver goes down for several summary intervals, then comes back: the first failure
+        is logged at once, then one summary per interval with the traces failed in it and the last
+        error, then one line saying export recovered. The counts in the lines add up to the stats."""
+        from flowtracker._pipeline import failure_log
+
+        monkeypatch.setattr(failure_log, "WARN_INTERVAL", 0.4)
+        receiver = Receiver()
+        url = await receiver.start()
+        port = receiver.port
+        otlp = OTLPExporter(url + "/v1/traces", encoding="json", max_retries=0, max_time=2.0, backoff=0.01)
+        caplog.set_level(logging.WARNING, logger="flowtracker")
+        try:
+            async with ft.Tracker(exporters=[otlp]) as tracker:
+                emit(1)
+                await tracker.flush()
+                await receiver.close()  # the collector goes down
+                began = time.monotonic()
+                for _ in range(12):  # 1.2 s or more of failing batches, 3 traces each
+                    emit(3)
+                    await tracker.flush()
+                    await asyncio.sleep(0.1)
+                outage = time.monotonic() - began
+                await receiver.start(port)  # and comes back
+                for _ in range(3):
+                    emit(2)
+                    await tracker.flush()
+        finally:
+            await receiver.close()
+        stats = tracker.stats.exporters["otlp"]
+        assert (stats.exported, stats.failed) == (7, 36)
+        lines = [r.getMessage() for r in caplog.records if r.name == "flowtracker"]
+        first, *summaries, recovered = lines
+        assert first.startswith("exporter otlp failed: DeliveryError(")
+        assert first.endswith("; 3 traces failed")
+        assert 1 <= len(summaries) <= outage / 0.4 + 1, lines  # at most one per interval
+        for line in summaries:
+            assert re.fullmatch(
+                r"exporter otlp: \d+ traces failed in the last \d s \(\d+ batches\); last error: "
+                r"DeliveryError\(.*\)",
+                line,
+            ), line
+        summed = 3 + sum(int(line.split(": ")[1].split()[0]) for line in summaries)
+        since_last = int(re.search(r"\((\d+) since the last message\)", recovered).group(1))  # type: ignore[union-attr]
+        assert summed + since_last == 36
+        assert recovered.startswith("exporter otlp recovered: exporting again after 36 failed traces")

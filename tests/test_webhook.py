@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -191,6 +192,75 @@ class TestRetries:
         assert hook.attempts == 6
         warnings = [record for record in caplog.records if record.levelno >= logging.WARNING]
         assert len(warnings) == 1, [record.getMessage() for record in warnings]
+
+
+class TestOutageLogging:
+    async def test_receiver_down_then_up_says_failed_then_recovered(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The webhook's peer refuses connections, then listens: one line for the failure, one for
+        the recovery (with the failed count), nothing per batch or per retry."""
+        port = free_port()
+        late = Receiver()
+        hook = fast(f"http://127.0.0.1:{port}/", max_retries=0)
+        caplog.set_level(logging.WARNING, logger="flowtracker")
+        try:
+            async with ft.Tracker(exporters=[hook]) as tracker:
+                for _ in range(4):
+                    emit(2)
+                    await tracker.flush()
+                await late.start(port)
+                for _ in range(3):
+                    emit(1)
+                    await tracker.flush()
+        finally:
+            await late.close()
+        assert tracker.stats.exporters["webhook"][:2] == (3, 8)
+        lines = [r.getMessage() for r in caplog.records if r.name == "flowtracker"]
+        assert len(lines) == 2, lines
+        assert lines[0].startswith("exporter webhook failed: DeliveryError(")
+        assert lines[0].endswith("; 2 traces failed")
+        assert lines[1] == (
+            "exporter webhook recovered: exporting again after 8 failed traces (6 since the last message)"
+        )
+
+
+class TestRetrySettings:
+    def test_one_settings_object_for_webhook_and_otlp(self) -> None:
+        """The webhook and OTLP exporters hold one RetrySettings, built from the same keyword
+        arguments with the same documented defaults; only the statuses they retry differ."""
+        from flowtracker.exporters._http import OTLP_RETRY_STATUSES, WEBHOOK_RETRY_STATUSES, RetrySettings
+
+        assert WebhookExporter("http://h/").retry == RetrySettings(5, 25.0, 0.5, 10.0, WEBHOOK_RETRY_STATUSES)
+        assert ft.OTLPExporter("http://h/v1/traces", encoding="json").retry == RetrySettings(
+            5, 25.0, 0.5, 10.0, OTLP_RETRY_STATUSES
+        )
+        options = {"max_retries": 2, "max_time": 5.0, "backoff": 0.1, "max_backoff": 1.0}
+        hook = WebhookExporter("http://h/", **options)  # type: ignore[arg-type]
+        otlp = ft.OTLPExporter("http://h/v1/traces", encoding="json", **options)  # type: ignore[arg-type]
+        assert dataclasses.replace(hook.retry, retry_statuses=OTLP_RETRY_STATUSES) == otlp.retry
+        assert hook.retry.retries(500)
+        assert not otlp.retry.retries(500)
+        assert hook.retry.retries(429)
+        assert otlp.retry.retries(429)
+
+    @pytest.mark.parametrize(
+        "options", [{"max_retries": -1}, {"max_time": 0}, {"backoff": -0.1}, {"max_backoff": -1}]
+    )
+    def test_bad_settings_fail_at_construction(self, options: dict[str, float]) -> None:
+        """A negative retry count or delay, or no time at all, raises when the exporter is made."""
+        with pytest.raises(ValueError, match="must be"):
+            WebhookExporter("http://h/", **options)  # type: ignore[arg-type]
+
+    def test_delays_stay_below_the_doubling_bound(self) -> None:
+        """The n-th retry waits a random time below min(max_backoff, backoff * 2**(n-1))."""
+        from flowtracker.exporters._http import RetrySettings
+
+        settings = RetrySettings(backoff=0.1, max_backoff=0.5)
+        for retry, bound in ((1, 0.1), (2, 0.2), (3, 0.4), (4, 0.5), (10, 0.5)):
+            delays = [settings.delay(retry) for _ in range(200)]
+            assert all(0 <= delay <= bound for delay in delays)
+            assert max(delays) > bound / 2  # drawn across the range, not pinned
 
 
 class TestSignature:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import datetime, timezone
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -154,3 +156,92 @@ class TestTagFastPath:
         tags = {"rows": 3, "db.system": "postgres", "hit": True, "ratio": 0.5, "none": None}
         _wire.safe_tags(tags)  # learns the verdicts
         assert _wire.safe_tags(tags) is tags
+
+
+def escaped(raw: bytes) -> str:
+    """``raw`` decoded as aiohttp, os.fsdecode and sys.argv do: bad bytes become lone surrogates."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+class TestHostileStrings:
+    """Lone surrogates (what ``surrogateescape`` makes of bad bytes) are escaped wherever a string goes."""
+
+    def test_surrogateescape_bytes_become_their_byte_and_others_their_code_point(self) -> None:
+        """U+DC80..U+DCFF read as the byte they stand for (``\\xff``), others as ``\\udXXX``."""
+        assert _wire.encodable_text(escaped(b"curl/\xff")) == "curl/\\xff"
+        assert _wire.encodable_text("a\ud800b\udc00") == "a\\ud800b\\udc00"
+        assert _wire.encodable_text("caf\u00e9 \U0001f600") == "caf\u00e9 \U0001f600"
+
+    def test_valid_text_and_dicts_are_not_copied(self) -> None:
+        """The common case costs no copy: valid text and an encodable dict come back as they are."""
+        text = "plain text, caf\u00e9"
+        assert _wire.encodable_text(text) is text
+        data = {"a": [1, "b"]}
+        assert _wire.encoded(data)[0] is data
+
+    async def test_every_string_of_a_trace_is_escaped(self) -> None:
+        """Name, tag key and value, event name and attribute, error message, service: exported, escaped."""
+        bad = escaped(b"\xff")
+        memory = ft.MemoryExporter()
+        async with ft.Tracker(exporters=[memory], service=f"svc{bad}") as tracker:
+            span = ft.start_span(f"GET /{bad}", **{f"key{bad}": f"value{bad}"})
+            span.add_event(f"event{bad}", **{f"attr{bad}": [f"item{bad}", {f"k{bad}": bad}]})
+            with pytest.raises(ValueError, match="message"), span:
+                raise ValueError(f"message{bad}")
+        assert tracker.stats.exporters["memory"].exported == 1
+        trace = memory.traces[0]
+        record = memory.records[0]
+        assert record.to_dict() == trace == orjson.loads(record.to_json())
+        span_dict = trace["spans"][0]
+        assert trace["service"] == "svc\\xff"
+        assert span_dict["name"] == "GET /\\xff"
+        assert span_dict["tags"] == {"key\\xff": "value\\xff"}
+        assert span_dict["events"][0]["name"] == "event\\xff"
+        assert span_dict["events"][0]["attributes"] == {"attr\\xff": ["item\\xff", {"k\\xff": "\\xff"}]}
+        assert span_dict["error"]["message"] == "message\\xff"
+
+    def test_odd_values_holding_surrogates_are_escaped(self) -> None:
+        """Surrogates inside sets, tuples, non-string keys and str() of objects are escaped too."""
+        bad = escaped(b"\xfe")
+
+        class Named:
+            def __str__(self) -> str:
+                return f"named{bad}"
+
+        tags = _wire.safe_tags({"set": {bad}, "tuple": (bad,), 3: Named(), "obj": Named()})
+        assert orjson.loads(_wire.encode(tags)) == {
+            "set": ["\\xfe"],
+            "tuple": ["\\xfe"],
+            "3": "named\\xfe",
+            "obj": "named\\xfe",
+        }
+
+    def test_a_value_whose_own_methods_raise_becomes_its_text(self) -> None:
+        """A list subclass whose ``__getitem__`` raises costs only itself: its str() stands in."""
+
+        class Hostile(list):  # type: ignore[type-arg]
+            def __getitem__(self, index: object) -> object:
+                raise RuntimeError("no items")
+
+        assert _wire.safe_value(Hostile([1, 2])) == "[1, 2]"
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.text(alphabet=st.characters(exclude_categories=()), min_size=1, max_size=40),
+        st.dictionaries(
+            st.text(alphabet=st.characters(exclude_categories=()), max_size=8),
+            st.text(alphabet=st.characters(exclude_categories=()), max_size=20) | st.integers(),
+            max_size=4,
+        ),
+    )
+    def test_any_unicode_string_exports(self, name: str, tags: dict[str, object]) -> None:
+        """Any code points, surrogates included, in names and tags: the trace exports as valid UTF-8 JSON."""
+        from flowtracker.testing import capture_traces
+
+        with capture_traces(service=name) as traces, ft.span(name, **tags):  # type: ignore[arg-type]
+            pass
+        assert len(traces) == 1
+        text = json.dumps(traces[0], ensure_ascii=False)
+        text.encode("utf-8")  # strict: raises on any surrogate left
+        assert traces[0]["spans"][0]["name"] == _wire.encodable_text(name)
+        assert traces[0]["service"] == _wire.encodable_text(name)

@@ -2,7 +2,7 @@
 
 The default tracker flushes from an ``atexit`` hook. By then the interpreter
 refuses to start threads and ``concurrent.futures`` refuses new work, yet
-exporters still need a thread for blocking calls (aiofiles' file writes,
+exporters still need a thread for blocking calls (file writes,
 aiohttp's DNS look-ups go through the loop's default executor). This executor
 starts its daemon threads up front and keeps accepting work until it is shut
 down, so the last traces are written like any others.

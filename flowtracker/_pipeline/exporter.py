@@ -2,8 +2,10 @@
 
 An exporter is any object with two coroutine methods; no base class needed.
 ``export`` receives a batch of finished traces and returns once they are
-handled (raising counts the whole batch as failed; the tracker's lane logs it,
-at most once a minute, and carries on). ``aclose`` releases resources; the
+handled (raising counts the whole batch as failed, raising
+:class:`~flowtracker._wire.batch.PartialExportError` only the traces it
+names; the tracker's lane logs failures, at most a summary a minute, and
+carries on). ``aclose`` releases resources; the
 tracker calls it once, after the last ``export``. An optional ``name``
 attribute names the exporter in ``Tracker.stats``.
 

@@ -22,23 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from typing import TYPE_CHECKING
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._wire.batch import PartialExportError
+from .failure_log import FailureLog
 from .stats import ExporterStats
 
 if TYPE_CHECKING:
     from .._wire.record import Trace
     from .exporter import Exporter
-
-logger = logging.getLogger("flowtracker")
-
-#: Seconds between two warnings about the same exporter (no log storms).
-WARN_INTERVAL = 60.0
 
 
 class Lane:
@@ -62,8 +58,7 @@ class Lane:
         self.dropped = 0
         self._processed = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._last_warning = -WARN_INTERVAL
-        self._suppressed = 0
+        self.failure_log = FailureLog(name)
         self.task: asyncio.Task[None] | None = None
         self.deadline: float | None = None
         self._timed_out = False
@@ -149,9 +144,11 @@ class Lane:
             return
         try:
             await asyncio.wait_for(self.exporter.export(batch), self.timeout)
+        except PartialExportError as error:
+            self._count_partial(len(batch), error)
         except BaseException as error:  # cancelled again, timed out or failed: counted
             self.failed += len(batch)
-            self._warn("exporter %s failed at loop shutdown: %r; %d traces failed", error, len(batch))
+            self.failure_log.failure(len(batch), f"{error!r} at loop shutdown")
         else:
             self.exported += len(batch)
         self._advance(len(batch))
@@ -195,16 +192,29 @@ class Lane:
             if uncancel is not None:
                 uncancel()
             self.failed += len(batch)
-            self._warn("exporter %s timed out after %.1fs; %d traces failed", self.timeout, len(batch))
+            self.failure_log.failure(len(batch), f"timed out after {self.timeout:.1f}s")
+        except PartialExportError as error:
+            self._count_partial(len(batch), error)
         except Exception as error:  # an exporter must never take the pipeline down
             self.failed += len(batch)
-            self._warn("exporter %s failed: %r; %d traces failed", error, len(batch))
+            self.failure_log.failure(len(batch), repr(error))
         else:
             self.exported += len(batch)
+            self.failure_log.success()
         finally:
             self.deadline = None
             if self._interrupted is not batch:
                 self._advance(len(batch))
+
+    def _count_partial(self, size: int, error: PartialExportError) -> None:
+        """The exporter shipped part of the batch: exported = batch - failed, exactly."""
+        failed = min(max(error.failed, 0), size)
+        self.failed += failed
+        self.exported += size - failed
+        if failed:
+            self.failure_log.failure(failed, str(error))
+        else:
+            self.failure_log.success()
 
     def cancel_if_overdue(self, now: float) -> None:
         """Cancels the export in progress if it has run past the timeout (watchdog)."""
@@ -247,13 +257,3 @@ class Lane:
             self.dropped += 1
             self._advance(1)
         self._receive.close()
-
-    def _warn(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last_warning < WARN_INTERVAL:
-            self._suppressed += 1
-            return
-        suffix = f" ({self._suppressed} similar messages suppressed)" if self._suppressed else ""
-        self._last_warning = now
-        self._suppressed = 0
-        logger.warning(message + suffix, self.name, *args)

@@ -28,7 +28,8 @@ class ExporterStats(NamedTuple):
 
     Attributes:
         exported: Traces the exporter accepted (``export()`` returned).
-        failed: Traces in batches whose ``export()`` raised or timed out.
+        failed: Traces in batches whose ``export()`` raised or timed out, or
+            the ones it reported failed with ``PartialExportError``.
         dropped: Traces never handed to the exporter: its lane was full, or
             the tracker was closed or not running when they completed.
         queued: Traces waiting in the lane right now.

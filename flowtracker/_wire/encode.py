@@ -15,17 +15,33 @@ tag by tag, so one bad tag costs only itself. NaN and infinities become
 Strings longer than the policy's ``max_string`` (4096 characters by
 default) are cut and marked with ``…[truncated N chars]``.
 
+Every string exported is valid Unicode. Python strings may hold lone
+surrogates, which UTF-8 (and so JSON, protobuf and Kafka) cannot carry:
+aiohttp decodes header bytes with ``surrogateescape``, and so do
+``os.fsdecode``, ``sys.argv`` and ``os.environ``. Each lone surrogate is
+escaped as text, in span names, tag keys and values, event names and
+attributes, error messages and the service name: U+DC80–U+DCFF (the stand-in
+``surrogateescape`` makes for an undecodable byte) becomes ``\\xNN``, that
+byte, so ``b"curl/\\xff"`` received in a header reads ``curl/\\xff``; any other
+surrogate becomes ``\\uXXXX``. The check costs nothing in the common case: a
+trace is encoded as it is, and only a trace orjson refuses is walked again and
+escaped (:func:`encoded`). A trace that still cannot be encoded costs only
+itself (see :mod:`flowtracker._wire.batch`).
+
 Example:
     >>> from flowtracker._wire.encode import safe_value
     >>> safe_value({3, 1, 2})
     [1, 2, 3]
     >>> safe_value(b"caf\\xc3\\xa9")
     'café'
+    >>> print(encodable_text(b"curl/\\xff".decode("utf-8", "surrogateescape")))
+    curl/\\xff
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +56,65 @@ if TYPE_CHECKING:
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 _NATIVE = (str, int, float, bool, type(None))
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Deeper than any trace dict (tags are cut at 32 levels by safe_value): only a
+# cyclic structure passed to encode() reaches it.
+_MAX_DEPTH = 64
 
 
 def encode(obj: Any) -> bytes:
     """Compact JSON bytes; values orjson cannot encode are replaced, not fatal."""
+    return encoded(obj)[1]
+
+
+def encoded(obj: Any) -> tuple[Any, bytes]:
+    """``obj`` made encodable, and its compact JSON bytes.
+
+    ``obj`` itself when orjson takes it as it is (the common case: no copy, no
+    walk); else :func:`encodable` of it.
+
+    Example:
+        >>> encoded({"ua": "curl/\\udcff"})
+        ({'ua': 'curl/\\\\xff'}, b'{"ua":"curl/\\\\\\\\xff"}')
+    """
     try:
-        return orjson.dumps(obj, option=_OPTIONS)
+        return obj, orjson.dumps(obj, option=_OPTIONS)
     except (TypeError, orjson.JSONEncodeError):
-        return orjson.dumps(safe_value(obj), option=_OPTIONS)
+        clean = encodable(obj)
+        return clean, orjson.dumps(clean, option=_OPTIONS)
+
+
+def encodable(value: Any, _depth: int = 0) -> Any:
+    """A copy of ``value`` that orjson always encodes: strings and keys escaped, odd values replaced.
+
+    Dicts, lists and strings are walked as they are (no cut, no limit: a
+    trace's dict was already bounded when it was built); anything else goes
+    through :func:`safe_value`.
+    """
+    kind = type(value)
+    if kind is str:
+        return encodable_text(value)
+    if _depth < _MAX_DEPTH:
+        if kind is dict:
+            return {
+                encodable_text(key if type(key) is str else safe_str(key)): encodable(item, _depth + 1)
+                for key, item in value.items()
+            }
+        if kind is list or kind is tuple:
+            return [encodable(item, _depth + 1) for item in value]
+    return safe_value(value)
+
+
+def encodable_text(text: str) -> str:
+    """``text`` with each lone surrogate escaped (see the module docstring); else ``text`` itself."""
+    return _SURROGATE.sub(_escape_surrogate, text)
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    point = ord(match.group())
+    if 0xDC80 <= point <= 0xDCFF:  # surrogateescape's stand-in for the byte point - 0xDC00
+        return f"\\x{point - 0xDC00:02x}"
+    return f"\\u{point:04x}"
 
 
 def trace_to_dict(trace: Trace, policy: ExportPolicy = DEFAULT_POLICY) -> dict[str, Any]:
@@ -195,12 +262,23 @@ def _cleaned_tags(tags: Mapping[Any, Any], policy: ExportPolicy) -> dict[str, An
 
 
 def safe_value(value: Any, policy: ExportPolicy = DEFAULT_POLICY, _depth: int = 0) -> Any:
-    """A JSON-encodable stand-in for any value (containers kept, odd values as text)."""
+    """A JSON-encodable stand-in for any value (containers kept, odd values as text).
+
+    Never raises: a value whose own methods raise (a list subclass whose
+    ``__getitem__`` fails, say) becomes its text.
+    """
+    try:
+        return _stand_in(value, policy, _depth)
+    except Exception:
+        return safe_str(value, policy)
+
+
+def _stand_in(value: Any, policy: ExportPolicy, _depth: int) -> Any:
     if _depth > 32:
         return "…[nested too deep]"
     kind = type(value)
     if kind is str:
-        return _truncate(value, policy)
+        return _truncate(encodable_text(value), policy)
     if kind is bool or value is None:
         return value
     if kind is int:
@@ -215,7 +293,7 @@ def safe_value(value: Any, policy: ExportPolicy = DEFAULT_POLICY, _depth: int = 
         except Exception:
             return safe_str(value, policy)
         return {
-            (k if type(k) is str else safe_str(k, policy)): safe_value(v, policy, _depth + 1)
+            (encodable_text(k) if type(k) is str else safe_str(k, policy)): safe_value(v, policy, _depth + 1)
             for k, v in items[:1000]
         }
     if isinstance(value, (list, tuple)):
@@ -236,7 +314,7 @@ def safe_value(value: Any, policy: ExportPolicy = DEFAULT_POLICY, _depth: int = 
 
 
 def safe_str(value: Any, policy: ExportPolicy = DEFAULT_POLICY) -> str:
-    """``str(value)``, or a stand-in when ``__str__``/``__repr__`` raise."""
+    """``str(value)`` (valid Unicode), or a stand-in when ``__str__``/``__repr__`` raise."""
     try:
         text = str(value)
     except Exception:
@@ -244,7 +322,7 @@ def safe_str(value: Any, policy: ExportPolicy = DEFAULT_POLICY) -> str:
             text = repr(value)
         except Exception:
             text = f"<unprintable {_type_name(value)}>"
-    return _truncate(text, policy)
+    return _truncate(encodable_text(text), policy)
 
 
 def safe_name(name: Any, policy: ExportPolicy = DEFAULT_POLICY) -> str:

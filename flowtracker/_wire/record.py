@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .encode import encode, trace_to_dict
+import orjson
+
+from .encode import encode, encoded, trace_to_dict
 from .policy import DEFAULT_POLICY
 
 if TYPE_CHECKING:
@@ -86,20 +88,28 @@ class Trace:
         return trace_id  # type: ignore[return-value]
 
     def to_dict(self) -> dict[str, Any]:
-        """The trace in the wire format (built once, then cached)."""
-        if self._dict is None:
-            self._dict = trace_to_dict(self, self._policy or DEFAULT_POLICY)
-        return self._dict
+        """The trace in the wire format (built once, then cached).
+
+        Exactly what :meth:`to_json` encodes: every string in it is valid
+        Unicode (see :mod:`flowtracker._wire.encode`), so any exporter can
+        encode it.
+        """
+        data = self._dict
+        if data is None:
+            if self._json is not None:  # encoded before: the JSON is the truth, and cheap to read
+                data = self._dict = orjson.loads(self._json)
+            else:
+                data, self._json = encoded(trace_to_dict(self, self._policy or DEFAULT_POLICY))
+                self._dict = data
+        return data
 
     def to_json(self) -> bytes:
         """The trace as compact JSON bytes (encoded once, then cached)."""
         if self._json is None:
-            if self._dict is not None:
-                self._json = encode(self._dict)
-            else:
-                # The dict is not kept: most exporters want only the bytes, and
-                # every object left alive makes the cyclic GC's passes longer.
-                self._json = encode(trace_to_dict(self, self._policy or DEFAULT_POLICY))
+            # to_dict() caches both, so only the dict is missing here. It is not
+            # kept: most exporters want only the bytes, and every object left
+            # alive makes the cyclic GC's passes longer.
+            self._json = encode(trace_to_dict(self, self._policy or DEFAULT_POLICY))
         return self._json
 
     def __repr__(self) -> str:

@@ -4,6 +4,8 @@ Built in: :class:`ConsoleExporter`, :class:`FileExporter`,
 :class:`MemoryExporter`, :class:`LoggingExporter`. Third-party exporters
 register a factory in the ``flowtracker.exporters`` entry-point group and are
 found by :func:`load_exporter` and by name in ``FLOWTRACKER_EXPORTERS``.
+An exporter that shipped part of a batch raises :class:`PartialExportError`
+with the number that failed; the tracker counts exactly those as failed.
 
 Example:
     >>> from flowtracker.exporters import exporter_from_url
@@ -16,6 +18,7 @@ from __future__ import annotations
 from .._pipeline.fork import needs_modules
 from .._pipeline.tracker import OnConfigError as OnConfigError
 from .._pipeline.tracker import set_exporter_resolver
+from .._wire.batch import PartialExportError as PartialExportError
 from ._base import Exporter as Exporter
 from ._config import ENV_VAR as ENV_VAR
 from ._config import exporter_from_url as exporter_from_url
@@ -31,9 +34,10 @@ from .memory import MemoryExporter as MemoryExporter
 # which knows the schemes (the pipeline sits below the exporters).
 set_exporter_resolver(resolve_exporters)
 
-# FileExporter imports aiofiles on first use, on the tracker's loop: imported
-# instead before a tracker thread starts, where a fork() cannot cut the import.
-needs_modules("aiofiles", "aiofiles.os")
+# The OTLP and webhook exporters read their version through importlib.metadata
+# on first export, on the tracker's loop: imported instead before a tracker
+# thread starts, where a fork() cannot cut the import.
+needs_modules("importlib.metadata")
 
 # Exporters with heavier dependencies (aiohttp, aiokafka, opentelemetry) load
 # on first use, so ``import flowtracker`` stays light.
@@ -68,6 +72,7 @@ __all__ = (
     "OTLPExporter",
     "OTelSpanExporterBridge",
     "OnConfigError",
+    "PartialExportError",
     "SankeyExporter",
     "WebhookExporter",
     "exporter_from_url",

@@ -85,6 +85,8 @@ def _file(url: str) -> Exporter:
 
     parts = urlsplit(url)
     path = unquote(parts.path if parts.scheme == "file" else url)
+    if parts.scheme == "file" and parts.netloc.startswith("~"):
+        path = unquote(parts.netloc) + path  # file://~/traces.jsonl: in the home folder
     if not path:
         raise ValueError(f"no path in exporter URL {url!r}")
     return FileExporter(path)
@@ -163,11 +165,12 @@ def exporter_from_url(url: str) -> Exporter:
 def _check_url(url: str, scheme: str) -> None:
     """Rejects the URL quirks that would otherwise hide a mistake.
 
-    ``file://tmp/x.jsonl`` has the host ``tmp`` (a slash is probably missing),
+    ``file://tmp/x.jsonl`` has the host ``tmp`` (a slash is probably missing;
+    ``file://~/x.jsonl`` names a file in the home folder),
     and an unknown query key (``?tga=currency``) would be ignored.
     """
     parts = urlsplit(url)
-    if scheme in _LOCAL_PATH_SCHEMES and parts.netloc not in ("", "localhost"):
+    if scheme in _LOCAL_PATH_SCHEMES and parts.netloc not in ("", "localhost") and parts.netloc[0] != "~":
         raise ValueError(
             f"exporter URL {url!r} has a host part ({parts.netloc!r}); a {scheme}:// URL names a "
             f"local path: write {scheme}:///{parts.netloc}{parts.path} for an absolute path "

@@ -50,8 +50,10 @@ __all__ = (
     "STATUS_UNSET",
     "any_value",
     "attributes",
+    "otlp_request",
     "otlp_request_dict",
     "otlp_span_dict",
+    "otlp_trace_spans",
     "span_times",
 )
 
@@ -77,14 +79,37 @@ def otlp_request_dict(traces: Sequence[Mapping[str, Any]], service: str | None =
     Returns:
         A dict that ``orjson.dumps`` turns into a valid OTLP/HTTP JSON body.
     """
-    by_service: dict[str, list[dict[str, Any]]] = {}
+    by_service: dict[str, list[Any]] = {}
     for trace in traces:
-        name = service or trace.get("service") or UNKNOWN_SERVICE
-        spans = by_service.setdefault(str(name), [])
-        trace_id = str(trace["trace_id"])
-        extra = trace_attributes(trace)
-        for index, span in enumerate(trace.get("spans", ())):
-            spans.append(otlp_span_dict(trace_id, span, extra if index == 0 else None))
+        name, spans = otlp_trace_spans(trace, service)
+        by_service.setdefault(name, []).extend(spans)
+    return otlp_request(by_service)
+
+
+def otlp_trace_spans(
+    trace: Mapping[str, Any], service: str | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """The ``service.name`` and the OTLP/JSON spans of one wire-format trace.
+
+    One trace at a time, so an exporter can leave out a trace that fails
+    without losing its batch.
+    """
+    name = str(service or trace.get("service") or UNKNOWN_SERVICE)
+    trace_id = str(trace["trace_id"])
+    extra = trace_attributes(trace)
+    spans = [
+        otlp_span_dict(trace_id, span, extra if index == 0 else None)
+        for index, span in enumerate(trace.get("spans", ()))
+    ]
+    return name, spans
+
+
+def otlp_request(by_service: Mapping[str, list[Any]]) -> dict[str, Any]:
+    """An ``ExportTraceServiceRequest`` dict for spans grouped by ``service.name``.
+
+    The spans are put in as they are: OTLP/JSON span dicts, or protobuf
+    ``Span`` messages for :func:`~flowtracker.exporters.otlp.request_to_protobuf`.
+    """
     return {
         "resourceSpans": [
             {

@@ -1,10 +1,12 @@
 """What the Sankey and Mermaid exporters share: a text destination and URL options.
 
 A destination is a text stream (written synchronously, one ``write`` per
-batch, like :class:`~flowtracker.ConsoleExporter`), a path (appended to
-through aiofiles, so the event loop never waits on the disk; one ``write``
-call per batch, so concurrent writers never interleave inside a batch), or
-``None`` for whatever ``sys.stdout`` is at write time.
+batch, like :class:`~flowtracker.ConsoleExporter`), a path (``~`` expanded,
+checked when the exporter is made, appended to in a worker thread so the event
+loop never waits on the disk, each batch whole or not at all, as the
+:class:`~flowtracker.FileExporter` does: see
+:mod:`flowtracker.exporters._append`), or ``None`` for whatever
+``sys.stdout`` is at write time.
 
 Example:
     >>> url_options("sankey:///tmp/flows.txt?tag=currency&tag=db.system&markers=1")
@@ -13,13 +15,21 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .._wire.batch import BatchFailures
+from ._append import AppendFile, WriteOnce, checked_path
+
+if TYPE_CHECKING:
+    from .._wire.record import Trace
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -27,38 +37,41 @@ _TRUE = {"1", "true", "yes", "on"}
 class TextSink:
     """Appends text to a stream or a file (see the module docstring)."""
 
-    def __init__(self, target: str | os.PathLike[str] | TextIO | None) -> None:
+    def __init__(self, target: str | os.PathLike[str] | TextIO | None, owner: str = "TextSink") -> None:
         self.stream: TextIO | None = None
         self.path: Path | None = None
+        self._file: AppendFile | None = None
+        self._writes = WriteOnce()
         if isinstance(target, (str, os.PathLike)):
-            self.path = Path(target)
+            self.path = checked_path(target, owner)
+            self._file = AppendFile(self.path)
         else:
             self.stream = target
-        self._file: Any = None
 
-    async def write(self, text: str) -> None:
-        if not text:
-            return
-        if self.path is None:
-            stream = self.stream if self.stream is not None else sys.stdout
-            stream.write(text)
-            stream.flush()
-            return
-        if self._file is None:
-            import aiofiles
+    async def write_traces(self, traces: Sequence[Trace], render: Callable[[Trace], str]) -> None:
+        """Writes ``render`` of each trace in one write; a trace that fails to render costs only itself.
 
-            self._file = await aiofiles.open(self.path, "ab", buffering=0)
-        data = text.encode("utf-8")
-        written = await self._file.write(data)
-        while written is not None and written < len(data):  # a short write: finish it
-            data = data[written:]
-            written = await self._file.write(data)
+        Raises:
+            PartialExportError: some traces failed to render (the rest were written).
+        """
+        traces = self._writes.unwritten(traces)
+        failures = BatchFailures(len(traces))
+        rendered = failures.each(traces, lambda trace: (trace, render(trace)))
+        text = "".join(part for _, part in rendered)
+        if text:
+            if self._file is None:
+                stream = self.stream if self.stream is not None else sys.stdout
+                stream.write(text)
+                stream.flush()
+            else:
+                written = [trace for trace, _ in rendered]
+                await self._writes.run(written, self._file.append, text.encode("utf-8"))
+        failures.raise_if_any()
 
     async def aclose(self) -> None:
         if self._file is not None:
-            file, self._file = self._file, None
-            await file.close()
-        elif self.path is None:
+            await asyncio.get_running_loop().run_in_executor(None, self._file.close)
+        else:
             stream = self.stream if self.stream is not None else sys.stdout
             with contextlib.suppress(ValueError, OSError):  # closed at interpreter exit
                 stream.flush()

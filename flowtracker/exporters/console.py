@@ -17,6 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
+from .._wire.batch import BatchFailures
+
 if TYPE_CHECKING:
     from .._wire.record import Trace
 
@@ -41,10 +43,13 @@ class ConsoleExporter:
 
     async def export(self, traces: Sequence[Trace]) -> None:
         prefix = self.prefix
-        text = "".join(f"{prefix}{trace.to_json().decode()}\n" for trace in traces)
-        stream = self.stream if self.stream is not None else sys.stdout
-        stream.write(text)
-        stream.flush()
+        failures = BatchFailures(len(traces))
+        lines = failures.each(traces, lambda trace: f"{prefix}{trace.to_json().decode()}\n")
+        if lines:
+            stream = self.stream if self.stream is not None else sys.stdout
+            stream.write("".join(lines))
+            stream.flush()
+        failures.raise_if_any()
 
     async def aclose(self) -> None:
         stream = self.stream if self.stream is not None else sys.stdout

@@ -9,8 +9,10 @@ record (``acks="all"`` by default) before the batch counts as exported. Records
 that fail with a retriable error (broker down, leader moving, request timed
 out) are sent again with exponential backoff and jitter until they are
 acknowledged or ``delivery_timeout`` runs out; then ``export`` raises and the
-tracker counts the batch as failed. A record that can never succeed (say,
-larger than the broker accepts) fails its batch at once.
+tracker counts the traces not acknowledged as failed (those acknowledged
+count as exported). A record that can never succeed (say, larger than the
+broker accepts) fails at once, alone, as does a trace that cannot be
+encoded: the rest of its batch goes.
 
 Broker outages: while ``export`` keeps retrying one batch, new traces wait in
 the exporter's lane. The buffer is therefore the tracker's ``max_queue``
@@ -36,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import random
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,9 @@ from urllib.parse import parse_qsl, urlsplit
 import anyio
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+
+from .._wire.batch import BatchFailures, PartialExportError
+from ._http import RetrySettings
 
 if TYPE_CHECKING:
     from .._wire.record import Trace
@@ -59,8 +63,16 @@ _CLIENT_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.cluster", "aiokafka.pr
 _COMPRESSIONS = ("gzip", "snappy", "lz4", "zstd")
 
 
-class KafkaDeliveryError(Exception):
-    """Some traces of a batch were not acknowledged by the broker."""
+# One record: the value (the trace's JSON) and the key (its trace id).
+_Record = tuple[bytes, bytes]
+
+
+class KafkaDeliveryError(PartialExportError):
+    """Some traces of a batch were not acknowledged by the broker (``failed`` of them)."""
+
+    def __init__(self, failed: int, total: int, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(failed, total, cause)
+        self.args = (message,)
 
 
 class KafkaExporter:
@@ -108,8 +120,8 @@ class KafkaExporter:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.delivery_timeout = delivery_timeout
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        #: The delays between send rounds (retry statuses do not apply to Kafka).
+        self.retry = RetrySettings(None, delivery_timeout, backoff, max_backoff, frozenset())
         self.quiet_client_logs = quiet_client_logs
         self.producer_options = {**PRODUCER_DEFAULTS, **producer_options}
         self.attempts = 0  # send rounds, retries included
@@ -153,31 +165,32 @@ class KafkaExporter:
         # cancelled: a cancelled round would leave records in the producer that
         # reach the broker later although the batch was counted as failed.
         round_time = float(self.producer_options.get("request_timeout_ms", 40_000)) / 1000
-        pending = list(traces)
+        failures = BatchFailures(len(traces))
+        pending = failures.each(traces, _record)
         attempt = 0
         last: BaseException | None = None
-        while True:
+        while pending:
             attempt += 1
             self.attempts += 1
             producer = await self._reachable(attempt, deadline)
             if isinstance(producer, BaseException):
                 last = producer
             else:
-                pending, error, fatal = await self._send(producer, pending)
+                pending, error = await self._send(producer, pending, failures)
                 if not pending:
-                    return
-                if fatal is not None:
-                    raise KafkaDeliveryError(
-                        f"{len(pending)} of {len(traces)} traces not delivered to {self.topic!r}: {fatal!r}"
-                    ) from fatal
+                    break
                 last = error or last
-            delay = random.uniform(0, min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+            delay = self.retry.delay(attempt)
             if time.monotonic() + delay + round_time > deadline:
                 raise KafkaDeliveryError(
+                    len(pending) + failures.failed,
+                    len(traces),
                     f"{len(pending)} of {len(traces)} traces not delivered to {self.topic!r}"
-                    f" within {self.delivery_timeout}s ({attempt} attempts): {last!r}"
+                    f" within {self.delivery_timeout}s ({attempt} attempts): {last!r}",
+                    last,
                 )
             await asyncio.sleep(delay)
+        failures.raise_if_any()
 
     async def _reachable(self, attempt: int, deadline: float) -> AIOKafkaProducer | BaseException:
         """The started producer, once the cluster answers; else the reason it does not.
@@ -196,36 +209,37 @@ class KafkaExporter:
         return KafkaTimeoutError("no broker answered before delivery_timeout")
 
     async def _send(
-        self, producer: AIOKafkaProducer, traces: list[Trace]
-    ) -> tuple[list[Trace], BaseException | None, BaseException | None]:
-        """Sends ``traces`` and awaits their acknowledgements.
+        self, producer: AIOKafkaProducer, records: list[_Record], failures: BatchFailures
+    ) -> tuple[list[_Record], BaseException | None]:
+        """Sends ``records`` and awaits their acknowledgements.
 
-        Returns the traces to try again (and those that failed for good), the
-        last error, and the first error that no retry can fix.
+        Returns the records to try again and the last error. A record no
+        retry can fix (too large, say) is counted in ``failures``, alone.
         """
-        sent: list[tuple[Trace, asyncio.Future[Any]]] = []
-        unsent: list[Trace] = []
+        sent: list[tuple[_Record, asyncio.Future[Any]]] = []
+        unsent: list[_Record] = []
         last: BaseException | None = None
-        fatal: BaseException | None = None
-        for index, trace in enumerate(traces):
+        for index, record in enumerate(records):
             try:
-                future = await producer.send(self.topic, value=trace.to_json(), key=trace.trace_id.encode())
+                future = await producer.send(self.topic, value=record[0], key=record[1])
             except Exception as error:  # metadata unavailable, buffer full, record too large
-                unsent = traces[index:]
                 last = error
                 if not _retriable(error):
-                    fatal = error
+                    failures.add(1, error)
+                    continue
+                unsent = records[index:]
                 break
-            sent.append((trace, future))
+            sent.append((record, future))
         results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
-        failed: list[Trace] = []
-        for (trace, _), result in zip(sent, results, strict=True):
+        again: list[_Record] = []
+        for (record, _), result in zip(sent, results, strict=True):
             if isinstance(result, BaseException):
-                failed.append(trace)
                 last = result
-                if fatal is None and not _retriable(result):
-                    fatal = result
-        return failed + unsent, last, fatal
+                if _retriable(result):
+                    again.append(record)
+                else:
+                    failures.add(1, result)
+        return again + unsent, last
 
     async def _started(self) -> AIOKafkaProducer:
         producer = self._producer
@@ -254,6 +268,10 @@ class KafkaExporter:
             if self._quieting:
                 self._quieting = False
                 _quiet_filter.detach()
+
+
+def _record(trace: Trace) -> _Record:
+    return trace.to_json(), trace.trace_id.encode()
 
 
 def _retriable(error: BaseException) -> bool:

@@ -16,6 +16,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .._wire.batch import BatchFailures
+
 if TYPE_CHECKING:
     from .._wire.record import Trace
 
@@ -35,24 +37,28 @@ class LoggingExporter:
         self.level = level
 
     async def export(self, traces: Sequence[Trace]) -> None:
-        for trace in traces:
-            data = trace.to_dict()
-            spans = data["spans"]
-            root = next((s for s in spans if "parent_id" not in s), spans[0] if spans else None)
-            failed = any(s["status"] == "error" for s in spans)
-            level = logging.ERROR if failed and self.level < logging.ERROR else self.level
-            if not self.logger.isEnabledFor(level):
-                continue
-            self.logger.log(
-                level,
-                "Flow log %s: %s %s %.3f ms, %d spans",
-                data["trace_id"],
-                root["name"] if root else "-",
-                root["status"] if root else "-",
-                root["duration_ms"] if root else 0.0,
-                len(spans),
-                extra={"flowtracker_trace": data, "trace_id": data["trace_id"]},
-            )
+        failures = BatchFailures(len(traces))
+        failures.each(traces, self._log)
+        failures.raise_if_any()
+
+    def _log(self, trace: Trace) -> None:
+        data = trace.to_dict()
+        spans = data["spans"]
+        root = next((s for s in spans if "parent_id" not in s), spans[0] if spans else None)
+        failed = any(s["status"] == "error" for s in spans)
+        level = logging.ERROR if failed and self.level < logging.ERROR else self.level
+        if not self.logger.isEnabledFor(level):
+            return
+        self.logger.log(
+            level,
+            "Flow log %s: %s %s %.3f ms, %d spans",
+            data["trace_id"],
+            root["name"] if root else "-",
+            root["status"] if root else "-",
+            root["duration_ms"] if root else 0.0,
+            len(spans),
+            extra={"flowtracker_trace": data, "trace_id": data["trace_id"]},
+        )
 
     async def aclose(self) -> None:
         pass

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .._wire.batch import BatchFailures
+
 if TYPE_CHECKING:
     from .._wire.record import Trace
 
@@ -39,9 +41,11 @@ class MemoryExporter:
         self.records: list[Trace] = []
 
     async def export(self, traces: Sequence[Trace]) -> None:
-        for trace in traces:
-            self.traces.append(orjson.loads(trace.to_json()))
+        failures = BatchFailures(len(traces))
+        for decoded, trace in failures.each(traces, _decoded):
+            self.traces.append(decoded)
             self.records.append(trace)
+        failures.raise_if_any()
 
     async def aclose(self) -> None:
         pass
@@ -50,3 +54,7 @@ class MemoryExporter:
         """Forgets everything collected so far."""
         self.traces.clear()
         self.records.clear()
+
+
+def _decoded(trace: Trace) -> tuple[dict[str, Any], Trace]:
+    return orjson.loads(trace.to_json()), trace

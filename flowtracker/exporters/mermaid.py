@@ -59,7 +59,7 @@ class MermaidExporter:
         self.direction: Literal["TD", "LR"] = direction
         self.include_tags = tuple(include_tags)
         self.all_tags = all_tags
-        self._sink = TextSink(target)
+        self._sink = TextSink(target, type(self).__name__)
 
     @classmethod
     def from_url(cls, url: str) -> MermaidExporter:
@@ -80,13 +80,16 @@ class MermaidExporter:
         )
 
     async def export(self, traces: Sequence[Trace]) -> None:
-        text = mermaid_text(
-            [trace.to_dict() for trace in traces],
+        await self._sink.write_traces(traces, self._text)
+
+    def _text(self, trace: Trace) -> str:
+        """One trace's text (one trace at a time: an odd one costs only itself)."""
+        return mermaid_text(
+            [trace.to_dict()],
             direction=self.direction,
             include_tags=self.include_tags,
             all_tags=self.all_tags,
         )
-        await self._sink.write(text)
 
     async def aclose(self) -> None:
         await self._sink.aclose()

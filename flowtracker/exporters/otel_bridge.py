@@ -12,7 +12,9 @@ a worker thread: the event loop keeps serving. Needs the ``otel`` extra
 (``opentelemetry-sdk``).
 
 Tag values that OpenTelemetry attributes cannot hold (dicts, mixed lists,
-``None``) are written as JSON strings.
+``None``) are written as JSON strings. Traces are converted one at a time: a
+trace that cannot be converted is left out and counted failed, and the rest
+of its batch is exported.
 
 Example:
     >>> from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -22,10 +24,10 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import anyio
 import orjson
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -34,10 +36,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from .._core.clock import parse_rfc3339
+from .._wire.batch import BatchFailures
+from .._wire.record import Trace
 from ._otlp_mapping import SCOPE_NAME, UNKNOWN_SERVICE, library_version, span_times, trace_attributes
-
-if TYPE_CHECKING:
-    from .._wire.record import Trace
 
 _KINDS = {
     "server": SpanKind.SERVER,
@@ -69,13 +70,21 @@ class OTelSpanExporterBridge:
         self._resources: dict[str, Resource] = {}
 
     async def export(self, traces: Sequence[Trace]) -> None:
-        dicts = [trace.to_dict() for trace in traces]
-        result = await anyio.to_thread.run_sync(self._export_blocking, dicts)
-        if result is not SpanExportResult.SUCCESS:
-            raise RuntimeError(f"{type(self.span_exporter).__name__}.export returned {result.name}")
+        failures = BatchFailures(len(traces))
+        dicts = failures.each(traces, Trace.to_dict)
+        if dicts:
+            # The loop's default executor: at interpreter exit it is the
+            # tracker's prestarted pool, when no new thread may start.
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(None, self._export_blocking, dicts, failures)
+            if result is not SpanExportResult.SUCCESS:
+                raise RuntimeError(f"{type(self.span_exporter).__name__}.export returned {result.name}")
+        failures.raise_if_any()
 
-    def _export_blocking(self, traces: list[dict[str, Any]]) -> SpanExportResult:
-        spans = [span for trace in traces for span in self.readable_spans(trace)]
+    def _export_blocking(self, traces: list[dict[str, Any]], failures: BatchFailures) -> SpanExportResult:
+        spans = [span for spans in failures.each(traces, self.readable_spans) for span in spans]
+        if not spans and failures.failed:
+            return SpanExportResult.SUCCESS  # nothing left to export; the failures are counted
         return self.span_exporter.export(spans)
 
     def readable_spans(self, trace: Mapping[str, Any]) -> list[ReadableSpan]:
@@ -102,7 +111,7 @@ class OTelSpanExporterBridge:
         ]
 
     async def aclose(self) -> None:
-        await anyio.to_thread.run_sync(self.span_exporter.shutdown)
+        await asyncio.get_running_loop().run_in_executor(None, self.span_exporter.shutdown)
 
 
 def _readable_span(

@@ -8,9 +8,11 @@ or OTLP/JSON (``application/json``, no extra dependency). Optional gzip.
 
 Retries follow the OTLP specification: 429, 502, 503 and 504 (and connection
 errors and timeouts) are retried with exponential backoff and jitter,
-``Retry-After`` honoured, within ``max_time`` per batch; any other status fails
+``Retry-After`` honoured, within ``max_time`` per batch
+(:class:`~flowtracker.exporters._http.RetrySettings`); any other status fails
 the batch, which the tracker counts. Encoding runs in a worker thread, so a
-large batch never stalls the event loop.
+large batch never stalls the event loop, one trace at a time: a trace that
+cannot be converted is left out and counted, and the rest of its batch goes.
 
 Example:
     >>> import flowtracker as ft
@@ -23,31 +25,27 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-import anyio
 import orjson
 
-from ._otlp_mapping import otlp_request_dict
-from .webhook import HTTPSender, gzip_body
-
-if TYPE_CHECKING:
-    from .._wire.record import Trace
+from .._wire.batch import BatchFailures
+from .._wire.record import Trace
+from ._http import OTLP_RETRY_STATUSES, HTTPSender, RetrySettings, gzip_body
+from ._otlp_mapping import otlp_request, otlp_request_dict, otlp_trace_spans
 
 #: Where an OTLP/HTTP receiver listens for traces by default.
 DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
 #: The OTLP/HTTP default port, used when a URL names none.
 DEFAULT_PORT = 4318
 TRACES_PATH = "/v1/traces"
-
-# The OTLP exporter specification's retryable statuses.
-_RETRYABLE = frozenset({429, 502, 503, 504})
 
 
 class OTLPExporter:
@@ -61,11 +59,10 @@ class OTLPExporter:
         service: ``service.name`` for every span; default: each trace's
             ``service`` (the tracker's), else ``unknown_service``.
         timeout: Seconds one attempt may take. Default 10.
-        max_retries: Retries of one batch after the first attempt. Default 5.
-        max_time: Seconds all attempts of one batch may take; keep it below the
-            tracker's ``export_timeout`` (30). Default 25.
-        backoff: Upper bound of the first retry delay, doubling per retry. Default 0.5.
-        max_backoff: Largest delay between attempts. Default 10.
+        max_retries, max_time, backoff, max_backoff: How a batch is retried
+            (5 retries within 25 s, delays drawn below 0.5 s doubling up to
+            10 s); see :class:`~flowtracker.exporters._http.RetrySettings`.
+            429, 502, 503 and 504 are retried. The settings in force are ``.retry``.
         tls: ``True`` verifies certificates (default), or an ``ssl.SSLContext``,
             or ``False`` (tests only).
 
@@ -102,17 +99,8 @@ class OTLPExporter:
         self.compression = compression
         self.service = service
         self.content_type = "application/x-protobuf" if encoding == "protobuf" else "application/json"
-        self._sender = HTTPSender(
-            endpoint,
-            headers=headers,
-            timeout=timeout,
-            max_retries=max_retries,
-            max_time=max_time,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            tls=tls,
-            retryable=_RETRYABLE.__contains__,
-        )
+        self.retry = RetrySettings(max_retries, max_time, backoff, max_backoff, OTLP_RETRY_STATUSES)
+        self._sender = HTTPSender(endpoint, headers=headers, timeout=timeout, retry=self.retry, tls=tls)
 
     @classmethod
     def from_url(cls, url: str) -> OTLPExporter:
@@ -161,13 +149,20 @@ class OTLPExporter:
         return self._sender.attempts
 
     async def export(self, traces: Sequence[Trace]) -> None:
-        dicts = [trace.to_dict() for trace in traces]
-        body = await anyio.to_thread.run_sync(self.encode, dicts)
-        headers = {"Content-Type": self.content_type}
-        if self.compression == "gzip":
-            body = await gzip_body(body)
-            headers["Content-Encoding"] = "gzip"
-        await self._sender.post(body, headers)
+        failures = BatchFailures(len(traces))
+        dicts = failures.each(traces, Trace.to_dict)
+        if dicts:
+            # The loop's default executor: at interpreter exit it is the
+            # tracker's prestarted pool, when no new thread may start.
+            loop = asyncio.get_running_loop()
+            body = await loop.run_in_executor(None, self._body, dicts, failures)
+            if body is not None:
+                headers = {"Content-Type": self.content_type}
+                if self.compression == "gzip":
+                    body = await gzip_body(body)
+                    headers["Content-Encoding"] = "gzip"
+                await self._sender.post(body, headers)
+        failures.raise_if_any()
 
     def encode(self, traces: Sequence[Mapping[str, Any]]) -> bytes:
         """The request body for wire-format traces, in this exporter's encoding."""
@@ -175,6 +170,33 @@ class OTLPExporter:
         if self.encoding == "json":
             return orjson.dumps(request)
         return request_to_protobuf(request).SerializeToString()  # type: ignore[no-any-return]
+
+    def _body(self, traces: Sequence[Mapping[str, Any]], failures: BatchFailures) -> bytes | None:
+        """The request body; ``None`` when no trace could be converted (each is counted in ``failures``)."""
+        try:
+            return self.encode(traces)  # the common case: the whole batch in one go
+        except Exception:  # a trace cannot be converted: go trace by trace to find it
+            pass
+        convert: Callable[[Mapping[str, Any]], tuple[str, list[Any]]]
+        if self.encoding == "json":
+            convert = functools.partial(otlp_trace_spans, service=self.service)
+        else:
+            convert = self._protobuf_spans
+        by_service: dict[str, list[Any]] = {}
+        for service, spans in failures.each(traces, convert):
+            by_service.setdefault(service, []).extend(spans)
+        if not by_service:
+            return None
+        request = otlp_request(by_service)
+        if self.encoding == "json":
+            return orjson.dumps(request)
+        pb = _protobuf()
+        return _request_message(pb, request, _same).SerializeToString()  # type: ignore[no-any-return]
+
+    def _protobuf_spans(self, trace: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        service, spans = otlp_trace_spans(trace, self.service)
+        pb = _protobuf()
+        return service, [_span(pb, item) for item in spans]
 
     async def aclose(self) -> None:
         await self._sender.aclose()
@@ -209,6 +231,11 @@ def request_to_protobuf(request: Mapping[str, Any]) -> Any:
         0
     """
     pb = _protobuf()
+    return _request_message(pb, request, functools.partial(_span, pb))
+
+
+def _request_message(pb: Any, request: Mapping[str, Any], span: Callable[[Any], Any]) -> Any:
+    """The request message for a request dict whose spans ``span`` turns into messages."""
     return pb.ExportTraceServiceRequest(
         resource_spans=[
             pb.ResourceSpans(
@@ -216,7 +243,7 @@ def request_to_protobuf(request: Mapping[str, Any]) -> Any:
                 scope_spans=[
                     pb.ScopeSpans(
                         scope=pb.InstrumentationScope(**scope["scope"]),
-                        spans=[_span(pb, item) for item in scope["spans"]],
+                        spans=[span(item) for item in scope["spans"]],
                     )
                     for scope in entry["scopeSpans"]
                 ],
@@ -224,6 +251,10 @@ def request_to_protobuf(request: Mapping[str, Any]) -> Any:
             for entry in request["resourceSpans"]
         ]
     )
+
+
+def _same(message: Any) -> Any:
+    return message
 
 
 @functools.cache

@@ -57,7 +57,7 @@ class SankeyExporter:
         self.include_tags = tuple(include_tags)
         self.all_tags = all_tags
         self.markers = markers
-        self._sink = TextSink(target)
+        self._sink = TextSink(target, type(self).__name__)
 
     @classmethod
     def from_url(cls, url: str) -> SankeyExporter:
@@ -76,14 +76,17 @@ class SankeyExporter:
         )
 
     async def export(self, traces: Sequence[Trace]) -> None:
-        text = sankeymatic_text(
-            [trace.to_dict() for trace in traces],
+        await self._sink.write_traces(traces, self._text)
+
+    def _text(self, trace: Trace) -> str:
+        """One trace's text (one trace at a time: an odd one costs only itself)."""
+        return sankeymatic_text(
+            [trace.to_dict()],
             aggregate=False,
             include_tags=self.include_tags,
             all_tags=self.all_tags,
             markers=self.markers,
         )
-        await self._sink.write(text)
 
     async def aclose(self) -> None:
         await self._sink.aclose()
