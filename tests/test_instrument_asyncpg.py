@@ -94,10 +94,13 @@ class TestStatements:
             await traced(work)
         await tracker.flush()
         statements = [s["tags"]["db.statement"] for s in client_spans(memory)]
-        # Each release runs the pool's reset query: a round trip the caller waits for, so recorded too.
+        # Each release runs the pool's reset query: a round trip the caller waits for, so recorded
+        # too, and named for what it is (it starts with a SELECT, which read as a query of the app's).
         reset = statements[1]
         assert reset.startswith("SELECT pg_advisory_unlock_all();")
         assert statements == ["SELECT 1", reset, "SELECT pg_catalog.now()", reset, "SELECT 2 AS two", reset]
+        names = [s["name"] for s in client_spans(memory)]
+        assert names == ["SELECT", "RESET connection"] * 3
         assert {s["tags"]["db.name"] for s in client_spans(memory)} == {DATABASE}
 
     async def test_prepared_statements(self, con, tracker, memory) -> None:

@@ -15,7 +15,9 @@ Each span is a child of the current span, kind ``client``, named by
 ``net.peer.name`` and ``net.peer.port``; status ``error`` when the statement
 fails, and the exception propagates unchanged. A call made with no current
 span starts no trace. For ``copy_*_table``, ``db.statement`` is the ``COPY``
-command without its options (``COPY public.users FROM STDIN``).
+command without its options (``COPY public.users FROM STDIN``). The reset
+query a pool runs when a connection is released is named ``RESET connection``
+(:data:`RESET_SPAN`), not after its first statement.
 
 While the SQLAlchemy instrumentation records a statement (SQLAlchemy on
 asyncpg), the driver call inside it records no second span
@@ -60,6 +62,9 @@ PIP = "flowtracker[asyncpg]"
 _Describe = Callable[[Any, tuple[Any, ...], dict[str, Any]], tuple[Any, Any]]
 
 _patches = Patches(LIBRARY, "a client span per statement")
+
+#: The name of the span of a pooled connection's reset on release.
+RESET_SPAN = "RESET connection"
 
 
 def _connection_query(con: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -116,6 +121,11 @@ def _start(describe: _Describe, instance: Any, args: tuple[Any, ...], kwargs: di
         tags["net.peer.port"] = addr[1]
     elif isinstance(addr, str):  # a Unix socket's path
         tags["net.peer.name"] = addr
+    # A pool's release runs the connection's reset query (``SELECT
+    # pg_advisory_unlock_all(); CLOSE ALL; ...``): a round trip the caller
+    # waits for, so recorded, but named for what it is rather than "SELECT".
+    if text is not None and text == getattr(con, "_reset_query", None):
+        return start_child(RESET_SPAN, tags, kind="client")
     return start_child(span_name(text, "postgresql"), tags, kind="client")
 
 
