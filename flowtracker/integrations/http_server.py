@@ -17,11 +17,13 @@ Both middlewares accept the same keyword options (:class:`HttpOptionsDict`):
   request starts; its items become root-span tags. ``request`` is aiohttp's
   ``web.Request`` or the ASGI ``scope``. Default: none.
 * ``record_headers``: request header names to record as
-  ``http.request.header.<name>`` tags. Credentials are never recorded:
-  ``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie`` and
-  any name that looks like a key, token, secret, password or session become
-  ``"[REDACTED]"`` before they are stored (whatever the export policy
-  says). Default: none.
+  ``http.request.header.<name>`` tags. Credentials are never recorded: a
+  name the export policy's rule calls secret
+  (:func:`flowtracker._wire.policy.is_secret_name` with the default words:
+  ``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie``,
+  ``X-Api-Key``, ``X-Auth-Token``, ``X-Session-Id``, ``X-Hub-Signature-256``, ...)
+  is stored as ``"[REDACTED]"``, whatever the tracker's own ``redact_keys``
+  say. Default: none.
 * ``span_name``: ``callback(method, route, request) -> str`` naming the root
   span; ``route`` is the route template or the ``unmatched_route`` fallback.
   Default: ``"<METHOD> <route>"``.
@@ -54,7 +56,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from .._core import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, start_root_span
-from .._wire.policy import REDACTED
+from .._wire.policy import REDACTED, is_secret_name
 from ..propagation import Headers, TraceContext, start_from_context, traceparent_of
 
 if TYPE_CHECKING:
@@ -62,14 +64,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flowtracker")
 
-
-#: Header names never recorded as they are, whatever ``record_headers`` says.
-SENSITIVE_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key"}
-)
-# Substrings that mark a header as a credential (X-Auth-Token, X-Api-Key, X-Session-Id, ...).
-_SENSITIVE_PARTS = ("auth", "token", "secret", "password", "passwd", "apikey", "api-key", "api_key",
-                    "session", "cookie", "credential", "signature", "private")
 
 #: Methods named as themselves; any other becomes ``_OTHER`` in span names.
 KNOWN_METHODS = frozenset(
@@ -108,6 +102,8 @@ class HttpOptions:
     trace_id_header: str | None
     traceresponse: bool
     unmatched_route: str
+    #: The recorded headers whose values are credentials (stored as ``[REDACTED]``).
+    secret_headers: frozenset[str] = frozenset()
     # Decided once from the fields above (build_options), read on every request:
     #: Some path is excluded (else the middlewares skip the check).
     excludes_any: bool = False
@@ -154,16 +150,11 @@ def build_options(
         trace_id_header,
         traceresponse,
         unmatched_route,
+        secret_headers=frozenset(name for name in recorded if is_secret_name(name)),
         excludes_any=bool(exact or patterns),
         extra_tags=bool(recorded) or request_tags is not None,
         sends_headers=traceresponse or bool(trace_id_header),
     )
-
-
-def is_sensitive(name: str) -> bool:
-    """True for header names whose values are credentials."""
-    lowered = name.lower()
-    return lowered in SENSITIVE_HEADERS or any(part in lowered for part in _SENSITIVE_PARTS)
 
 
 def header_tags(options: HttpOptions, headers: Headers) -> dict[str, str]:
@@ -180,7 +171,7 @@ def header_tags(options: HttpOptions, headers: Headers) -> dict[str, str]:
             value = raw_value.decode("latin-1") if isinstance(raw_value, (bytes, bytearray)) else raw_value
             values.setdefault(name, []).append(str(value))
     return {
-        f"http.request.header.{name}": REDACTED if is_sensitive(name) else ", ".join(found)
+        f"http.request.header.{name}": REDACTED if name in options.secret_headers else ", ".join(found)
         for name in wanted
         if (found := values.get(name))
     }
