@@ -266,12 +266,25 @@ class Tracker:
     async def flush(self, timeout: float | None = None) -> bool:
         """Exports every trace completed so far; True unless ``timeout`` ran out.
 
+        May be awaited on any event loop: a tracker running on another one
+        (the default tracker's thread, ``with tracker``) flushes there.
+
         Example:
             >>> async def handler(tracker):
             ...     await tracker.flush(timeout=5)
         """
-        if self._loop is None or self.closed:
+        loop = self._loop
+        if loop is None or self.closed:
             return True
+        if loop is not asyncio.get_running_loop():
+            try:
+                flushed = asyncio.run_coroutine_threadsafe(self.flush(timeout), loop)
+            except RuntimeError:  # that loop is closed: nothing can flush there
+                return False
+            try:
+                return await asyncio.wait_for(asyncio.wrap_future(flushed), timeout)
+            except asyncio.TimeoutError:
+                return False
         await asyncio.sleep(0)  # lets completion checks already scheduled run
         self._take_handed_over()
         self._complete_pending()
