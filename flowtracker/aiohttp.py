@@ -52,6 +52,7 @@ from .integrations.http_server import (
     HttpOptions,
     RootNames,
     build_options,
+    check_options,
     end_request_span,
     request_tags,
     start_request_root,
@@ -180,13 +181,15 @@ def middleware(tracker: Tracker | None = None, **options: Unpack[HttpOptionsDict
             in effect (see the module docstring); with no configuration, the console.
         **options: See :mod:`flowtracker.integrations.http_server` (``excluded_paths``,
             ``request_tags``, ``record_headers``, ``span_name``,
-            ``trace_id_header``, ``traceresponse``, ``unmatched_route``).
+            ``trace_id_header``, ``traceresponse``, ``unmatched_route``). A
+            misspelt one raises ``TypeError`` here, naming the closest.
 
     Example:
         >>> from aiohttp import web
         >>> from flowtracker.aiohttp import middleware
         >>> app = web.Application(middlewares=[middleware()])
     """
+    check_options("middleware()", options, also=("tracker",))
     return _middleware(AppLifecycle(tracker), build_options(**options), headers_at_prepare=False)
 
 
@@ -280,7 +283,8 @@ def setup(
         monitor_loop: Watch the server's event loop for the app's lifetime
             (:func:`flowtracker.monitor_event_loop`): ``True`` with the default
             block threshold (0.1 s), or a threshold in seconds. Default ``False``.
-        **options: As for :func:`middleware`.
+        **options: As for :func:`middleware` (``monitor_loop`` and ``tracker``
+            are known too: a misspelt option raises ``TypeError`` here).
 
     Returns:
         The tracker (also stored as ``app[TRACKER_KEY]``).
@@ -292,6 +296,7 @@ def setup(
         >>> app = web.Application()
         >>> tracker = setup(app, ft.Tracker(exporters=[ft.MemoryExporter()], service="orders"))
     """
+    check_options("setup()", options, also=("tracker", "monitor_loop"))
     used = tracker if tracker is not None else Tracker()
     opts = build_options(**options)
     lifecycle = AppLifecycle(used, monitor_threshold(monitor_loop))  # the threshold is checked now

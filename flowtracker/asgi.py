@@ -54,6 +54,7 @@ from ._pipeline.tracker import Tracker
 from .integrations.http_server import (
     RootNames,
     build_options,
+    check_options,
     end_request_span,
     request_tags,
     start_request_root,
@@ -97,6 +98,7 @@ class FlowTrackerMiddleware:
         **options: See :mod:`flowtracker.integrations.http_server` (``excluded_paths``,
             ``request_tags`` (called with the ASGI ``scope``), ``record_headers``,
             ``span_name``, ``trace_id_header``, ``traceresponse``, ``unmatched_route``).
+            A misspelt one raises ``TypeError`` here, naming the closest.
 
     Example:
         >>> from starlette.applications import Starlette
@@ -113,6 +115,7 @@ class FlowTrackerMiddleware:
         monitor_loop: bool | float = False,
         **options: Unpack[HttpOptionsDict],
     ) -> None:
+        check_options("FlowTrackerMiddleware()", options, also=("tracker", "monitor_loop"))
         self.app = app
         self.tracker = tracker
         self.options: HttpOptions = build_options(**options)

@@ -505,7 +505,7 @@ class TestOptions:
 
     def test_unknown_option_is_rejected_at_once(self):
         """A misspelt option raises TypeError when the middleware is built, not on the first request."""
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match=r"middleware\(\) got an unknown option 'exclude_paths'"):
             middleware(exclude_paths=["/health"])  # type: ignore[call-arg]
 
 

@@ -35,6 +35,8 @@ Both middlewares accept the same keyword options (:class:`HttpOptionsDict`):
   Default ``"<unmatched>"``.
 
 A callback that raises is logged and ignored: tracing never breaks a request.
+A misspelt option raises ``TypeError`` where the middleware is built, naming
+the closest known option (:func:`check_options`).
 
 Example:
     >>> import re
@@ -48,6 +50,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -155,6 +158,27 @@ def build_options(
         extra_tags=bool(recorded) or request_tags is not None,
         sends_headers=traceresponse or bool(trace_id_header),
     )
+
+
+def check_options(caller: str, options: Mapping[str, Any], *, also: Iterable[str] = ()) -> None:
+    """Raises ``TypeError`` naming the first option ``caller`` does not know, and the closest one it does.
+
+    ``also`` are the caller's own keywords beside the HTTP options (``tracker``, ``monitor_loop``).
+    A misspelt option is a mistake in code, so it fails at the line that has it, never at a request.
+
+    Example:
+        >>> check_options("middleware()", {"exclude_paths": ["/health"]})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: middleware() got an unknown option 'exclude_paths'; did you mean 'excluded_paths'? ...
+    """
+    known = sorted({*HttpOptionsDict.__optional_keys__, *also})
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ";"
+            listed = ", ".join(known)
+            raise TypeError(f"{caller} got an unknown option {name!r}{hint} Known options: {listed}")
 
 
 def header_tags(options: HttpOptions, headers: Headers) -> dict[str, str]:
