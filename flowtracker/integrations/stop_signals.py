@@ -117,10 +117,12 @@ class _Relay:
 
         for app in apps:
             app.stopping = True
+            flush = app.flush()
             try:
                 # Signal-safe: what asyncio's own signal handling does (append, wake the loop).
-                future = asyncio.run_coroutine_threadsafe(app.flush(), app.loop)
+                future = asyncio.run_coroutine_threadsafe(flush, app.loop)
             except RuntimeError:  # the loop closed meanwhile: nothing to flush there
+                flush.close()
                 remaining -= 1
                 continue
             future.add_done_callback(flushed)
