@@ -18,11 +18,15 @@ other returned response (a lazy or large body, a file, a stream) ends the
 root in that task's done-callback, once sent. A client gone before the answer
 is ``cancelled`` either way.
 
-Shutdown: :func:`setup` starts a tracker on the app's loop at startup and
-flushes it at cleanup. The bare :func:`middleware` reports to the tracker in
-effect (``async with tracker``, the last one started, else the process-wide
-default tracker, which runs in a daemon thread and is flushed by an ``atexit``
-hook), so a graceful stop (``web.run_app`` on SIGINT/SIGTERM) loses no trace.
+Startup and shutdown (:mod:`flowtracker.integrations.lifecycle`): :func:`setup`
+starts the tracker (and the loop monitor) on the app's loop at startup and
+flushes it at cleanup, closing it if it started it. The bare
+:func:`middleware` has no hooks: the first request starts a tracker it was
+given, and SIGTERM/SIGINT flush it before the server stops. Without a
+tracker it reports to the tracker in effect (``async with tracker``, the last
+one started, else the process-wide default tracker, which runs in a daemon
+thread and is flushed by an ``atexit`` hook), so a graceful stop
+(``web.run_app`` on SIGINT/SIGTERM) loses no trace.
 
 Example:
     >>> from aiohttp import web
@@ -48,12 +52,14 @@ from .integrations.http_server import (
     HttpOptions,
     RootNames,
     build_options,
+    check_options,
     end_request_span,
     request_tags,
     start_request_root,
     trace_header_values,
 )
-from .loop_monitor import LoopMonitor, monitor_event_loop, monitor_threshold
+from .integrations.lifecycle import AppLifecycle
+from .loop_monitor import monitor_threshold
 from .propagation import TRACEPARENT, TRACERESPONSE, TRACESTATE, context_from
 
 if TYPE_CHECKING:
@@ -170,27 +176,31 @@ def middleware(tracker: Tracker | None = None, **options: Unpack[HttpOptionsDict
     """An aiohttp middleware giving each request a root span.
 
     Args:
-        tracker: Where traces go. ``None``: the tracker in effect (see the
-            module docstring); with no configuration, the console.
+        tracker: Where traces go; started by the first request if it does not
+            run yet (and then flushed on SIGTERM/SIGINT). ``None``: the tracker
+            in effect (see the module docstring); with no configuration, the console.
         **options: See :mod:`flowtracker.integrations.http_server` (``excluded_paths``,
             ``request_tags``, ``record_headers``, ``span_name``,
-            ``trace_id_header``, ``traceresponse``, ``unmatched_route``).
+            ``trace_id_header``, ``traceresponse``, ``unmatched_route``). A
+            misspelt one raises ``TypeError`` here, naming the closest.
 
     Example:
         >>> from aiohttp import web
         >>> from flowtracker.aiohttp import middleware
         >>> app = web.Application(middlewares=[middleware()])
     """
-    return _middleware(tracker, build_options(**options), headers_at_prepare=False)
+    check_options("middleware()", options, also=("tracker",))
+    return _middleware(AppLifecycle(tracker), build_options(**options), headers_at_prepare=False)
 
 
-def _middleware(tracker: Tracker | None, opts: HttpOptions, *, headers_at_prepare: bool) -> Middleware:
+def _middleware(lifecycle: AppLifecycle, opts: HttpOptions, *, headers_at_prepare: bool) -> Middleware:
     """The middleware; with ``headers_at_prepare`` the trace headers come from setup()'s signal."""
     # Everything that depends only on the options is decided here, once: a
     # request pays only for what is configured.
     excludes = opts.excludes_any
     add_headers = _header_adder(opts) if opts.sends_headers and not headers_at_prepare else None
     names = RootNames(opts)
+    tracker = lifecycle.tracker
 
     @web.middleware
     async def flowtracker_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -198,6 +208,8 @@ def _middleware(tracker: Tracker | None, opts: HttpOptions, *, headers_at_prepar
         if excludes and opts.excluded(path):
             with suppressed():
                 return await handler(request)
+        if not lifecycle.started:  # no startup hook ran (a bare middleware, a server without signals)
+            await lifecycle.start_from_request()
         method = request.method
         template = _route_template(request)
         headers = request.headers
@@ -271,7 +283,8 @@ def setup(
         monitor_loop: Watch the server's event loop for the app's lifetime
             (:func:`flowtracker.monitor_event_loop`): ``True`` with the default
             block threshold (0.1 s), or a threshold in seconds. Default ``False``.
-        **options: As for :func:`middleware`.
+        **options: As for :func:`middleware` (``monitor_loop`` and ``tracker``
+            are known too: a misspelt option raises ``TypeError`` here).
 
     Returns:
         The tracker (also stored as ``app[TRACKER_KEY]``).
@@ -283,44 +296,25 @@ def setup(
         >>> app = web.Application()
         >>> tracker = setup(app, ft.Tracker(exporters=[ft.MemoryExporter()], service="orders"))
     """
+    check_options("setup()", options, also=("tracker", "monitor_loop"))
     used = tracker if tracker is not None else Tracker()
     opts = build_options(**options)
+    lifecycle = AppLifecycle(used, monitor_threshold(monitor_loop))  # the threshold is checked now
     # The signal costs every response a coroutine call: only when there are headers to send.
     at_prepare = opts.sends_headers
-    app.middlewares.insert(0, _middleware(used, opts, headers_at_prepare=at_prepare))
+    app.middlewares.insert(0, _middleware(lifecycle, opts, headers_at_prepare=at_prepare))
     if at_prepare:
         app.on_response_prepare.append(_on_response_prepare(opts))
     app[TRACKER_KEY] = used
-    started_here: list[bool] = []
 
-    async def start_tracker(app: web.Application) -> None:
-        if not used.running:
-            await used.start()
-            started_here.append(True)
+    async def start(app: web.Application) -> None:
+        await lifecycle.startup()
 
-    async def stop_tracker(app: web.Application) -> None:
-        if started_here:
-            # A task of its own: cleanup often runs in a task being cancelled
-            # (Ctrl-C under asyncio.run), which aclose() would take for its own.
-            await asyncio.shield(asyncio.ensure_future(used.aclose()))
-        else:
-            await used.flush()
+    async def stop(app: web.Application) -> None:
+        await lifecycle.shutdown()
 
-    app.on_startup.append(start_tracker)
-    app.on_cleanup.append(stop_tracker)
-    threshold = monitor_threshold(monitor_loop)  # checked now, not at startup
-    if threshold is not None:
-        monitors: list[LoopMonitor] = []
-
-        async def start_monitor(app: web.Application) -> None:
-            monitors.append(monitor_event_loop(threshold))
-
-        async def stop_monitor(app: web.Application) -> None:
-            while monitors:
-                monitors.pop().stop()
-
-        app.on_startup.append(start_monitor)
-        app.on_cleanup.append(stop_monitor)
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
     return used
 
 

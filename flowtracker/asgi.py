@@ -20,12 +20,16 @@ Websocket connections get a root span ``WEBSOCKET <route>`` covering the
 whole connection; ``lifespan`` is watched; other scope types pass through
 untouched.
 
-Lifespan: at startup the middleware starts its tracker on the server's loop
-(creating one from ``FLOWTRACKER_EXPORTERS`` when none was given) and at
-shutdown flushes it (closing it when the middleware started it). An app that
-does not speak lifespan gets it answered by the middleware. Without any
-lifespan (``--lifespan off``), requests report to the tracker in effect, by
-default the process-wide one, flushed at exit.
+Lifespan (:mod:`flowtracker.integrations.lifecycle`): at startup the
+middleware starts its tracker (and the loop monitor) on the server's loop and
+at shutdown flushes it (closing it when it started it). With no tracker given,
+requests report to the tracker in effect, by default the process-wide one on
+its own thread, which is flushed at shutdown too. An app that does not speak
+lifespan gets it answered by the middleware. Without any lifespan
+(``--lifespan off``), the first request starts the tracker, and SIGTERM or
+SIGINT flush it before the server stops (uvicorn then re-raises the signal,
+so no ``atexit`` hook would run): requests in flight at the signal flush
+before they finish.
 
 Trace headers (``traceresponse``, ``trace_id_header``) go on every response
 that passes through the middleware. Error pages that an outer layer sends
@@ -50,12 +54,14 @@ from ._pipeline.tracker import Tracker
 from .integrations.http_server import (
     RootNames,
     build_options,
+    check_options,
     end_request_span,
     request_tags,
     start_request_root,
     trace_header_values,
 )
-from .loop_monitor import LoopMonitor, monitor_event_loop, monitor_threshold
+from .integrations.lifecycle import AppLifecycle
+from .loop_monitor import LoopMonitor, monitor_threshold
 from .propagation import TRACERESPONSE, TraceContext, context_from
 
 if TYPE_CHECKING:
@@ -79,17 +85,20 @@ class FlowTrackerMiddleware:
 
     Args:
         app: The ASGI app.
-        tracker: Where traces go. ``None``: a tracker the middleware creates
-            and runs for the app's lifespan (exporters from
-            ``FLOWTRACKER_EXPORTERS``; console when unset, and when invalid,
-            the mistake named once on stderr: a typo never fails a request).
-        monitor_loop: Watch the server's event loop while the app's lifespan
-            runs (:func:`flowtracker.monitor_event_loop`): ``True`` with the
-            default block threshold (0.1 s), or a threshold in seconds.
-            Default ``False``. Needs lifespan (uvicorn's default ``auto``).
+        tracker: Where traces go, started at lifespan startup (or by the
+            first request) unless it runs already. ``None``: the tracker in
+            effect, by default the process-wide default tracker on its own
+            thread (exporters from ``FLOWTRACKER_EXPORTERS``; console when
+            unset, and when invalid, the mistake named once on stderr: a typo
+            never fails a request).
+        monitor_loop: Watch the server's event loop from startup (or the first
+            request) to shutdown (:func:`flowtracker.monitor_event_loop`):
+            ``True`` with the default block threshold (0.1 s), or a threshold
+            in seconds. Default ``False``.
         **options: See :mod:`flowtracker.integrations.http_server` (``excluded_paths``,
             ``request_tags`` (called with the ASGI ``scope``), ``record_headers``,
             ``span_name``, ``trace_id_header``, ``traceresponse``, ``unmatched_route``).
+            A misspelt one raises ``TypeError`` here, naming the closest.
 
     Example:
         >>> from starlette.applications import Starlette
@@ -106,22 +115,23 @@ class FlowTrackerMiddleware:
         monitor_loop: bool | float = False,
         **options: Unpack[HttpOptionsDict],
     ) -> None:
+        check_options("FlowTrackerMiddleware()", options, also=("tracker", "monitor_loop"))
         self.app = app
         self.tracker = tracker
-        self.monitor_threshold = monitor_threshold(monitor_loop)
-        self.loop_monitor: LoopMonitor | None = None  # while the app's lifespan runs
         self.options: HttpOptions = build_options(**options)
-        self._owned: Tracker | None = None  # started by this middleware's lifespan
-        # Where requests report: the owned tracker while it runs, else the given
-        # one (None lets the core pick: the bound, last started or default tracker).
-        # Kept by startup and shutdown, so a request reads one attribute.
-        self._request_tracker: Tracker | None = tracker
+        #: The app's tracker and loop monitor from startup to shutdown.
+        self.lifecycle = AppLifecycle(tracker, monitor_threshold(monitor_loop))
         # Decided once from the options: a request pays only for what is configured.
         self._excludes = self.options.excludes_any
         self._names = RootNames(self.options)
         self.sends_headers = self.options.sends_headers
         id_header = self.options.trace_id_header
         self._id_header = id_header.lower().encode("latin-1") if id_header else None
+
+    @property
+    def loop_monitor(self) -> LoopMonitor | None:
+        """The loop monitor while the app runs (``monitor_loop``), else ``None``."""
+        return self.lifecycle.monitor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # HTTP requests are served here, not in a method of their own: one
@@ -133,6 +143,9 @@ class FlowTrackerMiddleware:
             with suppressed():
                 await self.app(scope, receive, send)
             return
+        lifecycle = self.lifecycle
+        if not lifecycle.started:  # the server ran no lifespan (uvicorn --lifespan off)
+            await lifecycle.start_from_request()
         method = scope.get("method", "GET")
         root = self._start(scope, method)
         exchange = _HttpExchange(self, root, scope, method, receive, send)
@@ -155,6 +168,8 @@ class FlowTrackerMiddleware:
             deactivate(root, token)
             if not exchange.ended:
                 exchange.end()
+            if lifecycle.stopping:  # a stop signal came: the server waits for this task, not for export
+                await lifecycle.flush()
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Websocket connections and lifespan; other scope types pass through untouched."""
@@ -166,35 +181,6 @@ class FlowTrackerMiddleware:
         else:
             await self.app(scope, receive, send)
 
-    # -- tracker lifecycle ------------------------------------------------------
-
-    async def _startup(self) -> None:
-        if self.monitor_threshold is not None and self.loop_monitor is None:
-            self.loop_monitor = monitor_event_loop(self.monitor_threshold)
-        tracker = self.tracker
-        try:
-            if tracker is None:  # made here, so a bad FLOWTRACKER_EXPORTERS must not fail requests
-                tracker = Tracker(on_config_error="fallback")
-            if not tracker.running:
-                await tracker.start()
-                self._owned = self._request_tracker = tracker
-        except Exception:  # tracing must never stop the app from starting
-            logger.exception("flowtracker could not start its tracker; requests use the default one")
-
-    async def _shutdown(self) -> None:
-        monitor, self.loop_monitor = self.loop_monitor, None
-        if monitor is not None:
-            monitor.stop()
-        try:
-            owned, self._owned = self._owned, None
-            self._request_tracker = self.tracker
-            if owned is not None:
-                await owned.aclose()
-            elif self.tracker is not None:
-                await self.tracker.flush(self.tracker.close_timeout)
-        except Exception:
-            logger.exception("flowtracker could not flush its tracker at shutdown")
-
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         received: set[str] = set()
         answered: list[str] = []
@@ -203,7 +189,7 @@ class FlowTrackerMiddleware:
             message = await receive()
             received.add(message["type"])
             if message["type"] == "lifespan.startup":
-                await self._startup()
+                await self.lifecycle.startup()
             return message
 
         async def watched_send(message: Message) -> None:
@@ -213,7 +199,7 @@ class FlowTrackerMiddleware:
                 "lifespan.shutdown.complete",
                 "lifespan.shutdown.failed",
             ):
-                await self._shutdown()
+                await self.lifecycle.shutdown()
             await send(message)
 
         try:
@@ -230,11 +216,11 @@ class FlowTrackerMiddleware:
             message = await receive()
             if message["type"] != "lifespan.startup":
                 return
-            await self._startup()
+            await self.lifecycle.startup()
         await send({"type": "lifespan.startup.complete"})
         message = await receive()
         if message["type"] == "lifespan.shutdown":
-            await self._shutdown()
+            await self.lifecycle.shutdown()
             await send({"type": "lifespan.shutdown.complete"})
 
     # -- requests -----------------------------------------------------------------
@@ -244,7 +230,7 @@ class FlowTrackerMiddleware:
         headers = scope.get("headers") or ()
         tags = request_tags(self.options, method, None, scope.get("path", ""), headers, scope)
         name = self._names.get(method, None, scope)
-        return start_request_root(name, tags, self._request_tracker, _trace_context(headers))
+        return start_request_root(name, tags, self.tracker, _trace_context(headers))
 
     def with_trace_headers(self, message: Message, root: Span) -> Message:
         """``message`` (a response start or websocket accept) with ``root``'s trace headers added.
@@ -264,6 +250,9 @@ class FlowTrackerMiddleware:
             with suppressed():
                 await self.app(scope, receive, send)
             return
+        lifecycle = self.lifecycle
+        if not lifecycle.started:
+            await lifecycle.start_from_request()
         root = self._start(scope, "WEBSOCKET")
         close_code: list[int] = []
 
@@ -299,6 +288,8 @@ class FlowTrackerMiddleware:
                 root.finish()
             else:
                 root.end_with_exception(failure)
+            if lifecycle.stopping:
+                await lifecycle.flush()
 
     def set_route(self, root: Span, method: str, scope: Scope) -> None:
         """Names ``root`` after the route the app matched (known only once it ran)."""

@@ -505,7 +505,7 @@ class TestOptions:
 
     def test_unknown_option_is_rejected_at_once(self):
         """A misspelt option raises TypeError when the middleware is built, not on the first request."""
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match=r"middleware\(\) got an unknown option 'exclude_paths'"):
             middleware(exclude_paths=["/health"])  # type: ignore[call-arg]
 
 
@@ -590,6 +590,17 @@ class TestSetupAndShutdown:
             await fetch(url + "/orders/1")
         assert tracker.running
         assert len(memory.traces) == 1
+
+    async def test_bare_middleware_starts_an_unstarted_tracker_at_the_first_request(self, memory):
+        """middleware(tracker) has no startup hook: the first request starts the tracker on the
+        server's loop (it used to stay unstarted, its traces never exported)."""
+        tracker = ft.Tracker(exporters=[memory])
+        async with serve(app_with(tracker)) as url:
+            for number in range(3):
+                await fetch(f"{url}/orders/{number}")
+            assert tracker.running
+            assert len(await collected(tracker, memory, 3)) == 3
+        await tracker.aclose()
 
     async def test_setup_without_tracker_creates_one(self, monkeypatch):
         """setup(app) alone creates a tracker from FLOWTRACKER_EXPORTERS."""

@@ -328,17 +328,16 @@ class TestLifespan:
         assert tracker.running
         assert len(memory.traces) == 1
 
-    async def test_zero_config_owns_a_tracker_for_the_lifespan(self):
-        """Without a tracker the middleware creates one at startup and closes it at shutdown."""
-        inner = Starlette(routes=[Route("/orders/{order_id}", order)])
-        middleware = FlowTrackerMiddleware(inner)
+    async def test_zero_config_reports_to_the_tracker_in_effect_and_flushes_it_at_shutdown(
+        self, tracker, memory
+    ):
+        """Without a tracker, requests go to the tracker in effect (by default the default tracker,
+        on its own thread; here the test's), and lifespan shutdown flushes it without closing it."""
+        middleware = FlowTrackerMiddleware(Starlette(routes=[Route("/orders/{order_id}", order)]))
         async with uvicorn_serve(middleware) as url:
-            owned = middleware._owned
-            assert owned is not None
-            assert owned.running
             await fetch(url + "/orders/1")
-        assert not owned.running
-        assert owned.stats.traces_completed == 1
+        assert len(memory.traces) == 1  # flushed by the shutdown, not by this test
+        assert tracker.running
 
     async def test_answers_lifespan_for_an_app_that_does_not(self, memory):
         """An app that raises on lifespan still gets its tracker started and flushed (lifespan='on')."""
@@ -360,6 +359,26 @@ class TestLifespan:
         async with uvicorn_serve(shop(tracker), lifespan="off") as url:
             await fetch(url + "/orders/1")
         assert len(await collected(tracker, memory, 1)) == 1
+
+    async def test_without_lifespan_the_first_request_starts_the_tracker_and_monitor(self, memory):
+        """--lifespan off runs no startup: the first request starts the given tracker and the loop
+        monitor on the server's loop, so traces are exported (their spans timed by the monitor)."""
+        tracker = ft.Tracker(exporters=[memory])
+        middleware = FlowTrackerMiddleware(
+            Starlette(routes=[Route("/orders/{order_id}", order)]), tracker=tracker, monitor_loop=True
+        )
+        try:
+            async with uvicorn_serve(middleware, lifespan="off") as url:
+                for number in range(3):
+                    await fetch(f"{url}/orders/{number}")
+                assert tracker.running
+                assert middleware.loop_monitor is not None
+                traces = await collected(tracker, memory, 3)
+        finally:
+            await middleware.lifecycle.shutdown()  # what lifespan would have done: stop, close
+        assert len(traces) == 3
+        assert all("busy_ms" in span for trace in traces for span in trace["spans"])
+        assert not tracker.running
 
     async def test_other_scope_types_pass_through_untouched(self):
         """A scope type the middleware does not know reaches the app with the very same objects."""

@@ -16,13 +16,15 @@ import textwrap
 import uuid
 from asyncio.subprocess import PIPE
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 import flowtracker as ft
-from flowtracker.aiohttp import setup
+from flowtracker.aiohttp import middleware, setup
+from flowtracker.asgi import FlowTrackerMiddleware
 
 FALLBACK_LINE = "flowtracker: ignoring FLOWTRACKER_EXPORTERS="
 
@@ -255,3 +257,74 @@ class TestExportersArgument:
         """exporters="console" (a string, not a list) raises instead of reading its letters."""
         with pytest.raises(TypeError, match="list"):
             ft.Tracker(exporters="console")
+
+
+MISSPELT_UNDER_UVICORN = """
+import sys
+import uvicorn
+from starlette.applications import Starlette
+from flowtracker.asgi import FlowTrackerMiddleware
+
+app = Starlette()
+app.add_middleware(FlowTrackerMiddleware, exclude_paths=["/health"])
+uvicorn.run(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning")
+"""
+
+
+class TestMisspeltOptions:
+    @pytest.mark.parametrize(
+        ("build", "caller"),
+        [
+            (lambda **kw: middleware(**kw), "middleware()"),
+            (lambda **kw: setup(web.Application(), ft.Tracker(exporters=[]), **kw), "setup()"),
+            (lambda **kw: FlowTrackerMiddleware(asgi_app, **kw), "FlowTrackerMiddleware()"),
+        ],
+        ids=["middleware", "setup", "asgi"],
+    )
+    def test_names_the_option_and_the_closest_known_one(self, build, caller) -> None:
+        """A misspelt option raises TypeError where the middleware is built: the mistake and the fix."""
+        with pytest.raises(TypeError) as raised:
+            build(exclude_paths=["/health"])
+        message = str(raised.value)
+        assert message.startswith(f"{caller} got an unknown option 'exclude_paths'; ")
+        assert "did you mean 'excluded_paths'?" in message
+        assert "Known options: excluded_paths, " in message
+
+    @pytest.mark.parametrize(
+        ("build", "misspelt", "meant"),
+        [
+            (lambda **kw: setup(web.Application(), **kw), "monitor_loops", "monitor_loop"),
+            (lambda **kw: FlowTrackerMiddleware(asgi_app, **kw), "trackr", "tracker"),
+            (lambda **kw: middleware(**kw), "record_header", "record_headers"),
+        ],
+        ids=["setup-monitor_loop", "asgi-tracker", "middleware-record_headers"],
+    )
+    def test_the_callers_own_keywords_are_suggested_too(self, build, misspelt, meant) -> None:
+        """tracker and monitor_loop are options like the HTTP ones: a typo in them is named the same way."""
+        with pytest.raises(TypeError, match=f"'{misspelt}'; did you mean '{meant}'"):
+            build(**{misspelt: True})
+
+    def test_nothing_close_lists_what_is_known(self) -> None:
+        """An option like no known one gets no guess, only the list of known options."""
+        with pytest.raises(TypeError) as raised:
+            middleware(colour="blue")  # type: ignore[call-arg]
+        assert "did you mean" not in str(raised.value)
+        assert str(raised.value).startswith("middleware() got an unknown option 'colour'; Known options:")
+
+    def test_zero_configuration_has_nothing_to_misspell(self) -> None:
+        """No arguments never raises: the zero-config path cannot take an app down this way."""
+        middleware()
+        FlowTrackerMiddleware(asgi_app)
+
+    async def test_under_starlette_the_app_refuses_to_start_with_the_message(self) -> None:
+        """add_middleware builds it at lifespan startup: uvicorn stops there, naming the option."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", MISSPELT_UNDER_UVICORN, stdout=PIPE, stderr=PIPE
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode != 0
+        assert "got an unknown option 'exclude_paths'; did you mean 'excluded_paths'?" in stderr.decode()
+
+
+async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app that is never called."""

@@ -21,6 +21,7 @@ import pytest
 import flowtracker as ft
 from flowtracker._core import patches
 from flowtracker._core.patches import active, patch_attribute, patch_hook
+from flowtracker.integrations import stop_signals
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +37,16 @@ class Child(Client):
 
 def targets() -> set[str]:
     return {patch.target for patch in active()}
+
+
+class _IdleApp:
+    """An app as stop_signals.arm() sees it, whose loop is not running (a signal would pass straight on)."""
+
+    loop = None
+    stopping = False
+
+    async def flush(self) -> None:
+        return None
 
 
 @pytest.fixture
@@ -146,6 +157,24 @@ class TestWhatFlowtrackerPatches:
             ft.uninstrument()
         assert targets() == before
 
+    def test_stop_signal_handlers_go_through_the_registry(self):
+        """Arming an app's flush on SIGTERM/SIGINT (a server that ran no startup hook) is two
+        registered patches with their reason, and undoing them puts the previous handlers back."""
+        import signal
+
+        before_handlers = {signum: signal.getsignal(signum) for signum in stop_signals.STOP_SIGNALS}
+        before = targets()
+        assert stop_signals.arm(_IdleApp())
+        try:
+            added = [patch for patch in active() if patch.target not in before]
+            assert sorted(patch.target for patch in added) == ["signal.SIGINT", "signal.SIGTERM"]
+            assert all("stop signal" in patch.reason for patch in added)
+        finally:
+            for patch in added:
+                patch.undo()
+        assert {signum: signal.getsignal(signum) for signum in stop_signals.STOP_SIGNALS} == before_handlers
+        assert targets() == before
+
     def test_docs_list_every_patch(self):
         """docs/architecture.md's "What flowtracker patches, and when" names every patch flowtracker
         makes (its class or module, and the attribute or event), found by making them all."""
@@ -161,12 +190,13 @@ class TestWhatFlowtrackerPatches:
         before = targets()
         ft.instrument()
         TracerProvider()
+        stop_signals.arm(_IdleApp())
         try:
             made = asyncio.run(monitored()) - before
         finally:
             ft.uninstrument()
             for patch in active():
-                if patch.name == "_RUNTIME_CONTEXT":
+                if patch.name == "_RUNTIME_CONTEXT" or patch.target.startswith("signal."):
                     patch.undo()
         assert len(made) > 20
         missing = []

@@ -5,9 +5,64 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiohttp import web
+from web_helpers import collected, fetch, serve
 
 import flowtracker as ft
-from flowtracker._wire.policy import ExportPolicy
+from flowtracker._wire.policy import ExportPolicy, is_secret_name
+from flowtracker.aiohttp import middleware
+from flowtracker.integrations.http_server import build_options, header_tags
+
+# Request headers whose values are credentials: recorded as [REDACTED], and
+# redacted at export under any tag key that ends in them.
+SECRET_HEADERS = [
+    "Authorization",
+    "Proxy-Authorization",
+    "Cookie",
+    "Set-Cookie",
+    "X-Api-Key",
+    "Api-Key",
+    "X-Auth",
+    "X-Auth-Token",
+    "X-Access-Token",
+    "X-CSRF-Token",
+    "X-Session-Id",
+    "X-Amz-Security-Token",
+    "X-Hub-Signature-256",
+    "X-Client-Secret",
+]
+# Header names that only look like one: recorded as they are.
+INNOCENT_HEADERS = [
+    "User-Agent",
+    "X-Request-Id",
+    ":authority",
+    "WWW-Authenticate",
+    "X-Session-Timeout",
+    "X-Auth-User",
+    "X-Tokenizer-Version",
+    "X-Cookie-Consent",
+    "Traceparent",
+]
+# Tag keys written in code: camelCase, dotted, SCREAMING_SNAKE.
+SECRET_TAGS = [
+    "accessToken",
+    "APIKey",
+    "user.sessionID",
+    "aws_secret_access_key",
+    "SECRET_KEY",
+    "webhook.signature",
+    "oauth2_refresh_token",
+    "smtp.passphrase",
+]
+INNOCENT_TAGS = [
+    "gen_ai.usage.input_tokens",
+    "llm.max_tokens",
+    "password_reset_requested",
+    "cache.key",
+    "redis.key",
+    "game.possession",
+    "auth.method_count",
+]
 
 
 class TestRedaction:
@@ -64,6 +119,54 @@ class TestRedaction:
         first, second = (t["spans"][0]["tags"] for t in memory.traces)
         assert first == {"ssn": "[REDACTED]", "password": "p"}
         assert second == {"password": "p"}
+
+
+class TestOneSecretRule:
+    @pytest.mark.parametrize("name", SECRET_HEADERS)
+    def test_secret_headers_are_caught_when_recorded_and_at_export(self, name):
+        """A credential header is redacted when the middleware records it, and its tag key at export."""
+        options = build_options(record_headers=[name])
+        assert header_tags(options, {name: "v"}) == {f"http.request.header.{name.lower()}": "[REDACTED]"}
+        assert ExportPolicy().is_secret(f"http.request.header.{name.lower()}")
+
+    @pytest.mark.parametrize("name", INNOCENT_HEADERS)
+    def test_innocent_headers_are_recorded_and_exported_as_they_are(self, name):
+        """A header that merely contains a secret word (authority, authenticate, a timeout) is kept."""
+        options = build_options(record_headers=[name])
+        assert header_tags(options, {name: "v"}) == {f"http.request.header.{name.lower()}": "v"}
+        assert not ExportPolicy().is_secret(f"http.request.header.{name.lower()}")
+
+    @pytest.mark.parametrize("key", SECRET_TAGS)
+    def test_secret_tag_keys(self, key):
+        """Keys are cut into words at dots, dashes, underscores and camelCase humps; the last ones count."""
+        assert ExportPolicy().is_secret(key)
+        assert is_secret_name(key)
+
+    @pytest.mark.parametrize("key", INNOCENT_TAGS)
+    def test_innocent_tag_keys(self, key):
+        """A secret word that does not end the key (token counts, flags, cache keys) is no secret."""
+        assert not ExportPolicy().is_secret(key)
+
+    async def test_recorded_headers_stay_redacted_when_export_redaction_is_off(self):
+        """A real request: credentials recorded as [REDACTED] even with Tracker(redact_keys=()),
+        other headers as sent (the header rule is applied before anything is stored)."""
+        memory = ft.MemoryExporter()
+        async with ft.Tracker(exporters=[memory], redact_keys=()) as tracker:
+
+            async def ok(request: web.Request) -> web.Response:
+                return web.Response(text="ok")
+
+            recorded = [*SECRET_HEADERS, "X-Tenant"]
+            app = web.Application(middlewares=[middleware(tracker, record_headers=recorded)])
+            app.router.add_get("/", ok)
+            sent = {name: f"value-{n}" for n, name in enumerate(SECRET_HEADERS)}
+            async with serve(app) as url:
+                await fetch(url + "/", headers={**sent, "X-Tenant": "acme"})
+            (trace,) = await collected(tracker, memory, 1)
+        tags = trace["spans"][0]["tags"]
+        for name in sent:
+            assert tags[f"http.request.header.{name.lower()}"] == "[REDACTED]", name
+        assert tags["http.request.header.x-tenant"] == "acme"
 
 
 class TestTruncation:

@@ -316,6 +316,9 @@ class Tracker:
     async def flush(self, timeout: float | None = None) -> bool:
         """Exports every trace completed so far; True unless ``timeout`` ran out.
 
+        May be awaited on any event loop: a tracker running on another one
+        (the default tracker's thread, ``with tracker``) flushes there.
+
         Example:
             >>> async def handler(tracker):
             ...     await tracker.flush(timeout=5)

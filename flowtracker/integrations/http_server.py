@@ -17,11 +17,13 @@ Both middlewares accept the same keyword options (:class:`HttpOptionsDict`):
   request starts; its items become root-span tags. ``request`` is aiohttp's
   ``web.Request`` or the ASGI ``scope``. Default: none.
 * ``record_headers``: request header names to record as
-  ``http.request.header.<name>`` tags. Credentials are never recorded:
-  ``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie`` and
-  any name that looks like a key, token, secret, password or session become
-  ``"[REDACTED]"`` before they are stored (whatever the export policy
-  says). Default: none.
+  ``http.request.header.<name>`` tags. Credentials are never recorded: a
+  name the export policy's rule calls secret
+  (:func:`flowtracker._wire.policy.is_secret_name` with the default words:
+  ``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie``,
+  ``X-Api-Key``, ``X-Auth-Token``, ``X-Session-Id``, ``X-Hub-Signature-256``, ...)
+  is stored as ``"[REDACTED]"``, whatever the tracker's own ``redact_keys``
+  say. Default: none.
 * ``span_name``: ``callback(method, route, request) -> str`` naming the root
   span; ``route`` is the route template or the ``unmatched_route`` fallback.
   Default: ``"<METHOD> <route>"``.
@@ -33,6 +35,8 @@ Both middlewares accept the same keyword options (:class:`HttpOptionsDict`):
   Default ``"<unmatched>"``.
 
 A callback that raises is logged and ignored: tracing never breaks a request.
+A misspelt option raises ``TypeError`` where the middleware is built, naming
+the closest known option (:func:`check_options`).
 
 Example:
     >>> import re
@@ -46,6 +50,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -54,7 +59,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from .._core import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, start_root_span
-from .._wire.policy import REDACTED
+from .._wire.policy import REDACTED, is_secret_name
 from ..propagation import Headers, TraceContext, start_from_context, traceparent_of
 
 if TYPE_CHECKING:
@@ -62,14 +67,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flowtracker")
 
-
-#: Header names never recorded as they are, whatever ``record_headers`` says.
-SENSITIVE_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key"}
-)
-# Substrings that mark a header as a credential (X-Auth-Token, X-Api-Key, X-Session-Id, ...).
-_SENSITIVE_PARTS = ("auth", "token", "secret", "password", "passwd", "apikey", "api-key", "api_key",
-                    "session", "cookie", "credential", "signature", "private")
 
 #: Methods named as themselves; any other becomes ``_OTHER`` in span names.
 KNOWN_METHODS = frozenset(
@@ -108,6 +105,8 @@ class HttpOptions:
     trace_id_header: str | None
     traceresponse: bool
     unmatched_route: str
+    #: The recorded headers whose values are credentials (stored as ``[REDACTED]``).
+    secret_headers: frozenset[str] = frozenset()
     # Decided once from the fields above (build_options), read on every request:
     #: Some path is excluded (else the middlewares skip the check).
     excludes_any: bool = False
@@ -154,16 +153,32 @@ def build_options(
         trace_id_header,
         traceresponse,
         unmatched_route,
+        secret_headers=frozenset(name for name in recorded if is_secret_name(name)),
         excludes_any=bool(exact or patterns),
         extra_tags=bool(recorded) or request_tags is not None,
         sends_headers=traceresponse or bool(trace_id_header),
     )
 
 
-def is_sensitive(name: str) -> bool:
-    """True for header names whose values are credentials."""
-    lowered = name.lower()
-    return lowered in SENSITIVE_HEADERS or any(part in lowered for part in _SENSITIVE_PARTS)
+def check_options(caller: str, options: Mapping[str, Any], *, also: Iterable[str] = ()) -> None:
+    """Raises ``TypeError`` naming the first option ``caller`` does not know, and the closest one it does.
+
+    ``also`` are the caller's own keywords beside the HTTP options (``tracker``, ``monitor_loop``).
+    A misspelt option is a mistake in code, so it fails at the line that has it, never at a request.
+
+    Example:
+        >>> check_options("middleware()", {"exclude_paths": ["/health"]})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: middleware() got an unknown option 'exclude_paths'; did you mean 'excluded_paths'? ...
+    """
+    known = sorted({*HttpOptionsDict.__optional_keys__, *also})
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ";"
+            listed = ", ".join(known)
+            raise TypeError(f"{caller} got an unknown option {name!r}{hint} Known options: {listed}")
 
 
 def header_tags(options: HttpOptions, headers: Headers) -> dict[str, str]:
@@ -180,7 +195,7 @@ def header_tags(options: HttpOptions, headers: Headers) -> dict[str, str]:
             value = raw_value.decode("latin-1") if isinstance(raw_value, (bytes, bytearray)) else raw_value
             values.setdefault(name, []).append(str(value))
     return {
-        f"http.request.header.{name}": REDACTED if is_sensitive(name) else ", ".join(found)
+        f"http.request.header.{name}": REDACTED if name in options.secret_headers else ", ".join(found)
         for name in wanted
         if (found := values.get(name))
     }
