@@ -18,6 +18,7 @@ import pytest
 from doubles import StalledExporter, accounted
 
 import flowtracker as ft
+from flowtracker._core.patches import active
 from flowtracker.integrations.lifecycle import AppLifecycle
 from flowtracker.integrations.stop_signals import STOP_SIGNALS, arm
 
@@ -40,6 +41,9 @@ def restored_handlers() -> Iterator[None]:
     """Puts back the SIGTERM and SIGINT handlers a test replaced."""
     saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     yield
+    for patch in active():  # flowtracker's handlers, through the registry that made them
+        if patch.target.startswith("signal."):
+            patch.undo()
     for signum, handler in saved.items():
         signal.signal(signum, handler)
 

@@ -18,12 +18,12 @@ every layer can use it.
 Example:
     >>> import json
     >>> patch = patch_attribute(json, "dumps", lambda obj: "{}", reason="a doctest")
-    >>> json.dumps([1]), [p.target for p in active()]
-    ('{}', ['json.dumps'])
+    >>> json.dumps([1]), patch.target, patch in active()
+    ('{}', 'json.dumps', True)
     >>> patch.undo()
     True
-    >>> json.dumps([1]), active()
-    ('[1]', ())
+    >>> json.dumps([1]), patch in active()
+    ('[1]', False)
 """
 
 from __future__ import annotations
