@@ -391,7 +391,7 @@ def _convert(args: argparse.Namespace) -> int:
     elif args.to == "mermaid":
         output = mermaid_text(traces, direction=args.direction, include_tags=tags, all_tags=args.all_tags)
     else:
-        from .exporters._otlp_mapping import otlp_request_dict
+        from ._wire.otlp import otlp_request_dict
 
         output = encode(otlp_request_dict(traces, service=args.service)) + b"\n"
     _write(args.output, output)

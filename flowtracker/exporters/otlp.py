@@ -1,7 +1,7 @@
 """``OTLPExporter``: traces to any OTLP/HTTP receiver (Jaeger, Tempo, the Collector).
 
 The heir of the Go library's OTel add-on. Each batch becomes one
-``ExportTraceServiceRequest`` (the mapping is in ``_otlp_mapping``) POSTed to
+``ExportTraceServiceRequest`` (the mapping is ``flowtracker._wire.otlp``) POSTed to
 ``/v1/traces``: protobuf by default (``application/x-protobuf``, what every
 OTLP/HTTP receiver accepts; needs the ``otlp`` extra, ``opentelemetry-proto``)
 or OTLP/JSON (``application/json``, no extra dependency). Optional gzip.
@@ -23,18 +23,17 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import os
 import ssl
 from collections.abc import Mapping, Sequence
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import anyio
 import orjson
 
-from ._otlp_mapping import otlp_request_dict
+from .._wire.otlp import otlp_request_dict
+from .._wire.otlp_proto import proto, request_message
 from .webhook import HTTPSender, gzip_body
 
 if TYPE_CHECKING:
@@ -174,7 +173,7 @@ class OTLPExporter:
         request = otlp_request_dict(traces, self.service)
         if self.encoding == "json":
             return orjson.dumps(request)
-        return request_to_protobuf(request).SerializeToString()  # type: ignore[no-any-return]
+        return request_message(request).SerializeToString()  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         await self._sender.aclose()
@@ -192,102 +191,9 @@ def _env_headers() -> dict[str, str]:
 
 def _require_proto() -> None:
     try:
-        _protobuf()
+        proto()
     except ImportError as error:
         raise ImportError(
             "OTLP protobuf encoding needs opentelemetry-proto: pip install 'flowtracker[otlp]',"
             " or use encoding='json'"
         ) from error
-
-
-def request_to_protobuf(request: Mapping[str, Any]) -> Any:
-    """An ``ExportTraceServiceRequest`` message from :func:`otlp_request_dict`'s dict.
-
-    Example:
-        >>> from flowtracker.exporters._otlp_mapping import otlp_request_dict
-        >>> request_to_protobuf(otlp_request_dict([])).ByteSize()
-        0
-    """
-    pb = _protobuf()
-    return pb.ExportTraceServiceRequest(
-        resource_spans=[
-            pb.ResourceSpans(
-                resource=pb.Resource(attributes=_key_values(pb, entry["resource"]["attributes"])),
-                scope_spans=[
-                    pb.ScopeSpans(
-                        scope=pb.InstrumentationScope(**scope["scope"]),
-                        spans=[_span(pb, item) for item in scope["spans"]],
-                    )
-                    for scope in entry["scopeSpans"]
-                ],
-            )
-            for entry in request["resourceSpans"]
-        ]
-    )
-
-
-@functools.cache
-def _protobuf() -> SimpleNamespace:
-    """The opentelemetry-proto message classes, imported once, on first use."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import (
-        AnyValue,
-        ArrayValue,
-        InstrumentationScope,
-        KeyValue,
-        KeyValueList,
-    )
-    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
-
-    return SimpleNamespace(**{cls.__name__: cls for cls in (
-        ExportTraceServiceRequest, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
-        Resource, ResourceSpans, ScopeSpans, Span, Status,
-    )})  # fmt: skip
-
-
-def _span(pb: Any, item: Mapping[str, Any]) -> Any:
-    status = item["status"]
-    return pb.Span(
-        trace_id=bytes.fromhex(item["traceId"]),
-        span_id=bytes.fromhex(item["spanId"]),
-        parent_span_id=bytes.fromhex(item.get("parentSpanId", "")),
-        name=item["name"],
-        kind=item["kind"],
-        start_time_unix_nano=int(item["startTimeUnixNano"]),
-        end_time_unix_nano=int(item["endTimeUnixNano"]),
-        attributes=_key_values(pb, item.get("attributes", ())),
-        dropped_attributes_count=item.get("droppedAttributesCount", 0),
-        events=[
-            pb.Span.Event(
-                time_unix_nano=int(event["timeUnixNano"]),
-                name=event["name"],
-                attributes=_key_values(pb, event.get("attributes", ())),
-            )
-            for event in item.get("events", ())
-        ],
-        status=pb.Status(code=status.get("code", 0), message=status.get("message", "")),
-    )
-
-
-def _key_values(pb: Any, items: Sequence[Mapping[str, Any]]) -> list[Any]:
-    return [pb.KeyValue(key=item["key"], value=_any_value(pb, item["value"])) for item in items]
-
-
-def _any_value(pb: Any, value: Mapping[str, Any]) -> Any:
-    if "stringValue" in value:
-        return pb.AnyValue(string_value=value["stringValue"])
-    if "boolValue" in value:
-        return pb.AnyValue(bool_value=value["boolValue"])
-    if "intValue" in value:
-        return pb.AnyValue(int_value=int(value["intValue"]))
-    if "doubleValue" in value:
-        return pb.AnyValue(double_value=value["doubleValue"])
-    if "arrayValue" in value:
-        values = [_any_value(pb, item) for item in value["arrayValue"]["values"]]
-        return pb.AnyValue(array_value=pb.ArrayValue(values=values))
-    if "kvlistValue" in value:
-        return pb.AnyValue(
-            kvlist_value=pb.KeyValueList(values=_key_values(pb, value["kvlistValue"]["values"]))
-        )
-    return pb.AnyValue()
