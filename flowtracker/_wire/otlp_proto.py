@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ("BodyError", "parse_request", "proto", "request_message", "response_body")
+__all__ = ("BodyError", "parse_request", "proto", "request_message", "response_body", "status_body")
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -225,3 +225,33 @@ def response_body(rejected: int, error: str, content_type: str) -> bytes:
     if content_type == PROTOBUF:
         return response.SerializeToString()  # type: ignore[no-any-return]
     return orjson.dumps(pb.json_format.MessageToDict(response))
+
+
+def status_body(code: int, message: str, content_type: str) -> bytes:
+    """An error answer's body: a ``google.rpc.Status``, as OTLP/HTTP asks for 4xx and 5xx.
+
+    Protobuf by hand (two fields: ``code`` and ``message``), so that no
+    googleapis package is needed for it.
+
+    Example:
+        >>> status_body(3, "bad", "application/x-protobuf")
+        b'\\x08\\x03\\x12\\x03bad'
+        >>> status_body(3, "bad", "application/json")
+        b'{"code":3,"message":"bad"}'
+    """
+    if content_type != PROTOBUF:
+        return orjson.dumps({"code": code, "message": message})
+    text = message.encode("utf-8")
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)

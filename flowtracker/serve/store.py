@@ -1,0 +1,367 @@
+"""The store: SQLite, one writer thread that batches, reader threads that never hold it up.
+
+Ingest hands rows to :meth:`Store.write` and awaits their commit, so a ``200``
+means stored: nothing acknowledged is lost at shutdown. The writer thread
+takes everything queued (many requests at once when they arrive together),
+writes it in one transaction, recomputes the summary of every trace it
+touched, evicts the oldest whole traces beyond ``max_traces``, commits, then
+answers the waiting requests and tells the live feed. Queries run on two
+reader threads with their own connections; SQLite's WAL mode lets them read
+while the writer writes, so ingest never waits on a query.
+
+The queue is bounded (``max_pending`` spans): past it :meth:`Store.write`
+raises :class:`StoreBusy` at once, and the receivers answer "retry later"
+(HTTP 503, gRPC ``UNAVAILABLE``), as OTLP's back-pressure asks.
+
+Example:
+    >>> store = Store(":memory:", max_traces=100)
+    >>> store.path
+    ':memory:'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import sqlite3
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import orjson
+
+from .._wire.names import BLOCKED_EVENT
+from .._wire.otlp import TRACE_KEYS, UNKNOWN_SERVICE, span_times
+from .queries import STATUSES, SUMMARY_COLUMNS, summary_dict
+from .schema import open_database, remove_database
+
+__all__ = ("DEFAULT_MAX_PENDING", "DEFAULT_MAX_TRACES", "Row", "Store", "StoreBusy", "rows_of")
+
+#: Traces kept by default (``--max-traces``).
+DEFAULT_MAX_TRACES = 10_000
+#: Spans waiting for the writer before new writes are turned away.
+DEFAULT_MAX_PENDING = 200_000
+#: Spans the writer puts in one transaction at most.
+BATCH_SPANS = 20_000
+
+#: One span as stored: trace_id, span_id, parent_id, service, name, start_ns,
+#: end_ns, status, blocked, body (wire JSON), extra (the record's trace fields, JSON).
+Row = tuple[str, str, "str | None", str, str, int, int, str, int, bytes, "bytes | None"]
+
+_T = TypeVar("_T")
+_log = logging.getLogger("flowtracker.serve")
+_HEX = frozenset("0123456789abcdef")
+
+
+class StoreBusy(Exception):
+    """The writer is behind by more than ``max_pending`` spans: try again shortly."""
+
+
+def rows_of(traces: Iterable[Mapping[str, Any]]) -> tuple[list[Row], int]:
+    """Store rows for wire-format traces, and how many spans were not storable.
+
+    A span keeps its own ``service`` when it has one, else takes the trace's
+    (``unknown_service`` when neither says). A span without a valid id or
+    times is counted, not stored. The span dicts get ``service`` set in place.
+
+    Example:
+        >>> rows, bad = rows_of([{"trace_id": "ab" * 16, "service": "web", "spans": [
+        ...     {"span_id": "cd" * 8, "name": "GET /", "status": "ok", "duration_ms": 1.0,
+        ...      "start_time": "2026-11-20T10:00:00.000000Z", "end_time": "2026-11-20T10:00:00.001000Z"},
+        ...     {"span_id": "nope"}]}])
+        >>> rows[0][3], rows[0][5], bad
+        ('web', 1795168800000000000, 1)
+    """
+    rows: list[Row] = []
+    bad = 0
+    for trace in traces:
+        spans = trace.get("spans")
+        if not isinstance(spans, list):
+            continue
+        trace_id = trace.get("trace_id")
+        if not _is_id(trace_id, 32):
+            bad += len(spans)
+            continue
+        default_service = str(trace.get("service") or UNKNOWN_SERVICE)
+        fields = {field: trace[field] for field in TRACE_KEYS if trace.get(field)}
+        extra = orjson.dumps(fields) if fields else None
+        for span in spans:
+            row = _row(trace_id, span, default_service, extra)  # type: ignore[arg-type]
+            if row is None:
+                bad += 1
+                continue
+            rows.append(row)
+            extra = None  # the record's trace fields ride on its first stored span only
+    return rows, bad
+
+
+def _row(trace_id: str, span: Any, default_service: str, extra: bytes | None) -> Row | None:
+    if not isinstance(span, dict) or not _is_id(span.get("span_id"), 16):
+        return None
+    parent = span.get("parent_id")
+    if parent is not None and not _is_id(parent, 16):
+        return None
+    name = span.get("name")
+    status = span.get("status", "ok")
+    if not isinstance(name, str) or status not in STATUSES:
+        return None
+    try:
+        start, end = span_times(span)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    service = span.get("service")
+    if not isinstance(service, str) or not service:
+        service = span["service"] = default_service
+    events = span.get("events")
+    blocked = isinstance(events, list) and any(
+        isinstance(event, dict) and event.get("name") == BLOCKED_EVENT for event in events
+    )
+    return (trace_id, span["span_id"], parent, service, name, start, end, status, int(blocked),
+            orjson.dumps(span), extra)  # fmt: skip
+
+
+def _is_id(value: Any, size: int) -> bool:
+    return isinstance(value, str) and len(value) == size and _HEX.issuperset(value) and value != "0" * size
+
+
+class Store:
+    """The SQLite store behind ``flowtracker serve``.
+
+    Args:
+        path: The database file (created when missing), or ``":memory:"``
+            for a store that keeps nothing: a temporary file, deleted at close
+            (a file so that WAL lets queries read while ingest writes).
+        max_traces: The newest traces kept (by start time); older whole
+            traces are evicted. Default 10,000.
+        max_pending: Spans queued for the writer before :class:`StoreBusy`.
+        on_commit: Called on the writer thread after each commit with the
+            summaries (:func:`~flowtracker.serve.queries.summary_dict`) of the
+            traces it added or changed.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_traces: int = DEFAULT_MAX_TRACES,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        on_commit: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        if max_traces < 1:
+            raise ValueError(f"max_traces must be at least 1, got {max_traces}")
+        self.path = path
+        self.max_traces = max_traces
+        self.max_pending = max_pending
+        self.on_commit = on_commit
+        self._file = path
+        self._temporary: str | None = None
+        self._queue: deque[tuple[list[Row], concurrent.futures.Future[None]]] = deque()
+        self._pending = 0
+        self._wake = threading.Condition()
+        self._closing = False
+        self._writer: threading.Thread | None = None
+        self._readers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection  # the writer's, from open()
+        self._count = 0
+
+    # ---- life ------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Opens (or creates) the database and starts the writer thread.
+
+        Raises:
+            StoreRefused: the file is not a store this flowtracker can use.
+        """
+        if self.path == ":memory:":
+            self._temporary = tempfile.mkdtemp(prefix="flowtracker-serve-")
+            self._file = os.path.join(self._temporary, "store.db")
+        else:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+        self._connection = open_database(self._file)
+        self._count = int(self._connection.execute("SELECT count(*) FROM traces").fetchone()[0])
+        self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="flowtracker-serve-query")
+        self._writer = threading.Thread(target=self._write_loop, name="flowtracker-serve-writer", daemon=True)
+        self._writer.start()
+
+    def close(self) -> None:
+        """Writes everything queued, stops the threads and closes the database (idempotent)."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+            with contextlib.suppress(Exception):
+                self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._connection.close()
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+        with self._lock:
+            for connection in self._reader_connections:
+                connection.close()
+            self._reader_connections.clear()
+        if self._temporary is not None:
+            remove_database(self._file)
+            with contextlib.suppress(OSError):
+                os.rmdir(self._temporary)
+            self._temporary = None
+
+    @property
+    def trace_count(self) -> int:
+        """Traces stored after the last commit."""
+        return self._count
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def submit(self, rows: list[Row]) -> concurrent.futures.Future[None]:
+        """Queues rows for the writer (any thread); the future completes at their commit.
+
+        Raises:
+            StoreBusy: more than ``max_pending`` spans are already queued.
+            RuntimeError: the store is closing.
+        """
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._wake:
+            if self._closing:
+                raise RuntimeError("the store is closing")
+            if self._pending and self._pending + len(rows) > self.max_pending:
+                raise StoreBusy(f"{self._pending} spans are waiting to be stored")
+            self._queue.append((rows, future))
+            self._pending += len(rows)
+            self._wake.notify()
+        return future
+
+    async def write(self, rows: list[Row]) -> None:
+        """Stores rows; returns once they are committed (see :meth:`submit`)."""
+        if rows:
+            await asyncio.wrap_future(self.submit(rows))
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._closing:
+                    self._wake.wait()
+                if not self._queue:
+                    return  # closing, and everything is written
+                batch: list[tuple[list[Row], concurrent.futures.Future[None]]] = []
+                size = 0
+                while self._queue and (not batch or size + len(self._queue[0][0]) <= BATCH_SPANS):
+                    rows, future = self._queue.popleft()
+                    batch.append((rows, future))
+                    size += len(rows)
+                self._pending -= size
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[list[Row], concurrent.futures.Future[None]]]) -> None:
+        connection = self._connection
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            touched: dict[str, None] = {}
+            for rows, _ in batch:
+                connection.executemany("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                touched.update(dict.fromkeys(row[0] for row in rows))
+            summaries = [self._summarize(trace_id) for trace_id in touched]
+            connection.executemany(
+                f"INSERT OR REPLACE INTO traces ({SUMMARY_COLUMNS}, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                summaries,
+            )
+            evicted = self._evict()
+            connection.execute("COMMIT")
+        except Exception as error:
+            with contextlib.suppress(Exception):
+                connection.execute("ROLLBACK")
+            _log.exception("flowtracker serve: could not store %d requests", len(batch))
+            for _, future in batch:
+                future.set_exception(error)
+            return
+        for _, future in batch:
+            future.set_result(None)
+        if self.on_commit is not None:
+            changed = [summary_dict(row[:9]) for row in summaries if row[0] not in evicted]
+            if changed:
+                try:
+                    self.on_commit(changed)
+                except Exception:
+                    _log.exception("flowtracker serve: the live feed failed")
+
+    def _summarize(self, trace_id: str) -> tuple[Any, ...]:
+        """The ``traces`` row of one trace, recomputed from its spans."""
+        spans = self._connection.execute(
+            "SELECT span_id, parent_id, service, name, start_ns, end_ns, status, blocked, extra "
+            "FROM spans WHERE trace_id = ?",
+            (trace_id,),
+        ).fetchall()
+        ids = {span[0] for span in spans}
+        roots = [span for span in spans if span[1] is None or span[1] not in ids]
+        root = min(roots or spans, key=lambda span: (span[4], span[0]))  # a cycle has no root
+        services = sorted({span[2] for span in spans})
+        failed = any(span[6] == "error" for span in spans)
+        extra = _joined_extra(span[8] for span in spans if span[8] is not None)
+        return (
+            trace_id,
+            root[3],
+            root[2],
+            orjson.dumps(services).decode(),
+            min(span[4] for span in spans),
+            max(span[5] for span in spans),
+            len(spans),
+            "error" if failed else root[6],
+            int(any(span[7] for span in spans)),
+            extra,
+        )
+
+    def _evict(self) -> set[str]:
+        connection = self._connection
+        self._count = int(connection.execute("SELECT count(*) FROM traces").fetchone()[0])
+        excess = self._count - self.max_traces
+        if excess <= 0:
+            return set()
+        oldest = connection.execute(
+            "SELECT trace_id FROM traces ORDER BY start_ns, trace_id LIMIT ?", (excess,)
+        ).fetchall()
+        connection.executemany("DELETE FROM spans WHERE trace_id = ?", oldest)
+        connection.executemany("DELETE FROM traces WHERE trace_id = ?", oldest)
+        self._count -= len(oldest)
+        return {row[0] for row in oldest}
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    async def query(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Runs ``function(connection, *args)`` on a reader thread (never the writer's)."""
+        if self._readers is None:
+            raise RuntimeError("the store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_query, function, args)
+
+    def _run_query(self, function: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self._file, check_same_thread=False)
+            connection.execute("PRAGMA query_only = 1")
+            self._local.connection = connection
+            with self._lock:
+                self._reader_connections.append(connection)
+        return function(connection, *args)
+
+
+def _joined_extra(records: Iterable[bytes]) -> bytes | None:
+    """The trace fields of a trace's records joined: counts add up, the first ``loop_monitor`` wins."""
+    joined: dict[str, Any] = {}
+    for record in records:
+        for field, value in orjson.loads(record).items():
+            if field == "loop_monitor" or field == "follow_up":
+                joined.setdefault(field, value)
+            elif isinstance(value, int):
+                joined[field] = joined.get(field, 0) + value
+    joined.pop("follow_up", None)  # a follow-up record is joined to its trace here: nothing to say
+    return orjson.dumps(joined) if joined else None
