@@ -23,17 +23,17 @@ Example:
 
 from __future__ import annotations
 
-import os
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import anyio
 import orjson
 
 from .._wire.otlp import otlp_request_dict
 from .._wire.otlp_proto import proto, request_message
+from ._config import otel_env_headers
 from .webhook import HTTPSender, gzip_body
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class OTLPExporter:
             (http, netloc, parts.path if parts.path not in ("", "/") else TRACES_PATH, "", "")
         )
         query = dict(parse_qsl(parts.query))
-        options: dict[str, Any] = {"headers": _env_headers()}
+        options: dict[str, Any] = {"headers": otel_env_headers()}
         if "encoding" in query:
             options["encoding"] = query["encoding"]
         if "compression" in query:
@@ -177,16 +177,6 @@ class OTLPExporter:
 
     async def aclose(self) -> None:
         await self._sender.aclose()
-
-
-def _env_headers() -> dict[str, str]:
-    raw = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS")
-    headers: dict[str, str] = {}
-    for item in (raw or "").split(","):
-        key, sep, value = item.partition("=")
-        if sep and key.strip():
-            headers[unquote(key.strip())] = unquote(value.strip())
-    return headers
 
 
 def _require_proto() -> None:

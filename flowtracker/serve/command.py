@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
@@ -21,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-__all__ = ("Options", "ServeError", "default_db_path", "grpc_available", "run")
+__all__ = ("Options", "ServeError", "Server", "default_db_path", "grpc_available", "run")
 
 #: Seconds requests under way get to finish at shutdown.
 SHUTDOWN_GRACE = 3.0
@@ -100,77 +101,116 @@ def run(options: Options, out: IO[str] | None = None) -> None:
             f"serve needs aiohttp and opentelemetry-proto ({error}); pip install 'flowtracker[serve]'",
             "missing",
         ) from None
-    from .feed import Hub
-    from .schema import StoreRefused
-    from .store import Store
-
-    hub = Hub()
-    path = options.db or default_db_path()
-    store = Store(path, max_traces=options.max_traces, on_commit=hub.publish_threadsafe)
-    try:
-        store.open()
-    except (StoreRefused, OSError) as error:
-        raise ServeError(f"cannot use the store: {error}", "store") from None
-    try:
-        asyncio.run(_serve(options, store, hub, out or sys.stdout))
-    finally:
-        store.close()
+    asyncio.run(_serve_until_signal(options, out or sys.stdout))
 
 
-async def _serve(options: Options, store: Any, hub: Any, out: IO[str]) -> None:
-    from aiohttp import web
-
-    from .app import build_app, is_loopback
-    from .ingest import Ingest
-
+async def _serve_until_signal(options: Options, out: IO[str]) -> None:
     loop = asyncio.get_running_loop()
-    hub.bind(loop)
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    ingest = Ingest(store)
-    runner: web.AppRunner | None = None
-    grpc_receiver = None
     try:
+        async with Server(options, out) as server:
+            if options.open_browser:
+                import webbrowser
+
+                await loop.run_in_executor(None, webbrowser.open, server.page_url)
+            await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    print(f"flowtracker serve: stopped; {server.store.trace_count} traces in the store", file=out, flush=True)
+
+
+class Server:
+    """A running ``flowtracker serve``, as an async context manager (the command, and tests).
+
+    Entering opens the store, loads the FILEs, starts both listeners and
+    prints the start-up lines; leaving stops the listeners (calls under way
+    get :data:`SHUTDOWN_GRACE` seconds), ends the live feeds, writes what is
+    queued and closes the store.
+
+    Attributes:
+        port: The HTTP port bound (``--port 0`` picks a free one).
+        grpc_port: The gRPC port bound, or ``None`` when gRPC is off.
+        page_url: Where the page is.
+
+    Raises:
+        ServeError: on entering, as :func:`run`.
+    """
+
+    def __init__(self, options: Options, out: IO[str] | None = None) -> None:
+        from .feed import Hub
+        from .store import Store
+
+        self.options = options
+        self.out = out or sys.stdout
+        self.hub = Hub()
+        self.store = Store(
+            options.db or default_db_path(),
+            max_traces=options.max_traces,
+            on_commit=self.hub.publish_threadsafe,
+        )
+        self.port = options.port
+        self.grpc_port: int | None = None
+        self.page_url = ""
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Server:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        from aiohttp import web
+
+        from .app import build_app, is_loopback
+        from .ingest import Ingest
+        from .schema import StoreRefused
+
+        options, stack = self.options, self._stack
+        try:
+            self.store.open()
+        except (StoreRefused, OSError) as error:
+            raise ServeError(f"cannot use the store: {error}", "store") from None
+        stack.callback(self.store.close)
+        self.hub.bind(asyncio.get_running_loop())
+        ingest = Ingest(self.store)
+        stack.callback(ingest.close)
+        stack.callback(self.hub.close)  # (callbacks run last to first: feeds end before the listeners stop)
         if options.files:
-            await _load(options.files, ingest, out)
-        app = build_app(ingest, store, hub, loopback_only=is_loopback(options.host))
+            await _load(options.files, ingest, self.out)
+        app = build_app(ingest, self.store, self.hub, loopback_only=is_loopback(options.host))
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, auto_decompress=False, shutdown_timeout=SHUTDOWN_GRACE
         )
         await runner.setup()
-        site = web.TCPSite(runner, options.host, options.port)
+        stack.push_async_callback(runner.cleanup)
         try:
-            await site.start()
+            await web.TCPSite(runner, options.host, options.port).start()
         except OSError as error:
             raise _listen_error(options.host, options.port, error, "--port") from None
-        port = _bound_port(runner, options.port)
+        self.port = _bound_port(runner, options.port)
+        self.page_url = options.page_url(options.host, self.port)
         grpc_line = _grpc_line(options)
         if grpc_line is None:
             from .receiver import GRPCReceiver
 
             try:
-                grpc_receiver = GRPCReceiver(ingest, options.host, options.grpc_port)
+                receiver = GRPCReceiver(ingest, options.host, options.grpc_port)
             except OSError as error:
                 raise _listen_error(options.host, options.grpc_port, error, "--grpc-port") from None
-            await grpc_receiver.start()
-            grpc_line = f"{_netloc(options.host, grpc_receiver.port)}"
-        _announce(options, port, grpc_line, store, out)
-        if options.open_browser:
-            import webbrowser
-
-            await loop.run_in_executor(None, webbrowser.open, options.page_url(options.host, port))
-        await stop.wait()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        if grpc_receiver is not None:
-            await grpc_receiver.stop(SHUTDOWN_GRACE)
-        hub.close()
-        if runner is not None:
-            await runner.cleanup()
-        ingest.close()
-    print(f"flowtracker serve: stopped; {store.trace_count} traces in the store", file=out, flush=True)
+            await receiver.start()
+            stack.push_async_callback(receiver.stop, SHUTDOWN_GRACE)
+            self.grpc_port = receiver.port
+            grpc_line = _netloc(_shown_host(options.host), receiver.port)
+        _announce(options, self.port, grpc_line, self.store, self.out)
 
 
 async def _load(files: list[str], ingest: Any, out: IO[str]) -> None:
