@@ -217,6 +217,11 @@ class Store:
             self._temporary = None
 
     @property
+    def pending(self) -> int:
+        """Spans queued and not yet taken by the writer."""
+        return self._pending
+
+    @property
     def trace_count(self) -> int:
         """Traces stored after the last commit."""
         return self._count
