@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import os
 import signal
 import socket
 import subprocess
@@ -209,3 +210,22 @@ class TestCommandLine:
             asyncio.run(fetch())
         finally:
             serve.stop()
+
+
+class TestBenchmark:
+    @pytest.mark.slow
+    def test_serve_suite_smoke(self, tmp_path: Path) -> None:
+        """``python -m benchmarks serve --smoke`` runs: every span sent is stored, queries answer, RSS sampled."""
+        env = {**os.environ, "FLOWTRACKER_EXPORTERS": "none", "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks", "serve", "--smoke", "--cpu", "-2", "--out", str(tmp_path)],
+            capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        result = orjson.loads((tmp_path / "serve-smoke.json").read_bytes())
+        [run] = result["ingest"]["details"]["flowtracker"]
+        assert run["stored"] == run["sent"] > 0
+        assert all(count > 0 for label, count in result["queries"]["answered"].items() if label != "no match")
+        assert len(result["rss"]["curve"]) >= 10
+        assert result["rss"]["kept_traces"] <= 10_000
+        assert "spans stored and queryable per second" in done.stdout
