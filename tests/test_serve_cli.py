@@ -215,7 +215,7 @@ class TestCommandLine:
 class TestBenchmark:
     @pytest.mark.slow
     def test_serve_suite_smoke(self, tmp_path: Path) -> None:
-        """``python -m benchmarks serve --smoke`` runs: every span sent is stored, queries answer, RSS sampled."""
+        """``benchmarks serve --smoke`` runs: every span sent is stored, queries answer, RSS is sampled."""
         env = {**os.environ, "FLOWTRACKER_EXPORTERS": "none", "PYTHONPATH": str(ROOT)}
         done = subprocess.run(
             [sys.executable, "-m", "benchmarks", "serve", "--smoke", "--cpu", "-2", "--out", str(tmp_path)],
