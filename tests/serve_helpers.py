@@ -85,6 +85,7 @@ class ServeProcess:
         self.args = args
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.lines: list[str] = []
+        self.stderr = ""
         self.process: subprocess.Popen[str] | None = None
 
     def start(self, wait_for: str = "Ctrl-C stops it", timeout: float = 60.0) -> ServeProcess:
@@ -120,20 +121,14 @@ class ServeProcess:
         return int(self.value("OTLP/HTTP").rsplit(":", 1)[1].split("/", 1)[0])
 
     def stop(self, signum: int = signal.SIGINT, timeout: float = 30.0) -> tuple[int, float]:
-        """Sends ``signum``; the exit code and the seconds it took to exit."""
+        """Sends ``signum``; the exit code and the seconds it took to exit (stdout and stderr read)."""
         assert self.process is not None
         started = time.monotonic()
-        self.process.send_signal(signum)
-        code = self.process.wait(timeout)
-        assert self.process.stdout is not None
-        self.lines += self.process.stdout.read().splitlines()
-        return code, time.monotonic() - started
-
-    @property
-    def stderr(self) -> str:
-        assert self.process is not None
-        assert self.process.stderr is not None
-        return self.process.stderr.read() if self.process.poll() is not None else ""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        out, self.stderr = self.process.communicate(timeout=timeout)
+        self.lines += out.splitlines()
+        return self.process.returncode, time.monotonic() - started
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0) -> None:

@@ -20,9 +20,10 @@ import flowtracker as ft
 from flowtracker._core import start_root_span
 from flowtracker._core.clock import format_rfc3339, parse_rfc3339
 from flowtracker._wire.names import BLOCKED_EVENT
-from flowtracker._wire.otlp import any_value, otlp_request_dict, traces_from_request
+from flowtracker._wire.otlp import EXPORT_METHOD, any_value, otlp_request_dict, traces_from_request
 from flowtracker._wire.otlp_proto import parse_request, proto, request_message
 from flowtracker.exporters.otlp import OTLPExporter
+from flowtracker.exporters.otlp_grpc import OTLPGrpcExporter
 from flowtracker.testing import FakeClock, capture_traces, sequential_ids
 
 
@@ -456,3 +457,81 @@ def _grouped(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if trace.get("loop_monitor"):
             joined.setdefault("loop_monitor", trace["loop_monitor"])
     return list(out.values())
+
+
+class _ScriptedGrpcReceiver:
+    """A grpc.aio server whose Export answers follow a script of status codes, then OK."""
+
+    def __init__(self, script: list[Any]) -> None:
+        self.script = list(script)
+        self.bodies: list[bytes] = []
+        self.metadata: list[dict[str, str]] = []
+
+    async def __aenter__(self) -> _ScriptedGrpcReceiver:
+        import grpc
+
+        async def export(body: bytes, context: Any) -> bytes:
+            self.bodies.append(body)
+            self.metadata.append(dict(context.invocation_metadata()))
+            if self.script:
+                await context.abort(self.script.pop(0), "scripted")
+            return b""
+
+        self.server = grpc.aio.server()
+        service, method = EXPORT_METHOD.lstrip("/").split("/")
+        handler = grpc.unary_unary_rpc_method_handler(export)
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, {method: handler}),)
+        )
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server.stop(None)
+
+
+class TestGrpcExporter:
+    async def test_retryable_codes_are_retried_then_delivered(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """UNAVAILABLE twice, then OK: gRPC's retry policy delivers the batch; headers ride as metadata."""
+        import grpc
+
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "api-key=k1")
+        async with _ScriptedGrpcReceiver([grpc.StatusCode.UNAVAILABLE] * 2) as receiver:
+            exporter = OTLPGrpcExporter.from_url(f"otlp+grpc://127.0.0.1:{receiver.port}")
+            exporter_fast = OTLPGrpcExporter(exporter.target, headers={"api-key": "k1"}, backoff=0.01)
+            async with ft.Tracker(exporters=[exporter_fast], service="g") as tracker:
+                emit(1)
+                await tracker.flush()
+                assert tracker.stats.exporters["otlp-grpc"].exported == 1
+            assert exporter.metadata == (("api-key", "k1"),)
+        assert len(receiver.bodies) == 3
+        assert receiver.metadata[-1]["api-key"] == "k1"
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(receiver.bodies[-1])
+        assert [span.name for span in all_spans(message)] == ["t0"]
+
+    async def test_other_codes_fail_the_batch(self) -> None:
+        """INVALID_ARGUMENT is not retried: one attempt, the batch counted as failed."""
+        import grpc
+
+        async with _ScriptedGrpcReceiver([grpc.StatusCode.INVALID_ARGUMENT]) as receiver:
+            exporter = OTLPGrpcExporter(f"127.0.0.1:{receiver.port}", backoff=0.01)
+            async with ft.Tracker(exporters=[exporter], service="g") as tracker:
+                emit(1)
+                await tracker.flush()
+                assert tracker.stats.exporters["otlp-grpc"].failed == 1
+        assert len(receiver.bodies) == 1
+
+    def test_url_options(self) -> None:
+        """otlp+grpc:// is plaintext, otlp+grpcs:// TLS; port 4317 by default; bad options refused."""
+        plain = OTLPGrpcExporter.from_url("otlp+grpc://collector?compression=gzip&service=s&timeout=3")
+        assert (plain.target, plain.tls, plain.compression, plain.service, plain.max_time) == (
+            "collector:4317", False, "gzip", "s", 3.0,
+        )  # fmt: skip
+        assert OTLPGrpcExporter.from_url("otlp+grpcs://[::1]:9999").target == "[::1]:9999"
+        assert OTLPGrpcExporter.from_url("otlp+grpcs://[::1]:9999").tls is True
+        with pytest.raises(ValueError, match="max_attempts"):
+            OTLPGrpcExporter(max_attempts=9)
+        with pytest.raises(ValueError, match="compression"):
+            OTLPGrpcExporter(compression="br")  # type: ignore[arg-type]

@@ -299,12 +299,16 @@ class Decoded(NamedTuple):
         spans: Spans accepted.
         rejected: Spans left out (malformed ids); OTLP's ``partial_success``.
         error: Why the first rejected span was left out (``""`` when none was).
+        times: Per trace, the ``(start, end)`` of each span in unix nanoseconds,
+            as they came (the wire strings keep microseconds): a store need not
+            parse them back.
     """
 
     traces: list[dict[str, Any]]
     spans: int
     rejected: int
     error: str
+    times: list[list[tuple[int, int]]]
 
 
 def traces_from_request(request: Any, policy: ExportPolicy | None = None) -> Decoded:
@@ -328,6 +332,7 @@ def traces_from_request(request: Any, policy: ExportPolicy | None = None) -> Dec
     """
     reader = _Reader(policy)
     out: dict[tuple[str, bytes], dict[str, Any]] = {}
+    times: dict[tuple[str, bytes], list[tuple[int, int]]] = {}
     accepted = 0
     for resource_spans in request.resource_spans:
         service = UNKNOWN_SERVICE
@@ -352,9 +357,12 @@ def traces_from_request(request: Any, policy: ExportPolicy | None = None) -> Dec
                         "service": service,
                         "spans": [],
                     }
+                    times[(service, trace_id)] = []
                 trace["spans"].append(reader.span(span, trace))
+                start = span.start_time_unix_nano
+                times[(service, trace_id)].append((start, max(span.end_time_unix_nano, start)))
                 accepted += 1
-    return Decoded(list(out.values()), accepted, reader.rejected, reader.error)
+    return Decoded(list(out.values()), accepted, reader.rejected, reader.error, list(times.values()))
 
 
 def _id_problem(value: bytes, size: int, name: str) -> str:

@@ -378,3 +378,26 @@ def otel_env_headers() -> dict[str, str]:
         if sep and key.strip():
             headers[unquote(key.strip())] = unquote(value.strip())
     return headers
+
+
+def otlp_url_options(query: str) -> dict[str, Any]:
+    """The options an OTLP exporter URL's query sets, with the headers from the environment.
+
+    Shared by ``otlp[+http|+https]://`` and ``otlp+grpc[s]://``: ``encoding``,
+    ``compression`` (``none`` reads as ``None``), ``service``, ``timeout``
+    (a float), each only when present (:data:`QUERY_KEYS` says which a scheme takes).
+
+    Example:
+        >>> sorted(otlp_url_options("compression=none&timeout=3").items())
+        [('compression', None), ('headers', {}), ('timeout', 3.0)]
+    """
+    values = dict(parse_qsl(query))
+    options: dict[str, Any] = {"headers": otel_env_headers()}
+    for key in ("encoding", "service"):
+        if key in values:
+            options[key] = values[key]
+    if "compression" in values:
+        options["compression"] = None if values["compression"].lower() == "none" else values["compression"]
+    if "timeout" in values:
+        options["timeout"] = float(values["timeout"])
+    return options

@@ -26,14 +26,14 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import orjson
 
 from .._wire.otlp import otlp_request_dict
 from .._wire.otlp_proto import proto, request_message
-from ._config import otel_env_headers
+from ._config import otlp_url_options
 from .webhook import HTTPSender, gzip_body
 
 if TYPE_CHECKING:
@@ -142,16 +142,7 @@ class OTLPExporter:
         endpoint = urlunsplit(
             (http, netloc, parts.path if parts.path not in ("", "/") else TRACES_PATH, "", "")
         )
-        query = dict(parse_qsl(parts.query))
-        options: dict[str, Any] = {"headers": otel_env_headers()}
-        if "encoding" in query:
-            options["encoding"] = query["encoding"]
-        if "compression" in query:
-            options["compression"] = None if query["compression"].lower() == "none" else query["compression"]
-        if "service" in query:
-            options["service"] = query["service"]
-        if "timeout" in query:
-            options["timeout"] = float(query["timeout"])
+        options = otlp_url_options(parts.query)
         return cls(endpoint, **options)
 
     @property

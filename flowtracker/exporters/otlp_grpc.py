@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 
 from .._wire.otlp import EXPORT_METHOD, otlp_request_dict
 from .._wire.otlp_proto import proto, request_message
-from ._config import otel_env_headers
+from ._config import otlp_url_options
 
 if TYPE_CHECKING:
     from .._wire.record import Trace
@@ -120,14 +120,10 @@ class OTLPGrpcExporter:
         if not parts.hostname:
             raise ValueError(f"no host in OTLP/gRPC URL {url!r}")
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        query = dict(parse_qsl(parts.query))
-        options: dict[str, Any] = {"tls": scheme == "otlp+grpcs", "headers": otel_env_headers()}
-        if "compression" in query:
-            options["compression"] = None if query["compression"].lower() == "none" else query["compression"]
-        if "service" in query:
-            options["service"] = query["service"]
-        if "timeout" in query:
-            options["max_time"] = float(query["timeout"])
+        options = otlp_url_options(parts.query)
+        options["tls"] = scheme == "otlp+grpcs"
+        if "timeout" in options:
+            options["max_time"] = options.pop("timeout")  # one deadline covers every attempt
         return cls(f"{host}:{parts.port or DEFAULT_PORT}", **options)
 
     async def export(self, traces: Sequence[Trace]) -> None:

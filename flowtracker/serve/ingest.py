@@ -116,7 +116,7 @@ class Ingest:
         if count > self.max_spans:
             raise TooManySpans(f"{count} spans in one request; at most {self.max_spans} are taken")
         decoded = traces_from_request(message, self._policy)
-        rows, bad = rows_of(decoded.traces)
+        rows, bad = rows_of(decoded.traces, decoded.times)
         return rows, decoded.rejected + bad, decoded.error
 
     async def traces(self, traces: Iterable[Mapping[str, Any]]) -> Accepted:

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -95,6 +96,14 @@ def _error(status: int, code: int, message: str, content_type: str) -> web.Respo
     )
 
 
+def _check_free(host: str, port: int) -> None:
+    """Raises ``OSError`` (``EADDRINUSE``) when something listens on ``host:port`` already."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is free
+        probe.bind((host, port))
+
+
 class GRPCReceiver:
     """OTLP/gRPC on ``grpc.aio``: ``TraceService/Export`` on its own port.
 
@@ -121,6 +130,8 @@ class GRPCReceiver:
         )
         self.server.add_generic_rpc_handlers((handler,))
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if port:
+            _check_free(host, port)  # else gRPC's C core logs its own lines about it first
         try:
             self.port = self.server.add_insecure_port(address)
         except RuntimeError as error:  # grpcio: "Failed to bind to address"

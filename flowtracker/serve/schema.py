@@ -1,7 +1,8 @@
 """The store's SQLite schema, its version, and opening a file safely.
 
 One row per span (``spans``), indexed by trace id, service, start time, name
-and status, and one summary row per trace (``traces``) for the list. The file
+and status, one summary row per trace (``traces``) for the list, and the
+services of each trace (``trace_services``) for the list's ``service=`` filter. The file
 says what it is with two header fields SQLite keeps for applications:
 ``application_id`` (``FTRC``) and ``user_version`` (the schema version).
 
@@ -55,9 +56,9 @@ CREATE TABLE spans (
     blocked   INTEGER NOT NULL,
     body      BLOB    NOT NULL,  -- the span in the wire format, "service" included
     extra     BLOB,              -- trace fields of the record this span came in (JSON), on its first span
-    PRIMARY KEY (trace_id, span_id)
-) WITHOUT ROWID;
-CREATE INDEX spans_service ON spans (service, trace_id);
+    UNIQUE (trace_id, span_id)
+);
+CREATE INDEX spans_service ON spans (service);
 CREATE INDEX spans_start ON spans (start_ns);
 CREATE INDEX spans_name ON spans (name);
 CREATE INDEX spans_status ON spans (status);
@@ -73,7 +74,16 @@ CREATE TABLE traces (
     blocked    INTEGER NOT NULL,  -- any span blocked the event loop
     extra      BLOB               -- the trace fields of its records, joined (JSON)
 ) WITHOUT ROWID;
-CREATE INDEX traces_start ON traces (start_ns);
+-- The list reads newest first and filters inside this index (no table lookups for rows it skips).
+CREATE INDEX traces_list ON traces (start_ns, status, blocked, end_ns, name);
+-- service= reads this index newest first: a rare service costs its own traces, not a scan of all.
+CREATE TABLE trace_services (
+    trace_id TEXT    NOT NULL,
+    service  TEXT    NOT NULL,
+    start_ns INTEGER NOT NULL,
+    PRIMARY KEY (trace_id, service)
+) WITHOUT ROWID;
+CREATE INDEX trace_services_list ON trace_services (service, start_ns);
 """
 
 #: Schema version -> the function that migrates a connection from it to the next.

@@ -30,7 +30,7 @@ import sqlite3
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -62,12 +62,16 @@ class StoreBusy(Exception):
     """The writer is behind by more than ``max_pending`` spans: try again shortly."""
 
 
-def rows_of(traces: Iterable[Mapping[str, Any]]) -> tuple[list[Row], int]:
+def rows_of(
+    traces: Iterable[Mapping[str, Any]], times: Sequence[Sequence[tuple[int, int]]] | None = None
+) -> tuple[list[Row], int]:
     """Store rows for wire-format traces, and how many spans were not storable.
 
     A span keeps its own ``service`` when it has one, else takes the trace's
-    (``unknown_service`` when neither says). A span without a valid id or
-    times is counted, not stored. The span dicts get ``service`` set in place.
+    (``unknown_service`` when neither says). A span without a valid id, name,
+    status or times is counted, not stored. The span dicts get ``service`` set
+    in place. ``times`` (from the OTLP decoder, which has checked the ids) are
+    each span's start and end in nanoseconds: given, nothing is parsed again.
 
     Example:
         >>> rows, bad = rows_of([{"trace_id": "ab" * 16, "service": "web", "spans": [
@@ -79,7 +83,7 @@ def rows_of(traces: Iterable[Mapping[str, Any]]) -> tuple[list[Row], int]:
     """
     rows: list[Row] = []
     bad = 0
-    for trace in traces:
+    for index, trace in enumerate(traces):
         spans = trace.get("spans")
         if not isinstance(spans, list):
             continue
@@ -90,6 +94,11 @@ def rows_of(traces: Iterable[Mapping[str, Any]]) -> tuple[list[Row], int]:
         default_service = str(trace.get("service") or UNKNOWN_SERVICE)
         fields = {field: trace[field] for field in TRACE_KEYS if trace.get(field)}
         extra = orjson.dumps(fields) if fields else None
+        if times is not None:
+            for span, (start, end) in zip(spans, times[index], strict=True):
+                rows.append(_decoded_row(trace_id, span, default_service, start, end, extra))  # type: ignore[arg-type]
+                extra = None
+            continue
         for span in spans:
             row = _row(trace_id, span, default_service, extra)  # type: ignore[arg-type]
             if row is None:
@@ -98,6 +107,16 @@ def rows_of(traces: Iterable[Mapping[str, Any]]) -> tuple[list[Row], int]:
             rows.append(row)
             extra = None  # the record's trace fields ride on its first stored span only
     return rows, bad
+
+
+def _decoded_row(
+    trace_id: str, span: dict[str, Any], service: str, start: int, end: int, extra: bytes | None
+) -> Row:
+    span["service"] = service
+    events = span.get("events")
+    blocked = events is not None and any(event["name"] == BLOCKED_EVENT for event in events)
+    return (trace_id, span["span_id"], span.get("parent_id"), service, span["name"], start, end,
+            span["status"], int(blocked), orjson.dumps(span), extra)  # fmt: skip
 
 
 def _row(trace_id: str, span: Any, default_service: str, extra: bytes | None) -> Row | None:
@@ -217,6 +236,11 @@ class Store:
             self._temporary = None
 
     @property
+    def pending(self) -> int:
+        """Spans queued and not yet taken by the writer."""
+        return self._pending
+
+    @property
     def trace_count(self) -> int:
         """Traces stored after the last commit."""
         return self._count
@@ -266,20 +290,13 @@ class Store:
         connection = self._connection
         try:
             connection.execute("BEGIN IMMEDIATE")
-            touched: dict[str, None] = {}
-            for rows, _ in batch:
-                connection.executemany("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
-                touched.update(dict.fromkeys(row[0] for row in rows))
-            summaries = [self._summarize(trace_id) for trace_id in touched]
-            connection.executemany(
-                f"INSERT OR REPLACE INTO traces ({SUMMARY_COLUMNS}, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                summaries,
-            )
-            evicted = self._evict()
+            summaries, added = self._store(batch)
+            evicted = self._evict(added)
             connection.execute("COMMIT")
         except Exception as error:
             with contextlib.suppress(Exception):
                 connection.execute("ROLLBACK")
+            self._count = int(connection.execute("SELECT count(*) FROM traces").fetchone()[0])
             _log.exception("flowtracker serve: could not store %d requests", len(batch))
             for _, future in batch:
                 future.set_exception(error)
@@ -294,42 +311,70 @@ class Store:
                 except Exception:
                     _log.exception("flowtracker serve: the live feed failed")
 
-    def _summarize(self, trace_id: str) -> tuple[Any, ...]:
-        """The ``traces`` row of one trace, recomputed from its spans."""
-        spans = self._connection.execute(
-            "SELECT span_id, parent_id, service, name, start_ns, end_ns, status, blocked, extra "
-            "FROM spans WHERE trace_id = ?",
-            (trace_id,),
-        ).fetchall()
-        ids = {span[0] for span in spans}
-        roots = [span for span in spans if span[1] is None or span[1] not in ids]
-        root = min(roots or spans, key=lambda span: (span[4], span[0]))  # a cycle has no root
-        services = sorted({span[2] for span in spans})
-        failed = any(span[6] == "error" for span in spans)
-        extra = _joined_extra(span[8] for span in spans if span[8] is not None)
-        return (
-            trace_id,
-            root[3],
-            root[2],
-            orjson.dumps(services).decode(),
-            min(span[4] for span in spans),
-            max(span[5] for span in spans),
-            len(spans),
-            "error" if failed else root[6],
-            int(any(span[7] for span in spans)),
-            extra,
-        )
+    def _store(self, batch: list[tuple[list[Row], concurrent.futures.Future[None]]]) -> tuple[list[Any], int]:
+        """Writes the spans and the summaries of their traces; the summaries, and how many traces are new.
 
-    def _evict(self) -> set[str]:
+        A trace met for the first time is summarized from the batch alone; one
+        already stored is summarized again from all its spans in the store.
+        """
         connection = self._connection
-        self._count = int(connection.execute("SELECT count(*) FROM traces").fetchone()[0])
+        by_trace: dict[str, dict[str, Row]] = {}
+        for rows, _ in batch:
+            connection.executemany("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            for row in rows:
+                by_trace.setdefault(row[0], {})[row[1]] = (
+                    row  # a span sent twice: the last wins, as in the table
+                )
+        known = self._known(list(by_trace))
+        summaries = []
+        services = []
+        for trace_id, spans in by_trace.items():
+            if trace_id in known:
+                stored = connection.execute(
+                    "SELECT trace_id, span_id, parent_id, service, name, start_ns, end_ns, status, blocked, "
+                    "NULL, extra FROM spans WHERE trace_id = ?",
+                    (trace_id,),
+                ).fetchall()
+                summary = _summary(trace_id, stored)
+            else:
+                summary = _summary(trace_id, spans.values())
+            summaries.append(summary)
+            services += [(trace_id, service, summary[4]) for service in orjson.loads(summary[3])]
+        connection.executemany(
+            f"INSERT OR REPLACE INTO traces ({SUMMARY_COLUMNS}, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            summaries,
+        )
+        if known:
+            connection.executemany("DELETE FROM trace_services WHERE trace_id = ?", [(key,) for key in known])
+        connection.executemany("INSERT INTO trace_services VALUES (?,?,?)", services)
+        return summaries, len(by_trace) - len(known)
+
+    def _known(self, trace_ids: list[str]) -> set[str]:
+        """Which of these traces are stored already (one query per 500 ids)."""
+        known: set[str] = set()
+        for start in range(0, len(trace_ids), 500):
+            chunk = trace_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                row[0]
+                for row in self._connection.execute(
+                    f"SELECT trace_id FROM traces WHERE trace_id IN ({marks})", chunk
+                )
+            )
+        return known
+
+    def _evict(self, added: int) -> set[str]:
+        """Deletes the oldest whole traces beyond ``max_traces``; their ids."""
+        connection = self._connection
+        self._count += added
         excess = self._count - self.max_traces
         if excess <= 0:
             return set()
         oldest = connection.execute(
-            "SELECT trace_id FROM traces ORDER BY start_ns, trace_id LIMIT ?", (excess,)
+            "SELECT trace_id FROM traces ORDER BY start_ns LIMIT ?", (excess,)
         ).fetchall()
         connection.executemany("DELETE FROM spans WHERE trace_id = ?", oldest)
+        connection.executemany("DELETE FROM trace_services WHERE trace_id = ?", oldest)
         connection.executemany("DELETE FROM traces WHERE trace_id = ?", oldest)
         self._count -= len(oldest)
         return {row[0] for row in oldest}
@@ -352,6 +397,31 @@ class Store:
             with self._lock:
                 self._reader_connections.append(connection)
         return function(connection, *args)
+
+
+def _summary(trace_id: str, spans: Iterable[Row]) -> tuple[Any, ...]:
+    """The ``traces`` row of one trace from its spans (:data:`Row`-shaped; the body is not read).
+
+    The root is the earliest span whose parent is not in the trace (a cycle
+    has none: then the earliest span). The status is ``error`` when any span
+    failed, else the root's.
+    """
+    spans = list(spans)
+    ids = {span[1] for span in spans}
+    roots = [span for span in spans if span[2] is None or span[2] not in ids]
+    root = min(roots or spans, key=lambda span: (span[5], span[1]))
+    return (
+        trace_id,
+        root[4],
+        root[3],
+        orjson.dumps(sorted({span[3] for span in spans})).decode(),
+        min(span[5] for span in spans),
+        max(span[6] for span in spans),
+        len(spans),
+        "error" if any(span[7] == "error" for span in spans) else root[7],
+        int(any(span[8] for span in spans)),
+        _joined_extra(span[10] for span in spans if span[10] is not None),
+    )
 
 
 def _joined_extra(records: Iterable[bytes]) -> bytes | None:
