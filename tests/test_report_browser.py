@@ -165,6 +165,11 @@ class Opened:
 def open_report(browser: Any, path: Path, traces: list[dict[str, Any]], **options: Any) -> Opened:
     """Writes the report for ``traces`` to ``path`` and opens it, recording errors and requests."""
     path.write_text(viz.render_report(traces, **options), encoding="utf-8")
+    return open_page(browser, path)
+
+
+def open_page(browser: Any, path: Path) -> Opened:
+    """Opens the page at ``path`` once it is drawn, recording errors, requests and dialogs."""
     page = browser.new_page()
     opened = Opened(page, path.as_uri())
     page.on("console", lambda message: message.type == "error" and opened.errors.append(message.text))
@@ -1102,14 +1107,9 @@ class TestReuse:
         trace that was open and adds the new one to the list."""
         path = tmp_path / "live.html"
         path.write_text(viz.report_page(None, title="live"), encoding="utf-8")
-        page = browser.new_page()
-        opened = Opened(page, path.as_uri())
-        page.on("console", lambda message: message.type == "error" and opened.errors.append(message.text))
-        page.on("pageerror", lambda error: opened.errors.append(str(error)))
-        page.on("request", lambda request: opened.requests.append(request.url))
+        opened = open_page(browser, path)
+        page = opened.page
         try:
-            page.goto(opened.url)
-            page.wait_for_selector("body[data-ready]")
             assert page.text_content("#summary") == "Waiting for traces…"
             assert page.locator("#trace-list button").count() == 0
             first, later = golden_traces(), [long_names_trace()]

@@ -331,6 +331,35 @@ class TestRead:
         assert len(merged[0]["spans"]) == 6
         assert "follow_up" not in merged[0]
 
+    def test_merge_across_services_keeps_each_spans_service(self) -> None:
+        """Records of one trace from two services (the callee's usually written first, as it ends
+        first) merge into a trace of the root's service, each span marked with its own; records of one
+        service merge as before, spans unmarked."""
+        shipping = {
+            "trace_id": "ab",
+            "service": "shipping",
+            "spans": [{"span_id": "3", "parent_id": "2", "name": "POST /ship"}],
+        }
+        orders = {
+            "trace_id": "ab",
+            "service": "orders",
+            "spans": [
+                {"span_id": "1", "name": "GET /"},
+                {"span_id": "2", "parent_id": "1", "name": "HTTP POST shipping/ship"},
+            ],
+        }
+        (merged,) = viz.merge_traces([shipping, orders])
+        assert merged["service"] == "orders"
+        assert [(span["name"], span["service"]) for span in merged["spans"]] == [
+            ("POST /ship", "shipping"),
+            ("GET /", "orders"),
+            ("HTTP POST shipping/ship", "orders"),
+        ]
+        assert "service" not in shipping["spans"][0]  # the input is left as it was
+        (alone,) = viz.merge_traces([orders, {**orders, "spans": [{"span_id": "4", "name": "late"}]}])
+        assert alone["service"] == "orders"
+        assert all("service" not in span for span in alone["spans"])
+
 
 class TestSankey:
     """Sankey links and SankeyMATIC escaping."""
