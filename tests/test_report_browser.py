@@ -731,6 +731,53 @@ def stamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+class TestPickerFilters:
+    """The picker's service, minimum-duration and "blocked the loop" filters (the live page's too)."""
+
+    def test_service_duration_and_blocked_filters(self, browser: Any, tmp_path: Path) -> None:
+        """The service filter offers every service of the traces and keeps the traces with a span
+        from the one chosen (a trace joined from two services counts for both, and its tree marks
+        the span of the other one); "at least" keeps the traces that last that long; "blocked the
+        loop" keeps those in which a span blocked the loop; the filters combine."""
+        joined = {
+            "trace_id": "e" * 32,
+            "spans": [
+                {"span_id": "a" * 16, "name": "GET /cart", "duration_ms": 20.0, "service": "web",
+                 "start_time": "2026-11-20T11:00:02.000000Z"},
+                {"span_id": "b" * 16, "parent_id": "a" * 16, "name": "reserve", "duration_ms": 5.0,
+                 "service": "inventory", "start_time": "2026-11-20T11:00:02.001000Z"},
+            ],
+        }  # fmt: skip
+        opened = open_report(browser, tmp_path / "filters.html", [*loop_traces(), joined])
+        page = opened.page
+        buttons = page.locator("#trace-list button")
+        try:
+            options = page.eval_on_selector_all("#service-filter option", "nodes => nodes.map(n => n.value)")
+            assert options == ["", "inventory", "shop", "web"]
+            page.select_option("#service-filter", "inventory")
+            expect(buttons).to_have_count(1)
+            opened.pick("e" * 32)
+            expect(page.locator("#trace-meta")).to_contain_text("services web, inventory")
+            chip = page.locator('#tree .node:has(.label:text-is("reserve")) .service')
+            expect(chip).to_have_text("inventory")
+            assert page.locator('#tree .node:has(.label:text-is("GET /cart")) .service').count() == 0
+            page.select_option("#service-filter", "shop")
+            expect(buttons).to_have_count(4)
+            page.fill("#min-duration", "300")
+            expect(buttons).to_have_count(2)
+            page.check("#blocked-filter")
+            expect(buttons).to_have_count(1)
+            assert page.text_content("#trace-list .name") == "GET /reports/{id}"
+            page.fill("#min-duration", "")
+            expect(buttons).to_have_count(2)
+            page.select_option("#service-filter", "")
+            page.uncheck("#blocked-filter")
+            expect(buttons).to_have_count(5)
+            opened.assert_clean()
+        finally:
+            page.close()
+
+
 class TestRealServerBlock:
     """A real aiohttp server with ``monitor_loop``: the request whose code blocked the loop is the one
     marked, with the blocking line of this file, in ``flowtracker tree`` and in the report in Chromium;
