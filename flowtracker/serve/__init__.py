@@ -12,7 +12,7 @@ One module per job:
 ``queries``   the trace list with its filters, one trace
 ``api``       ``GET /api/traces``, ``GET /api/traces/{id}``, ``GET /api/live``
 ``feed``      the live feed (Server-Sent Events)
-``page``      ``GET /`` (a placeholder until the live view lands)
+``page``      ``GET /``: the live page (the report's views) and the two routes that feed it
 ============  ==============================================================
 
 The OTLP mapping itself lives in the wire layer (``flowtracker._wire.otlp``),

@@ -20,7 +20,7 @@ from aiohttp import web
 from .api import routes
 from .feed import Hub
 from .ingest import Ingest
-from .page import page
+from .page import page_routes
 from .receiver import post_traces
 from .store import Store
 
@@ -62,7 +62,7 @@ def build_app(ingest: Ingest, store: Store, hub: Hub, *, loopback_only: bool) ->
         [
             web.post("/v1/traces", post_traces(ingest)),
             *routes(store, hub),
-            web.get("/", page),
+            *page_routes(store),
         ]
     )
 

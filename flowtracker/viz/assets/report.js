@@ -224,8 +224,8 @@
     const sorted = [...names].sort();
     const shown = [...select.options].slice(1).map((option) => option.value);
     if (shown.length === sorted.length && shown.every((name, k) => name === sorted[k])) return;
-    select.replaceChildren(el('option', null, 'any'), ...sorted.map((name) => el('option', null, name)));
-    select.options[0].value = '';
+    const option = (label, value) => { const node = el('option', null, label); node.value = value; return node; };
+    select.replaceChildren(option('any', ''), ...sorted.map((name) => option(name, name)));
     select.value = picked;
   }
 
