@@ -43,7 +43,8 @@ async def store_traces(store: Store, traces: list[dict[str, Any]]) -> None:
 
 
 async def listed(store: Store, **filters: Any) -> list[str]:
-    return [summary["name"] for summary in await store.query(list_traces, Filters(limit=1000, **filters))]
+    found = await store.query(list_traces, Filters(**{"limit": 1000, **filters}))
+    return [summary["name"] for summary in found]
 
 
 def digest(path: Path) -> str:
@@ -132,6 +133,43 @@ class TestStore:
             assert await listed(store) == ["t2", "t1"]
         finally:
             blocker.close()
+            store.close()
+
+    async def test_name_filter_reads_the_same_through_every_path(self, tmp_path: Path) -> None:
+        """``name`` gives the same answer whether few names match (by name), many do, or none does.
+
+        600 traces with a name each (more names match than are looked up one
+        by one, so each trace's name is tested on the walk), 30 sharing a rare
+        one (read through the name index), and a needle no name holds.
+        """
+        store = Store(str(tmp_path / "s.db"))
+        store.open()
+        try:
+            traces = [trace(n) for n in range(1, 601)]
+            for number in range(601, 631):
+                rare = trace(number)
+                rare["spans"][0]["name"] = "GET /Rare"
+                traces.append(rare)
+            await store_traces(store, traces)
+            names = [f"t{n}" for n in range(600, 0, -1)]
+            assert await listed(store, name="t5") == [name for name in names if "t5" in name]
+            assert await listed(store, name="T5") == [name for name in names if "t5" in name]
+            assert await listed(store, name="rare") == ["GET /Rare"] * 30
+            assert await listed(store, name="RARE", limit=3) == ["GET /Rare"] * 3
+            assert await listed(store, name="nothing") == []
+        finally:
+            store.close()
+
+    async def test_eviction_forgets_names_no_trace_has(self, tmp_path: Path) -> None:
+        """An evicted trace's name leaves the name list when no kept trace has it."""
+        store = Store(str(tmp_path / "s.db"), max_traces=2)
+        store.open()
+        try:
+            await store_traces(store, [trace(1), trace(2), trace(3)])
+            names = await store.query(lambda c: sorted(row[0] for row in c.execute("SELECT name FROM names")))
+            assert names == ["t2", "t3"]
+            assert await listed(store, name="t1") == []
+        finally:
             store.close()
 
     def test_unstorable_spans_are_counted(self) -> None:

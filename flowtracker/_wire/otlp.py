@@ -426,12 +426,14 @@ class _Reader:
         kind = _KIND_NAMES.get(span.kind)
         if kind is not None:
             out["kind"] = kind
+        value_of = self.value
         for item in span.attributes:
             key = item.key
-            value = self.value(item.value)
-            field = _SPAN_KEYS.get(key)
-            if field is not None and isinstance(value, (int, float)):
-                out[field] = float(value)
+            value = value_of(item.value)
+            if not key.startswith("flowtracker."):  # the common case: one check, not three
+                tags[key if not self.limit or len(key) <= self.limit else self.text(key)] = value
+            elif key in _SPAN_KEYS and isinstance(value, (int, float)):
+                out[_SPAN_KEYS[key]] = float(value)
             elif key == STATUS_KEY and value in ("cancelled", "unfinished"):
                 status = value
             elif key in _TRACE_FIELDS:
@@ -442,10 +444,12 @@ class _Reader:
             out["tags"] = tags
         if span.dropped_attributes_count:
             out["dropped_tags"] = span.dropped_attributes_count
-        events = [self.event(event) for event in span.events]
-        if span.status.code == STATUS_ERROR:
+        messages = span.events
+        events = [self.event(event) for event in messages] if messages else []
+        code = span.status.code
+        if code == STATUS_ERROR:
             status = "error"
-            error = _error_of(events, span.events, span.status.message, end)
+            error = _error_of(events, messages, span.status.message, end)
             if error is not None:
                 out["error"] = error
         out["status"] = status

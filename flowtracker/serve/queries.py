@@ -73,24 +73,38 @@ def summary_dict(row: tuple[Any, ...]) -> dict[str, Any]:
 def list_traces(connection: sqlite3.Connection, filters: Filters) -> list[dict[str, Any]]:
     """Trace summaries matching ``filters``, newest first (by the trace's start time).
 
-    Every filter but ``service`` is read inside the ``traces_list`` index while
-    it is walked newest first; ``service`` walks that service's own
-    ``trace_services`` entries instead, so a rare service is as quick as a common one.
+    The list walks the ``traces_list`` index newest first and reads every
+    filter inside it, stopping at ``limit``. Two filters can be rare, and then
+    a walk would read every trace to find a few: ``service`` walks that
+    service's own ``trace_services`` entries instead, and ``name`` first finds
+    the matching names in ``names`` (no match: nothing to read), then, when
+    they have few traces, reads just those through ``traces_name``.
     """
     where: list[str] = []
     values: list[Any] = []
+    index = "traces_list"
     if filters.service is not None:
         source = "trace_services s JOIN traces t ON t.trace_id = s.trace_id"
         where.append("s.service = ?")
         values.append(filters.service)
         order = "s.start_ns"
     else:
-        source = "traces t"
+        source = "traces t INDEXED BY {index}"
         order = "t.start_ns"
     if filters.name:
-        escaped = filters.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        where.append("t.name LIKE ? ESCAPE '\\'")
-        values.append(f"%{escaped}%")
+        names = _matching_names(connection, filters.name)
+        if not names:
+            return []
+        if len(names) > _MANY_NAMES:  # names unique per trace, say: each trace's name is tested on the walk
+            where.append("t.name LIKE ? ESCAPE '\\'")
+            values.append(_like(filters.name))
+        else:
+            marks = ",".join("?" * len(names))
+            where.append(f"t.name IN ({marks})")
+            values += names
+            counted = connection.execute(f"SELECT count(*) FROM traces WHERE name IN ({marks})", names)
+            if counted.fetchone()[0] <= _FEW:
+                index = "traces_name"
     if filters.status is not None:
         where.append("t.status = ?")
         values.append(filters.status)
@@ -100,12 +114,30 @@ def list_traces(connection: sqlite3.Connection, filters: Filters) -> list[dict[s
     if filters.blocked:
         where.append("t.blocked = 1")
     columns = ", ".join(f"t.{column.strip()}" for column in SUMMARY_COLUMNS.split(","))
-    sql = f"SELECT {columns} FROM {source}"
+    sql = f"SELECT {columns} FROM {source.format(index=index)}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += f" ORDER BY {order} DESC LIMIT ?"
     values.append(filters.limit)
     return [summary_dict(row) for row in connection.execute(sql, values)]
+
+
+#: Traces of the matching names at most for which reading them all (and sorting) beats walking the list.
+_FEW = 20_000
+#: Matching names at most that are looked up by name; past it each trace's name is tested instead.
+_MANY_NAMES = 500
+
+
+def _matching_names(connection: sqlite3.Connection, needle: str) -> list[str]:
+    """The trace names containing ``needle`` (ASCII case ignored), from the ``names`` table."""
+    rows = connection.execute("SELECT name FROM names WHERE name LIKE ? ESCAPE '\\'", (_like(needle),))
+    return [row[0] for row in rows]
+
+
+def _like(needle: str) -> str:
+    """A LIKE pattern for "contains ``needle``", its wildcards escaped."""
+    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def get_trace(connection: sqlite3.Connection, trace_id: str) -> bytes | None:

@@ -1,8 +1,9 @@
 """The store's SQLite schema, its version, and opening a file safely.
 
 One row per span (``spans``), indexed by trace id, service, start time, name
-and status, one summary row per trace (``traces``) for the list, and the
-services of each trace (``trace_services``) for the list's ``service=`` filter. The file
+and status, one summary row per trace (``traces``) for the list, the
+services of each trace (``trace_services``) for the list's ``service=``
+filter, and the distinct trace names (``names``) for its ``name=`` filter. The file
 says what it is with two header fields SQLite keeps for applications:
 ``application_id`` (``FTRC``) and ``user_version`` (the schema version).
 
@@ -76,6 +77,9 @@ CREATE TABLE traces (
 ) WITHOUT ROWID;
 -- The list reads newest first and filters inside this index (no table lookups for rows it skips).
 CREATE INDEX traces_list ON traces (start_ns, status, blocked, end_ns, name);
+-- name= finds the matching names first (few: they are routes and operations), then their traces.
+CREATE INDEX traces_name ON traces (name, start_ns);
+CREATE TABLE names (name TEXT PRIMARY KEY) WITHOUT ROWID;
 -- service= reads this index newest first: a rare service costs its own traces, not a scan of all.
 CREATE TABLE trace_services (
     trace_id TEXT    NOT NULL,

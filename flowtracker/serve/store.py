@@ -347,6 +347,9 @@ class Store:
         if known:
             connection.executemany("DELETE FROM trace_services WHERE trace_id = ?", [(key,) for key in known])
         connection.executemany("INSERT INTO trace_services VALUES (?,?,?)", services)
+        connection.executemany(
+            "INSERT OR IGNORE INTO names VALUES (?)", [(name,) for name in {row[1] for row in summaries}]
+        )
         return summaries, len(by_trace) - len(known)
 
     def _known(self, trace_ids: list[str]) -> set[str]:
@@ -370,14 +373,19 @@ class Store:
         excess = self._count - self.max_traces
         if excess <= 0:
             return set()
-        oldest = connection.execute(
-            "SELECT trace_id FROM traces ORDER BY start_ns LIMIT ?", (excess,)
+        found = connection.execute(
+            "SELECT trace_id, name FROM traces ORDER BY start_ns LIMIT ?", (excess,)
         ).fetchall()
+        oldest = [(row[0],) for row in found]
         connection.executemany("DELETE FROM spans WHERE trace_id = ?", oldest)
         connection.executemany("DELETE FROM trace_services WHERE trace_id = ?", oldest)
         connection.executemany("DELETE FROM traces WHERE trace_id = ?", oldest)
+        connection.executemany(
+            "DELETE FROM names WHERE name = ?1 AND NOT EXISTS (SELECT 1 FROM traces WHERE name = ?1)",
+            [(name,) for name in {row[1] for row in found}],
+        )
         self._count -= len(oldest)
-        return {row[0] for row in oldest}
+        return {row[0] for row in found}
 
     # ---- reading ---------------------------------------------------------------------------
 
