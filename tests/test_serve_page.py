@@ -34,13 +34,16 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from redis_server import redis_url  # noqa: F401  (the session's Redis)
 from serve_helpers import ServeProcess, post, protobuf_body, wire_span
 from test_report_browser import ARTIFACTS, Opened, browser, expect  # noqa: F401  (browser: the fixture)
+from test_shop import exercise
 from web_helpers import fetch
 
 import flowtracker as ft
 from flowtracker.exporters.otlp import OTLPExporter
 from flowtracker.serve.page import LIST_LIMIT
+from tests.postgres_server import PostgresServer, postgres  # noqa: F401  (the session's PostgreSQL)
 
 pytestmark = pytest.mark.browser
 
@@ -433,6 +436,50 @@ class TestManyTraces:
             in_thread(post(process.port, protobuf_body([newest])))
             expect(page.locator("#trace-list .name").first).to_have_text("GET /newest")
             expect(buttons).to_have_count(LIST_LIMIT)
+            live.assert_clean()
+            page.close()
+        finally:
+            process.stop()
+
+
+@pytest.mark.slow
+class TestScreenshot:
+    """The README's picture: the example shop and its inventory service, watched live."""
+
+    def test_the_shop_live_with_its_blocked_request(
+        self,
+        browser: Any,  # noqa: F811
+        postgres: PostgresServer,  # noqa: F811
+        redis_url: str,  # noqa: F811
+        tmp_path: Path,
+    ) -> None:
+        """examples/shop (the aiohttp shop and the inventory service, on real PostgreSQL and Redis)
+        exports over OTLP to a fresh ``flowtracker serve`` while the page is open: its four traces
+        arrive, a product request joins both services, and ``GET /report`` shows ``build_report``
+        blocking the loop, its details naming the line in catalog.py. The page, that trace open,
+        goes to test-artifacts/serve.png (the README's docs/serve.png is a copy)."""
+        process = ServeProcess("--port", "0", "--no-grpc", "--db", str(tmp_path / "store.db")).start()
+        try:
+            live = open_live(browser, f"http://127.0.0.1:{process.port}/")
+            page = live.page
+            page.set_viewport_size({"width": 1400, "height": 900})
+            also_to = f"otlp+http://127.0.0.1:{process.port}"
+            in_thread(exercise("aiohttp", postgres, redis_url, tmp_path, also_to))
+            expect(page.locator("#trace-list button")).to_have_count(4)
+            products = page.locator('#trace-list button:has(.name:text-is("GET /products/{product_id}"))')
+            expect(products.first).to_contain_text("shop + inventory")
+            report = page.locator('#trace-list button:has(.name:text-is("GET /report"))')
+            expect(report).to_contain_text("⚠ blocked the loop")
+            trace_id = str(report.get_attribute("data-trace-id"))
+            live.open_trace(trace_id, int(report.locator(".sub").inner_text().split(" · ")[2].split()[0]))
+            page.hover('#tree .node:has(.label:text-is("build_report"))')
+            first = page.locator("#details .stack .frame.first")
+            expect(first).to_contain_text("catalog.py")
+            expect(first).to_contain_text("in build_report")
+            outline = page.get_attribute("#gantt", "data-block-stroke")
+            expect(page.locator(f'#gantt path[stroke="{outline}"]')).to_have_count(1)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "serve.png"))
             live.assert_clean()
             page.close()
         finally:

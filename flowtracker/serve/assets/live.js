@@ -32,6 +32,7 @@
   let aggregates = EMPTY;
   let pending = null;               // feed summaries that came while the list was being fetched
   let listRequest = 0;
+  let listed = false;               // the first list has come
   let live = false;
   let trouble = '';
   let drawTimer = 0;
@@ -102,6 +103,7 @@
   function draw() {
     clearTimeout(drawTimer);
     drawTimer = 0;
+    if (!listed) return;  // the first list draws first (and the charting library starts after it)
     takeArrivals();
     R.render(assemble());
   }
@@ -152,6 +154,7 @@
     summaries = next;
     arrivals.push(...pending.values());  // what the feed said while the answer was on its way
     pending = null;
+    listed = true;
     draw();
     refreshAggregates(true);
   }
@@ -256,7 +259,6 @@
   document.getElementById('sort').value = 'newest';
   R.onopen = load;
   R.onfilter = list;
-  draw();
   list();
   listen();
 })();

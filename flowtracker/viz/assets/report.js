@@ -780,6 +780,7 @@
       else clearTrace();
     }
     window.flowtrackerReport.data = D;
+    startCharts();
   }
 
   function clearTrace() {
@@ -821,8 +822,21 @@
       data: null, onopen: null, onfilter: null,
     };
     wire();
-    if ($('ft-data')) render(JSON.parse(readBlob('ft-data')));
-    else $('summary').textContent = 'Waiting for traces…';
+    if ($('ft-data')) {
+      render(JSON.parse(readBlob('ft-data')));
+    } else {
+      $('summary').textContent = 'Waiting for traces…';
+      setTimeout(startCharts, 1000);  // no render() yet: start the library anyway, data will come
+    }
+  }
+
+  // The charts start in the frame after the first render's (the report's is drawn by main(); a live
+  // page's first list comes later, and is not kept waiting for the library's start).
+  let chartsStarted = false;
+  function startCharts() {
+    if (chartsStarted) return;
+    chartsStarted = true;
+    requestAnimationFrame(() => setTimeout(() => { try { charts(); } catch (error) { fail(error); } }, 0));
   }
 
   // The charts follow the first paint: unpacking and starting the 1 MB charting library is the
@@ -837,5 +851,4 @@
   }
 
   try { main(); } catch (error) { fail(error); }
-  requestAnimationFrame(() => setTimeout(() => { try { charts(); } catch (error) { fail(error); } }, 0));
 })();
