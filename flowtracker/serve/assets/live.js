@@ -17,8 +17,9 @@
   'use strict';
   const R = window.flowtrackerReport;
   const settings = window.flowtrackerServe;
-  const DRAW_AFTER = 50;            // ms: feed events that come together are drawn together
+  const DRAW_AFTER = 25;            // ms: feed events that come together are drawn together
   const AGGREGATES_EVERY = 2000;    // ms between two loads of the aggregates while traces arrive
+  const AGGREGATES_AFTER = 500;     // ms after a trace arrived: its row is drawn first
   const LOADED_KEPT = 50;           // traces whose span rows stay loaded (the open one, recent picks)
   const EMPTY = {sankey: {nodes: [], links: [], omitted: 0}, stats: [], stats_omitted: 0, traces: 0, spans: 0};
 
@@ -235,7 +236,8 @@
     if (aggregatesOut) return;
     if (now) clearTimeout(aggregatesTimer);
     else if (aggregatesTimer) return;
-    aggregatesTimer = setTimeout(loadAggregates, Math.max(0, aggregatesAt + AGGREGATES_EVERY - Date.now()));
+    const wait = Math.max(now ? 0 : AGGREGATES_AFTER, aggregatesAt + AGGREGATES_EVERY - Date.now());
+    aggregatesTimer = setTimeout(loadAggregates, wait);
   }
 
   async function loadAggregates() {
