@@ -31,7 +31,7 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 import orjson
 
@@ -54,6 +54,8 @@ BATCH_SPANS = 20_000
 Row = tuple[str, str, "str | None", str, str, int, int, str, int, bytes, "bytes | None"]
 
 _T = TypeVar("_T")
+#: Who waits for a write: a thread (a concurrent future) or a coroutine (its loop and an asyncio future).
+_Waiter = Union["concurrent.futures.Future[None]", "tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]"]
 _log = logging.getLogger("flowtracker.serve")
 _HEX = frozenset("0123456789abcdef")
 
@@ -179,7 +181,7 @@ class Store:
         self.on_commit = on_commit
         self._file = path
         self._temporary: str | None = None
-        self._queue: deque[tuple[list[Row], concurrent.futures.Future[None]]] = deque()
+        self._queue: deque[tuple[list[Row], _Waiter]] = deque()
         self._pending = 0
         self._wake = threading.Condition()
         self._closing = False
@@ -255,20 +257,26 @@ class Store:
             RuntimeError: the store is closing.
         """
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._enqueue(rows, future)
+        return future
+
+    async def write(self, rows: list[Row]) -> None:
+        """Stores rows; returns once they are committed (raises as :meth:`submit`)."""
+        if rows:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            self._enqueue(rows, (loop, future))
+            await future
+
+    def _enqueue(self, rows: list[Row], waiter: _Waiter) -> None:
         with self._wake:
             if self._closing:
                 raise RuntimeError("the store is closing")
             if self._pending and self._pending + len(rows) > self.max_pending:
                 raise StoreBusy(f"{self._pending} spans are waiting to be stored")
-            self._queue.append((rows, future))
+            self._queue.append((rows, waiter))
             self._pending += len(rows)
             self._wake.notify()
-        return future
-
-    async def write(self, rows: list[Row]) -> None:
-        """Stores rows; returns once they are committed (see :meth:`submit`)."""
-        if rows:
-            await asyncio.wrap_future(self.submit(rows))
 
     def _write_loop(self) -> None:
         while True:
@@ -277,7 +285,7 @@ class Store:
                     self._wake.wait()
                 if not self._queue:
                     return  # closing, and everything is written
-                batch: list[tuple[list[Row], concurrent.futures.Future[None]]] = []
+                batch: list[tuple[list[Row], _Waiter]] = []
                 size = 0
                 while self._queue and (not batch or size + len(self._queue[0][0]) <= BATCH_SPANS):
                     rows, future = self._queue.popleft()
@@ -286,7 +294,7 @@ class Store:
                 self._pending -= size
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[list[Row], concurrent.futures.Future[None]]]) -> None:
+    def _commit(self, batch: list[tuple[list[Row], _Waiter]]) -> None:
         connection = self._connection
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -298,11 +306,9 @@ class Store:
                 connection.execute("ROLLBACK")
             self._count = int(connection.execute("SELECT count(*) FROM traces").fetchone()[0])
             _log.exception("flowtracker serve: could not store %d requests", len(batch))
-            for _, future in batch:
-                future.set_exception(error)
+            _settle([waiter for _, waiter in batch], error)
             return
-        for _, future in batch:
-            future.set_result(None)
+        _settle([waiter for _, waiter in batch], None)
         if self.on_commit is not None:
             changed = [summary_dict(row[:9]) for row in summaries if row[0] not in evicted]
             if changed:
@@ -311,7 +317,7 @@ class Store:
                 except Exception:
                     _log.exception("flowtracker serve: the live feed failed")
 
-    def _store(self, batch: list[tuple[list[Row], concurrent.futures.Future[None]]]) -> tuple[list[Any], int]:
+    def _store(self, batch: list[tuple[list[Row], _Waiter]]) -> tuple[list[Any], int]:
         """Writes the spans and the summaries of their traces; the summaries, and how many traces are new.
 
         A trace met for the first time is summarized from the batch alone; one
@@ -405,6 +411,34 @@ class Store:
             with self._lock:
                 self._reader_connections.append(connection)
         return function(connection, *args)
+
+
+def _settle(waiters: list[_Waiter], error: BaseException | None) -> None:
+    """Answers everyone who waited for a commit: one wake-up per event loop, not one per request.
+
+    (A wake-up per request meant a GIL hand-over per request for the writer thread.)
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for waiter in waiters:
+        if isinstance(waiter, tuple):
+            by_loop.setdefault(waiter[0], []).append(waiter[1])
+        elif error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve, futures, error)
+
+
+def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():  # the request went away (cancelled)
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def _summary(trace_id: str, spans: Iterable[Row]) -> tuple[Any, ...]:
