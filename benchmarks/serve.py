@@ -283,7 +283,8 @@ def run_ingest(settings: Settings, phoenix: bool) -> tuple[dict[str, Any], str]:
 def populate(db: Path, traces: int) -> None:
     """A store with ``traces`` traces of 5 spans, of 4 services, 1 in 50 failed, 1 in 100 blocked."""
     from flowtracker._core.clock import format_rfc3339
-    from flowtracker.serve.store import Store, rows_of
+    from flowtracker.serve.rows import rows_of
+    from flowtracker.serve.store import Store
 
     async def fill() -> None:
         store = Store(str(db), max_traces=traces)

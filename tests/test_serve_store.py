@@ -22,8 +22,9 @@ from flowtracker._wire.policy import ExportPolicy
 from flowtracker.serve import schema
 from flowtracker.serve.ingest import BodyTooLarge, gunzip
 from flowtracker.serve.queries import Filters, get_trace, list_traces
+from flowtracker.serve.rows import rows_of
 from flowtracker.serve.schema import StoreRefused, open_database
-from flowtracker.serve.store import Store, StoreBusy, rows_of
+from flowtracker.serve.store import Store, StoreBusy
 
 
 def trace(number: int, spans: int = 3, service: str = "svc") -> dict[str, Any]:

@@ -7,6 +7,7 @@ One module per job:
 ``app``       the aiohttp application on ``--port`` (and its loopback guard)
 ``receiver``  OTLP in: ``POST /v1/traces`` and gRPC ``TraceService/Export``
 ``ingest``    bodies and files to store rows, off the event loop, with limits
+``rows``      wire-format spans as the rows of the ``spans`` table
 ``store``     SQLite: the writer thread that batches, the reader threads
 ``schema``    the tables, the schema version, opening a file safely
 ``queries``   the trace list with its filters, one trace

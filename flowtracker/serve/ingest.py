@@ -35,7 +35,8 @@ from typing import Any, NamedTuple
 from .._wire.otlp import traces_from_request
 from .._wire.otlp_proto import BodyError, parse_request
 from .._wire.policy import ExportPolicy
-from .store import Row, Store, rows_of
+from .rows import Row, rows_of
+from .store import Store
 
 __all__ = (
     "DEFAULT_MAX_BODY",

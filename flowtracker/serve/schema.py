@@ -164,6 +164,9 @@ def _prepare(connection: sqlite3.Connection, path: str) -> None:
         )
     if path != ":memory:":
         connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
+        # Checkpoint every ~40 MB of WAL, not SQLite's 4 MB: each checkpoint syncs the file, and at
+        # the default the writer spent about a fifth of its time in them (serve benchmark: +28%).
+        connection.execute("PRAGMA wal_autocheckpoint=10000")
     connection.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; safe against corruption
     connection.execute("BEGIN IMMEDIATE")
     try:

@@ -30,17 +30,16 @@ import sqlite3
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, Union
 
 import orjson
 
-from .._wire.names import BLOCKED_EVENT
-from .._wire.otlp import TRACE_KEYS, UNKNOWN_SERVICE, span_times
-from .queries import STATUSES, SUMMARY_COLUMNS, summary_dict
+from .queries import SUMMARY_COLUMNS, summary_dict
+from .rows import Row
 from .schema import open_database, remove_database
 
-__all__ = ("DEFAULT_MAX_PENDING", "DEFAULT_MAX_TRACES", "Row", "Store", "StoreBusy", "rows_of")
+__all__ = ("DEFAULT_MAX_PENDING", "DEFAULT_MAX_TRACES", "Store", "StoreBusy")
 
 #: Traces kept by default (``--max-traces``).
 DEFAULT_MAX_TRACES = 10_000
@@ -49,103 +48,15 @@ DEFAULT_MAX_PENDING = 200_000
 #: Spans the writer puts in one transaction at most.
 BATCH_SPANS = 20_000
 
-#: One span as stored: trace_id, span_id, parent_id, service, name, start_ns,
-#: end_ns, status, blocked, body (wire JSON), extra (the record's trace fields, JSON).
-Row = tuple[str, str, "str | None", str, str, int, int, str, int, bytes, "bytes | None"]
 
 _T = TypeVar("_T")
+#: Who waits for a write: a thread (a concurrent future) or a coroutine (its loop and an asyncio future).
+_Waiter = Union["concurrent.futures.Future[None]", "tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]"]
 _log = logging.getLogger("flowtracker.serve")
-_HEX = frozenset("0123456789abcdef")
 
 
 class StoreBusy(Exception):
     """The writer is behind by more than ``max_pending`` spans: try again shortly."""
-
-
-def rows_of(
-    traces: Iterable[Mapping[str, Any]], times: Sequence[Sequence[tuple[int, int]]] | None = None
-) -> tuple[list[Row], int]:
-    """Store rows for wire-format traces, and how many spans were not storable.
-
-    A span keeps its own ``service`` when it has one, else takes the trace's
-    (``unknown_service`` when neither says). A span without a valid id, name,
-    status or times is counted, not stored. The span dicts get ``service`` set
-    in place. ``times`` (from the OTLP decoder, which has checked the ids) are
-    each span's start and end in nanoseconds: given, nothing is parsed again.
-
-    Example:
-        >>> rows, bad = rows_of([{"trace_id": "ab" * 16, "service": "web", "spans": [
-        ...     {"span_id": "cd" * 8, "name": "GET /", "status": "ok", "duration_ms": 1.0,
-        ...      "start_time": "2026-11-20T10:00:00.000000Z", "end_time": "2026-11-20T10:00:00.001000Z"},
-        ...     {"span_id": "nope"}]}])
-        >>> rows[0][3], rows[0][5], bad
-        ('web', 1795168800000000000, 1)
-    """
-    rows: list[Row] = []
-    bad = 0
-    for index, trace in enumerate(traces):
-        spans = trace.get("spans")
-        if not isinstance(spans, list):
-            continue
-        trace_id = trace.get("trace_id")
-        if not _is_id(trace_id, 32):
-            bad += len(spans)
-            continue
-        default_service = str(trace.get("service") or UNKNOWN_SERVICE)
-        fields = {field: trace[field] for field in TRACE_KEYS if trace.get(field)}
-        extra = orjson.dumps(fields) if fields else None
-        if times is not None:
-            for span, (start, end) in zip(spans, times[index], strict=True):
-                rows.append(_decoded_row(trace_id, span, default_service, start, end, extra))  # type: ignore[arg-type]
-                extra = None
-            continue
-        for span in spans:
-            row = _row(trace_id, span, default_service, extra)  # type: ignore[arg-type]
-            if row is None:
-                bad += 1
-                continue
-            rows.append(row)
-            extra = None  # the record's trace fields ride on its first stored span only
-    return rows, bad
-
-
-def _decoded_row(
-    trace_id: str, span: dict[str, Any], service: str, start: int, end: int, extra: bytes | None
-) -> Row:
-    span["service"] = service
-    events = span.get("events")
-    blocked = events is not None and any(event["name"] == BLOCKED_EVENT for event in events)
-    return (trace_id, span["span_id"], span.get("parent_id"), service, span["name"], start, end,
-            span["status"], int(blocked), orjson.dumps(span), extra)  # fmt: skip
-
-
-def _row(trace_id: str, span: Any, default_service: str, extra: bytes | None) -> Row | None:
-    if not isinstance(span, dict) or not _is_id(span.get("span_id"), 16):
-        return None
-    parent = span.get("parent_id")
-    if parent is not None and not _is_id(parent, 16):
-        return None
-    name = span.get("name")
-    status = span.get("status", "ok")
-    if not isinstance(name, str) or status not in STATUSES:
-        return None
-    try:
-        start, end = span_times(span)
-    except (KeyError, TypeError, ValueError, OverflowError):
-        return None
-    service = span.get("service")
-    if not isinstance(service, str) or not service:
-        service = span["service"] = default_service
-    events = span.get("events")
-    blocked = isinstance(events, list) and any(
-        isinstance(event, dict) and event.get("name") == BLOCKED_EVENT for event in events
-    )
-    return (trace_id, span["span_id"], parent, service, name, start, end, status, int(blocked),
-            orjson.dumps(span), extra)  # fmt: skip
-
-
-def _is_id(value: Any, size: int) -> bool:
-    return isinstance(value, str) and len(value) == size and _HEX.issuperset(value) and value != "0" * size
 
 
 class Store:
@@ -179,7 +90,7 @@ class Store:
         self.on_commit = on_commit
         self._file = path
         self._temporary: str | None = None
-        self._queue: deque[tuple[list[Row], concurrent.futures.Future[None]]] = deque()
+        self._queue: deque[tuple[list[Row], _Waiter]] = deque()
         self._pending = 0
         self._wake = threading.Condition()
         self._closing = False
@@ -255,20 +166,26 @@ class Store:
             RuntimeError: the store is closing.
         """
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._enqueue(rows, future)
+        return future
+
+    async def write(self, rows: list[Row]) -> None:
+        """Stores rows; returns once they are committed (raises as :meth:`submit`)."""
+        if rows:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            self._enqueue(rows, (loop, future))
+            await future
+
+    def _enqueue(self, rows: list[Row], waiter: _Waiter) -> None:
         with self._wake:
             if self._closing:
                 raise RuntimeError("the store is closing")
             if self._pending and self._pending + len(rows) > self.max_pending:
                 raise StoreBusy(f"{self._pending} spans are waiting to be stored")
-            self._queue.append((rows, future))
+            self._queue.append((rows, waiter))
             self._pending += len(rows)
             self._wake.notify()
-        return future
-
-    async def write(self, rows: list[Row]) -> None:
-        """Stores rows; returns once they are committed (see :meth:`submit`)."""
-        if rows:
-            await asyncio.wrap_future(self.submit(rows))
 
     def _write_loop(self) -> None:
         while True:
@@ -277,7 +194,7 @@ class Store:
                     self._wake.wait()
                 if not self._queue:
                     return  # closing, and everything is written
-                batch: list[tuple[list[Row], concurrent.futures.Future[None]]] = []
+                batch: list[tuple[list[Row], _Waiter]] = []
                 size = 0
                 while self._queue and (not batch or size + len(self._queue[0][0]) <= BATCH_SPANS):
                     rows, future = self._queue.popleft()
@@ -286,7 +203,7 @@ class Store:
                 self._pending -= size
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[list[Row], concurrent.futures.Future[None]]]) -> None:
+    def _commit(self, batch: list[tuple[list[Row], _Waiter]]) -> None:
         connection = self._connection
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -298,11 +215,9 @@ class Store:
                 connection.execute("ROLLBACK")
             self._count = int(connection.execute("SELECT count(*) FROM traces").fetchone()[0])
             _log.exception("flowtracker serve: could not store %d requests", len(batch))
-            for _, future in batch:
-                future.set_exception(error)
+            _settle([waiter for _, waiter in batch], error)
             return
-        for _, future in batch:
-            future.set_result(None)
+        _settle([waiter for _, waiter in batch], None)
         if self.on_commit is not None:
             changed = [summary_dict(row[:9]) for row in summaries if row[0] not in evicted]
             if changed:
@@ -311,7 +226,7 @@ class Store:
                 except Exception:
                     _log.exception("flowtracker serve: the live feed failed")
 
-    def _store(self, batch: list[tuple[list[Row], concurrent.futures.Future[None]]]) -> tuple[list[Any], int]:
+    def _store(self, batch: list[tuple[list[Row], _Waiter]]) -> tuple[list[Any], int]:
         """Writes the spans and the summaries of their traces; the summaries, and how many traces are new.
 
         A trace met for the first time is summarized from the batch alone; one
@@ -405,6 +320,34 @@ class Store:
             with self._lock:
                 self._reader_connections.append(connection)
         return function(connection, *args)
+
+
+def _settle(waiters: list[_Waiter], error: BaseException | None) -> None:
+    """Answers everyone who waited for a commit: one wake-up per event loop, not one per request.
+
+    (A wake-up per request meant a GIL hand-over per request for the writer thread.)
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for waiter in waiters:
+        if isinstance(waiter, tuple):
+            by_loop.setdefault(waiter[0], []).append(waiter[1])
+        elif error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve, futures, error)
+
+
+def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():  # the request went away (cancelled)
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def _summary(trace_id: str, spans: Iterable[Row]) -> tuple[Any, ...]:
