@@ -452,6 +452,58 @@ class TestReportPage:
         assert names == ["GET /", "POST /checkout", "POST /ship"]
         report.assert_clean()
 
+    def test_service_duration_and_blocked_filters(self, browser: Any, tmp_path: Path) -> None:
+        """The picker also filters by service (offered once there are two), by a minimum duration, and
+        to the traces that blocked the loop (offered once one did); filters combine."""
+        opened = open_report(browser, tmp_path / "filters.html", [*golden_traces(), *loop_traces()])
+        page = opened.page
+        buttons = page.locator("#trace-list button")
+        try:
+            total = len(golden_traces()) + len(loop_traces())
+            expect(buttons).to_have_count(total)
+            options = page.eval_on_selector_all("#service-filter option", "nodes => nodes.map(n => n.value)")
+            assert options == ["", "orders", "shipping", "shop"]
+            inside = page.evaluate(
+                """() => {
+                  const right = document.querySelector('.picker').getBoundingClientRect().right;
+                  const controls = [...document.querySelectorAll('.picker input, .picker select')];
+                  return controls.every((node) => node.getBoundingClientRect().right <= right);
+                }"""
+            )
+            assert inside  # every control fits the picker
+            page.select_option("#service-filter", "shipping")
+            expect(buttons).to_have_count(1)
+            assert page.text_content("#trace-list .name") == "POST /ship"
+            page.select_option("#service-filter", "shop")
+            expect(buttons).to_have_count(len(loop_traces()))
+            page.check("#blocked-filter")
+            blocked = [trace for trace in loop_traces() if "loop block" in viz.tree_text(trace)]
+            expect(buttons).to_have_count(len(blocked))
+            page.fill("#min-duration", "300")
+            slow = [trace for trace in blocked if viz.TraceTree(trace).wall_ms() >= 300]
+            expect(buttons).to_have_count(len(slow))
+            assert 0 < len(slow) < len(blocked)
+            page.select_option("#service-filter", "")
+            page.uncheck("#blocked-filter")
+            page.fill("#min-duration", "")
+            expect(buttons).to_have_count(total)
+            opened.assert_clean()
+        finally:
+            page.close()
+
+    def test_filters_hide_until_they_can_choose(self, browser: Any, tmp_path: Path) -> None:
+        """With one service and no block there is nothing to choose: no service or blocked filter."""
+        opened = open_report(
+            browser, tmp_path / "one.html", [health_trace(), health_trace() | {"trace_id": "d" * 32}]
+        )
+        try:
+            assert not opened.page.locator("#service-field").is_visible()
+            assert not opened.page.locator("#blocked-field").is_visible()
+            assert opened.page.locator("#min-duration").is_visible()
+            opened.assert_clean()
+        finally:
+            opened.page.close()
+
     def test_hostile_names_render_as_text(self, report: Opened) -> None:
         """A span named ``<img src=x onerror=alert(1)>`` shows as those characters; nothing runs."""
         report.pick("b7ad6b7169203331a1b2c3d4e5f60718")
@@ -731,14 +783,13 @@ def stamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-class TestPickerFilters:
-    """The picker's service, minimum-duration and "blocked the loop" filters (the live page's too)."""
+class TestJoinedServices:
+    """A trace joined from several services (as ``flowtracker serve`` stores them) in the report."""
 
-    def test_service_duration_and_blocked_filters(self, browser: Any, tmp_path: Path) -> None:
-        """The service filter offers every service of the traces and keeps the traces with a span
-        from the one chosen (a trace joined from two services counts for both, and its tree marks
-        the span of the other one); "at least" keeps the traces that last that long; "blocked the
-        loop" keeps those in which a span blocked the loop; the filters combine."""
+    def test_joined_trace_names_its_services(self, browser: Any, tmp_path: Path) -> None:
+        """A trace whose spans name two services (and the trace none) counts for both in the service
+        filter; its summary line names both, its root's first, and its tree marks the span of the
+        other service with it, not the root's."""
         joined = {
             "trace_id": "e" * 32,
             "spans": [
@@ -748,31 +799,21 @@ class TestPickerFilters:
                  "service": "inventory", "start_time": "2026-11-20T11:00:02.001000Z"},
             ],
         }  # fmt: skip
-        opened = open_report(browser, tmp_path / "filters.html", [*loop_traces(), joined])
+        opened = open_report(browser, tmp_path / "joined.html", [*loop_traces(), joined])
         page = opened.page
         buttons = page.locator("#trace-list button")
         try:
             options = page.eval_on_selector_all("#service-filter option", "nodes => nodes.map(n => n.value)")
             assert options == ["", "inventory", "shop", "web"]
-            page.select_option("#service-filter", "inventory")
-            expect(buttons).to_have_count(1)
+            for service in ("inventory", "web"):
+                page.select_option("#service-filter", service)
+                expect(buttons).to_have_count(1)
+            expect(buttons).to_contain_text("web + inventory")
             opened.pick("e" * 32)
             expect(page.locator("#trace-meta")).to_contain_text("services web, inventory")
             chip = page.locator('#tree .node:has(.label:text-is("reserve")) .service')
             expect(chip).to_have_text("inventory")
             assert page.locator('#tree .node:has(.label:text-is("GET /cart")) .service').count() == 0
-            page.select_option("#service-filter", "shop")
-            expect(buttons).to_have_count(4)
-            page.fill("#min-duration", "300")
-            expect(buttons).to_have_count(2)
-            page.check("#blocked-filter")
-            expect(buttons).to_have_count(1)
-            assert page.text_content("#trace-list .name") == "GET /reports/{id}"
-            page.fill("#min-duration", "")
-            expect(buttons).to_have_count(2)
-            page.select_option("#service-filter", "")
-            page.uncheck("#blocked-filter")
-            expect(buttons).to_have_count(5)
             opened.assert_clean()
         finally:
             page.close()

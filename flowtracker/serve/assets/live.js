@@ -89,7 +89,7 @@
     return {
       version: 1,
       meta: {title: 'flowtracker serve', flowtracker: settings.flowtracker, traces: kept.length, spans: spans,
-             first: first, last: last, skipped: 0, scope: scope, services: [...services],
+             first: first, last: last, skipped: 0, scope: scope, services: [...services], partial: true,
              note: trouble || (live ? 'live' : 'connecting…')},
       statuses: settings.statuses,
       strings: strings,

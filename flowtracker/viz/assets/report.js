@@ -19,8 +19,8 @@
  *  loop columns only when a loop monitor wrote busy_ms or event_loop.blocked events, and busy_p50/95
  *  are null for names that never ran on the loop). A page that makes its own data may add to meta:
  *  note (shown at the end of the header line), scope (what "where time goes" and the statistics
- *  cover, "all traces" when absent) and services (offered by the service filter besides the
- *  traces' own).
+ *  cover, "all traces" when absent), services (offered by the service filter besides the
+ *  traces' own) and partial (true: the traces are a page of more, so every filter is offered).
  *
  * Loop-monitor data: a span's own time on the event loop (busy_ms) is a darker inner bar whose
  * length is busy_ms / duration_ms of the span's bar (its share, not where in time it ran); each
@@ -213,9 +213,11 @@
     return out;
   }
 
-  // The service filter offers every service of the data (meta.services, or those of the traces);
-  // the one picked stays offered even when no trace has it now.
-  function drawServices() {
+  // The service filter offers every service of the data (meta.services, or those of the traces),
+  // shown once there are two; the one picked stays offered even when no trace has it now. The
+  // "blocked the loop" box shows once a trace blocked it (always, for data that is a page of more:
+  // meta.partial). The choices survive render() with new data.
+  function placeFilters() {
     const select = $('service-filter');
     const picked = select.value;
     const names = new Set(Array.isArray(D.meta.services) ? D.meta.services : []);
@@ -223,10 +225,14 @@
     if (picked) names.add(picked);
     const sorted = [...names].sort();
     const shown = [...select.options].slice(1).map((option) => option.value);
-    if (shown.length === sorted.length && shown.every((name, k) => name === sorted[k])) return;
-    const option = (label, value) => { const node = el('option', null, label); node.value = value; return node; };
-    select.replaceChildren(option('any', ''), ...sorted.map((name) => option(name, name)));
-    select.value = picked;
+    if (shown.length !== sorted.length || shown.some((name, k) => name !== sorted[k])) {
+      const option = (label, value) => { const node = el('option', null, label); node.value = value; return node; };
+      select.replaceChildren(option('any', ''), ...sorted.map((name) => option(name, name)));
+      select.value = picked;
+    }
+    $('service-field').hidden = sorted.length < 2;
+    const blocked = $('blocked-filter');
+    $('blocked-field').hidden = !(D.meta.partial || blocked.checked || D.traces.some(blockedTrace));
   }
 
   function rootName(i) { const index = D.traces[i][6]; return index >= 0 ? S[index] : '(no spans)'; }
@@ -761,7 +767,7 @@
     const kept = open === null ? -1 : D.traces.findIndex((t) => t[0] === open);
     current = kept;
     drawSummary();
-    drawServices();
+    placeFilters();
     const found = drawList();
     if (!before || D.sankey !== before.sankey) {
       placeSankey();
