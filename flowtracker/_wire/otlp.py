@@ -53,6 +53,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -331,9 +332,9 @@ def traces_from_request(request: Any, policy: ExportPolicy | None = None) -> Dec
         True
     """
     reader = _Reader(policy)
-    out: dict[tuple[str, bytes], dict[str, Any]] = {}
-    times: dict[tuple[str, bytes], list[tuple[int, int]]] = {}
+    out: dict[tuple[str, bytes], tuple[dict[str, Any], list[tuple[int, int]]]] = {}
     accepted = 0
+    read_span = reader.span
     for resource_spans in request.resource_spans:
         service = UNKNOWN_SERVICE
         for item in resource_spans.resource.attributes:
@@ -343,41 +344,61 @@ def traces_from_request(request: Any, policy: ExportPolicy | None = None) -> Dec
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 trace_id = span.trace_id
-                problem = _id_problem(trace_id, 16, "trace_id") or _id_problem(span.span_id, 8, "span_id")
+                span_id = span.span_id
                 parent = span.parent_span_id
-                if not problem and parent:
-                    problem = _id_problem(parent, 8, "parent_span_id")
-                if problem:
-                    reader.reject(problem)
+                if (
+                    len(trace_id) != 16
+                    or trace_id == _ZERO_TRACE
+                    or len(span_id) != 8
+                    or span_id == _ZERO_SPAN
+                    or (parent and (len(parent) != 8 or parent == _ZERO_SPAN))
+                ):
+                    reader.reject(_id_problem(trace_id, span_id, parent))
                     continue
-                trace = out.get((service, trace_id))
-                if trace is None:
-                    trace = out[(service, trace_id)] = {
-                        "trace_id": trace_id.hex(),
-                        "service": service,
-                        "spans": [],
-                    }
-                    times[(service, trace_id)] = []
-                trace["spans"].append(reader.span(span, trace))
+                entry = out.get((service, trace_id))
+                if entry is None:
+                    entry = out[(service, trace_id)] = (
+                        {"trace_id": trace_id.hex(), "service": service, "spans": []},
+                        [],
+                    )
+                entry[0]["spans"].append(read_span(span, entry[0]))
                 start = span.start_time_unix_nano
-                times[(service, trace_id)].append((start, max(span.end_time_unix_nano, start)))
+                entry[1].append((start, max(span.end_time_unix_nano, start)))
                 accepted += 1
-    return Decoded(list(out.values()), accepted, reader.rejected, reader.error, list(times.values()))
+    entries = list(out.values())
+    return Decoded(
+        [trace for trace, _ in entries],
+        accepted,
+        reader.rejected,
+        reader.error,
+        [times for _, times in entries],
+    )
 
 
-def _id_problem(value: bytes, size: int, name: str) -> str:
-    if len(value) != size:
-        return f"{name} has {len(value)} bytes, not {size}"
-    if not any(value):
-        return f"{name} is all zeros"
-    return ""
+_ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
+
+
+def _id_problem(trace_id: bytes, span_id: bytes, parent: bytes) -> str:
+    """What is wrong with a span's ids (called only when something is)."""
+    for value, size, name in (
+        (trace_id, 16, "trace_id"),
+        (span_id, 8, "span_id"),
+        (parent, 8, "parent_span_id"),
+    ):
+        if name == "parent_span_id" and not value:
+            continue
+        if len(value) != size:
+            return f"{name} has {len(value)} bytes, not {size}"
+        if not any(value):
+            return f"{name} is all zeros"
+    return "malformed ids"
 
 
 class _Reader:
     """Reads spans and values out of protobuf messages (one per request)."""
 
     def __init__(self, policy: ExportPolicy | None) -> None:
-        self.limit = policy.max_string if policy is not None else 0
+        self.limit = policy.max_string if policy is not None else sys.maxsize
         self.policy = policy or DEFAULT_POLICY
         self.rejected = 0
         self.error = ""
@@ -388,14 +409,15 @@ class _Reader:
         self.rejected += 1
 
     def text(self, value: str) -> str:
-        if self.limit and len(value) > self.limit:
+        if len(value) > self.limit:
             return safe_value(value, self.policy)  # type: ignore[no-any-return]
         return value
 
     def value(self, value: Any) -> Any:
         which = value.WhichOneof("value")
         if which == "string_value":
-            return self.text(value.string_value)
+            text = value.string_value
+            return text if len(text) <= self.limit else self.text(text)
         if which == "int_value" or which == "bool_value":
             return getattr(value, which)
         if which == "double_value":
@@ -418,7 +440,8 @@ class _Reader:
         out: dict[str, Any] = {"span_id": span.span_id.hex()}
         if span.parent_span_id:
             out["parent_id"] = span.parent_span_id.hex()
-        out["name"] = self.text(span.name) or "<unnamed>"
+        name = span.name
+        out["name"] = (name if len(name) <= self.limit else self.text(name)) or "<unnamed>"
         out["start_time"] = start_time
         out["end_time"] = end_time
         out["duration_ms"] = (end - start) / 1e6
@@ -431,7 +454,7 @@ class _Reader:
             key = item.key
             value = value_of(item.value)
             if not key.startswith("flowtracker."):  # the common case: one check, not three
-                tags[key if not self.limit or len(key) <= self.limit else self.text(key)] = value
+                tags[key if len(key) <= self.limit else self.text(key)] = value
             elif key in _SPAN_KEYS and isinstance(value, (int, float)):
                 out[_SPAN_KEYS[key]] = float(value)
             elif key == STATUS_KEY and value in ("cancelled", "unfinished"):
