@@ -7,6 +7,8 @@ Commands::
     flowtracker convert FILE... --to chrome|sankey|mermaid|otlp-json [-o OUT]
     flowtracker stats   FILE... [--sort total|count|p50|p95|p99|max|errors|busy|blocks|name] [--json]
     flowtracker demo    [--requests N] [--serve] [--raw] [--traces traces.jsonl] [--report report.html]
+    flowtracker serve   [FILE...] [--host 127.0.0.1] [--port 4318] [--grpc-port 4317] [--no-grpc]
+                        [--db PATH] [--max-traces N] [--open]
 
 Input: JSON Lines files (``FileExporter``), raw logs where trace lines carry
 ``FLOW_LOG:`` anywhere in the line (``docker logs app | flowtracker tree -``),
@@ -20,10 +22,10 @@ Exit codes, for scripts:
 ====  ==========================================================
 0     success (also when the reader of the output went away, ``| head``)
 1     no traces in the input, or no trace matched ``--trace``
-2     usage error (unknown option, missing input on a terminal)
+2     usage error (unknown option, missing input on a terminal; ``serve``: a port in use)
 3     an input cannot be read (missing, no permission, broken gzip)
-4     the output cannot be written
-5     a needed optional dependency is missing (``demo`` needs the ``demo`` extra)
+4     the output cannot be written (``serve``: the store file is refused)
+5     a needed optional dependency is missing (``demo`` needs the ``demo`` extra, ``serve`` the ``serve`` one)
 130   interrupted (Ctrl-C)
 ====  ==========================================================
 
@@ -197,6 +199,28 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--report", default="report.html", help="HTML report (default report.html)")
     demo.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     demo.set_defaults(handler=_demo)
+
+    serve = commands.add_parser(
+        "serve",
+        help="watch traces live: OTLP in (HTTP and gRPC), a local page, a JSON API",
+        description="Receive traces over OTLP from flowtracker or any OpenTelemetry SDK, keep them in "
+        "a SQLite store and show them live. Stops on Ctrl-C or SIGTERM.",
+    )
+    serve.add_argument("files", nargs="*", metavar="FILE", help="JSON Lines (gzip too) loaded at start")
+    serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    serve.add_argument(
+        "--port", type=_port, default=4318, help="OTLP/HTTP, the page and the API (default 4318)"
+    )
+    serve.add_argument("--grpc-port", type=_port, default=4317, help="OTLP/gRPC (default 4317)")
+    serve.add_argument("--no-grpc", action="store_true", help="no OTLP/gRPC")
+    serve.add_argument(
+        "--db", metavar="PATH", help="the store (default: in your data directory; :memory: keeps nothing)"
+    )
+    serve.add_argument(
+        "--max-traces", metavar="N", type=_positive, default=10_000, help="newest traces kept (default 10000)"
+    )
+    serve.add_argument("--open", action="store_true", help="open the page in a browser")
+    serve.set_defaults(handler=_serve)
     return parser
 
 
@@ -216,6 +240,13 @@ def _positive(text: str) -> int:
     value = _count(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text}")
     return value
 
 
@@ -386,7 +417,7 @@ def _convert(args: argparse.Namespace) -> int:
     elif args.to == "mermaid":
         output = mermaid_text(traces, direction=args.direction, include_tags=tags, all_tags=args.all_tags)
     else:
-        from .exporters._otlp_mapping import otlp_request_dict
+        from ._wire.otlp import otlp_request_dict
 
         output = encode(otlp_request_dict(traces, service=args.service)) + b"\n"
     _write(args.output, output)
@@ -467,4 +498,27 @@ def _demo(args: argparse.Namespace) -> int:
     closing = closing_text(records, traces_path=args.traces, report_path=args.report)
     with contextlib.suppress(OSError, ValueError):  # stderr closed: nowhere left to say it
         print(f"\n{closing}", file=sys.stderr, flush=True)
+    return EXIT_OK
+
+
+_SERVE_EXIT = {"port": EXIT_USAGE, "input": EXIT_INPUT, "store": EXIT_OUTPUT, "missing": EXIT_MISSING}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve.command import Options, ServeError, run
+
+    options = Options(
+        files=list(args.files),
+        host=args.host,
+        port=args.port,
+        grpc_port=args.grpc_port,
+        grpc=not args.no_grpc,
+        db=args.db,
+        max_traces=args.max_traces,
+        open_browser=args.open,
+    )
+    try:
+        run(options)
+    except ServeError as error:
+        raise _Failure(str(error), _SERVE_EXIT[error.kind]) from None
     return EXIT_OK

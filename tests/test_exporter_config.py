@@ -96,7 +96,8 @@ KEY_VALUES = {
     "service": "s",
     "timeout": "5",
 }
-BASES = {"otlp": "c", "otlp+http": "c", "otlp+https": "c", "sankey": "/tmp/f.txt", "mermaid": "/tmp/f.md"}
+BASES = {"otlp": "c", "otlp+http": "c", "otlp+https": "c", "otlp+grpc": "c", "otlp+grpcs": "c",
+         "sankey": "/tmp/f.txt", "mermaid": "/tmp/f.md"}  # fmt: skip
 
 
 class TestURLQuirks:

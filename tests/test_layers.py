@@ -41,7 +41,16 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "flowtracker.loop_monitor",
         ),
     ),
-    ("viz/cli", ("flowtracker.viz", "flowtracker.cli", "flowtracker.demo", "flowtracker.__main__")),
+    (
+        "viz/cli",
+        (
+            "flowtracker.viz",
+            "flowtracker.serve",
+            "flowtracker.cli",
+            "flowtracker.demo",
+            "flowtracker.__main__",
+        ),
+    ),
     ("package", ("flowtracker",)),
 )
 

@@ -15,15 +15,19 @@ import orjson
 import pytest
 from google.protobuf import json_format
 from http_receiver import Receiver, Recorded
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 import flowtracker as ft
 from flowtracker._core import start_root_span
-from flowtracker._core.clock import parse_rfc3339
-from flowtracker.exporters import otlp as otlp_module
-from flowtracker.exporters._otlp_mapping import any_value, otlp_request_dict
+from flowtracker._core.clock import format_rfc3339, parse_rfc3339
+from flowtracker._wire.names import BLOCKED_EVENT
+from flowtracker._wire.otlp import EXPORT_METHOD, any_value, otlp_request_dict, traces_from_request
+from flowtracker._wire.otlp_proto import parse_request, proto, request_message
 from flowtracker.exporters.otlp import OTLPExporter
+from flowtracker.exporters.otlp_grpc import OTLPGrpcExporter
 from flowtracker.testing import FakeClock, capture_traces, sequential_ids
 
 
@@ -122,7 +126,9 @@ class TestOverTheWire:
             assert span.trace_id.hex() == wire["trace_id"]
             assert span.span_id.hex() == wire_span["span_id"]
             assert span.parent_span_id.hex() == wire_span.get("parent_id", "")
-            assert span.start_time_unix_nano == parse_rfc3339(wire_span["start_time"])
+            # both ends land on their microsecond; the duration is the exact one
+            assert span.start_time_unix_nano // 1000 * 1000 == parse_rfc3339(wire_span["start_time"])
+            assert span.end_time_unix_nano // 1000 * 1000 == parse_rfc3339(wire_span["end_time"])
             assert span.end_time_unix_nano - span.start_time_unix_nano == round(
                 wire_span["duration_ms"] * 1e6
             )
@@ -293,13 +299,13 @@ class TestConfiguration:
     def test_protobuf_without_package_says_what_to_install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without opentelemetry-proto, protobuf encoding fails at construction naming the extra."""
         monkeypatch.setitem(sys.modules, "opentelemetry.proto.collector.trace.v1.trace_service_pb2", None)
-        otlp_module._protobuf.cache_clear()
+        proto.cache_clear()
         try:
             with pytest.raises(ImportError, match=r"flowtracker\[otlp\]"):
                 OTLPExporter()
             assert OTLPExporter(encoding="json").encoding == "json"
         finally:
-            otlp_module._protobuf.cache_clear()
+            proto.cache_clear()
 
 
 class TestOutageLogging:
@@ -351,3 +357,236 @@ class TestOutageLogging:
         since_last = int(re.search(r"\((\d+) since the last message\)", recovered).group(1))  # type: ignore[union-attr]
         assert summed + since_last == 36
         assert recovered.startswith("exporter otlp recovered: exporting again after 36 failed traces")
+
+
+# ---- the round trip: wire -> OTLP -> wire ----------------------------------------------------
+
+_RESERVED = {"flowtracker.status", "flowtracker.busy_ms", "flowtracker.stalled_ms"} | {
+    f"flowtracker.{field}" for field in ("dropped_spans", "follow_up", "unfinished_spans", "loop_monitor")
+}
+_EPOCH_US = 1_700_000_000_000_000  # 2023-11-14, microseconds
+
+
+def _values() -> st.SearchStrategy[Any]:
+    """Every tag value type flowtracker writes: None, bool, int64, finite float, str, list, dict."""
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=20)
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=8,
+    )
+
+
+_tags = st.dictionaries(st.text(max_size=12).filter(lambda key: key not in _RESERVED), _values(), min_size=1,
+                        max_size=4)  # fmt: skip
+_names = st.text(min_size=1, max_size=30).filter(lambda name: name != "exception")
+_hex16 = st.integers(min_value=1, max_value=2**64 - 1).map(lambda n: f"{n:016x}")
+
+
+@st.composite
+def _events(draw: st.DrawFn, start_us: int) -> dict[str, Any]:
+    at = format_rfc3339((start_us + draw(st.integers(0, 10**9))) * 1000)
+    if draw(st.booleans()):  # what the event-loop monitor records
+        stack = draw(st.text(min_size=1, max_size=200))
+        return {"name": BLOCKED_EVENT, "time": at,
+                "attributes": {"duration_ms": draw(st.floats(0, 1e6)), "stack": stack}}  # fmt: skip
+    event: dict[str, Any] = {"name": draw(_names), "time": at}
+    if draw(st.booleans()):
+        event["attributes"] = draw(_tags)
+    return event
+
+
+@st.composite
+def _spans(draw: st.DrawFn, span_id: str, parent_id: str | None) -> dict[str, Any]:
+    start_us = _EPOCH_US + draw(st.integers(0, 10**12))
+    true_start = start_us * 1000 + draw(st.integers(0, 999))
+    length = draw(st.integers(0, 10**13))  # nanoseconds, as the monotonic clock measures them
+    span: dict[str, Any] = {"span_id": span_id}
+    if parent_id is not None:
+        span["parent_id"] = parent_id
+    span["name"] = draw(_names)
+    span["start_time"] = format_rfc3339(start_us * 1000)
+    span["end_time"] = format_rfc3339(true_start + length)
+    span["duration_ms"] = length / 1e6
+    span["status"] = status = draw(st.sampled_from(["ok", "error", "cancelled", "unfinished"]))
+    kind = draw(st.sampled_from([None, "server", "client", "producer", "consumer"]))
+    if kind:
+        span["kind"] = kind
+    for field in ("busy_ms", "stalled_ms"):
+        if draw(st.booleans()):
+            span[field] = draw(st.floats(0, 1e7))
+    if draw(st.booleans()):
+        span["tags"] = draw(_tags)
+    if draw(st.booleans()):
+        span["dropped_tags"] = draw(st.integers(1, 1000))
+    if status == "error" and draw(st.booleans()):
+        span["error"] = {"type": draw(st.text(max_size=20)), "message": draw(st.text(max_size=40))}
+    events = draw(st.lists(_events(start_us), max_size=3))
+    if events:
+        span["events"] = events
+    return span
+
+
+@st.composite
+def wire_traces(draw: st.DrawFn) -> dict[str, Any]:
+    """A wire-format trace with every optional field flowtracker writes, each present or not."""
+    ids = draw(st.lists(_hex16, min_size=1, max_size=5, unique=True))
+    spans = [
+        draw(_spans(span_id, None if index == 0 else draw(st.sampled_from([*ids[:index], draw(_hex16)]))))
+        for index, span_id in enumerate(ids)
+    ]
+    trace: dict[str, Any] = {
+        "trace_id": f"{draw(st.integers(1, 2**128 - 1)):032x}",
+        "service": draw(st.text(min_size=1, max_size=20)),
+        "spans": spans,
+    }
+    for field in ("dropped_spans", "unfinished_spans"):
+        if draw(st.booleans()):
+            trace[field] = draw(st.integers(1, 10**6))
+    if draw(st.booleans()):
+        trace["follow_up"] = True
+    if draw(st.booleans()):
+        trace["loop_monitor"] = draw(st.sampled_from(["full", "blocks"]))
+    return trace
+
+
+class TestRoundTrip:
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(wire_traces(), min_size=1, max_size=3))
+    def test_wire_to_otlp_to_wire_loses_nothing(self, traces: list[dict[str, Any]]) -> None:
+        """Wire traces sent as OTLP protobuf and as OTLP JSON read back exactly as they were.
+
+        Status (``cancelled`` and ``unfinished`` included), kind, every tag
+        type, events (the loop monitor's ``event_loop.blocked`` with its
+        stack), dropped counts, ``busy_ms``, ``stalled_ms``, the trace's own
+        fields (``loop_monitor`` too), the times to the microsecond and the
+        exact duration all survive: the mapping is one module, both ways.
+        """
+        request = otlp_request_dict(traces)
+        binary = request_message(request).SerializeToString()
+        bodies = ((binary, "application/x-protobuf"), (orjson.dumps(request), "application/json"))
+        for body, content_type in bodies:
+            decoded = traces_from_request(parse_request(body, content_type))
+            assert decoded.rejected == 0
+            assert decoded.traces == _grouped(traces), content_type
+
+    def test_loop_monitor_fields_travel_as_attributes(self) -> None:
+        """``busy_ms`` and ``stalled_ms`` are the attributes ``flowtracker.busy_ms`` / ``.stalled_ms``.
+
+        Jaeger and Tempo show attributes, so the loop insight reaches them too;
+        the trace's ``loop_monitor`` rides on its first span.
+        """
+        span = {"span_id": "a" * 16, "name": "x", "status": "ok", "duration_ms": 1.0, "busy_ms": 0.75,
+                "stalled_ms": 12.5, "start_time": "2026-11-20T10:00:00.000000Z",
+                "end_time": "2026-11-20T10:00:00.001000Z"}  # fmt: skip
+        request = otlp_request_dict([{"trace_id": "1" * 32, "loop_monitor": "full", "spans": [span]}])
+        [otlp_span] = request["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        assert {item["key"]: item["value"] for item in otlp_span["attributes"]} == {
+            "flowtracker.busy_ms": {"doubleValue": 0.75},
+            "flowtracker.stalled_ms": {"doubleValue": 12.5},
+            "flowtracker.loop_monitor": {"stringValue": "full"},
+        }
+
+
+def _grouped(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the decoder answers: one trace per service and trace id (records of both joined)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for trace in traces:
+        key = (trace["service"], trace["trace_id"])
+        if key not in out:
+            out[key] = {**trace, "spans": list(trace["spans"])}
+            continue
+        joined = out[key]
+        joined["spans"] += trace["spans"]
+        for field in ("dropped_spans", "unfinished_spans"):
+            if trace.get(field):
+                joined[field] = joined.get(field, 0) + trace[field]
+        if trace.get("follow_up"):
+            joined["follow_up"] = True
+        if trace.get("loop_monitor"):
+            joined.setdefault("loop_monitor", trace["loop_monitor"])
+    return list(out.values())
+
+
+class _ScriptedGrpcReceiver:
+    """A grpc.aio server whose Export answers follow a script of status codes, then OK."""
+
+    def __init__(self, script: list[Any]) -> None:
+        self.script = list(script)
+        self.bodies: list[bytes] = []
+        self.metadata: list[dict[str, str]] = []
+
+    async def __aenter__(self) -> _ScriptedGrpcReceiver:
+        import grpc
+
+        async def export(body: bytes, context: Any) -> bytes:
+            self.bodies.append(body)
+            self.metadata.append(dict(context.invocation_metadata()))
+            if self.script:
+                await context.abort(self.script.pop(0), "scripted")
+            return b""
+
+        self.server = grpc.aio.server()
+        service, method = EXPORT_METHOD.lstrip("/").split("/")
+        handler = grpc.unary_unary_rpc_method_handler(export)
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, {method: handler}),)
+        )
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server.stop(None)
+
+
+class TestGrpcExporter:
+    async def test_retryable_codes_are_retried_then_delivered(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """UNAVAILABLE twice, then OK: gRPC's retry policy delivers the batch; headers ride as metadata."""
+        import grpc
+
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "api-key=k1")
+        async with _ScriptedGrpcReceiver([grpc.StatusCode.UNAVAILABLE] * 2) as receiver:
+            exporter = OTLPGrpcExporter.from_url(f"otlp+grpc://127.0.0.1:{receiver.port}")
+            exporter_fast = OTLPGrpcExporter(exporter.target, headers={"api-key": "k1"}, backoff=0.01)
+            async with ft.Tracker(exporters=[exporter_fast], service="g") as tracker:
+                emit(1)
+                await tracker.flush()
+                assert tracker.stats.exporters["otlp-grpc"].exported == 1
+            assert exporter.metadata == (("api-key", "k1"),)
+        assert len(receiver.bodies) == 3
+        assert receiver.metadata[-1]["api-key"] == "k1"
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(receiver.bodies[-1])
+        assert [span.name for span in all_spans(message)] == ["t0"]
+
+    async def test_other_codes_fail_the_batch(self) -> None:
+        """INVALID_ARGUMENT is not retried: one attempt, the batch counted as failed."""
+        import grpc
+
+        async with _ScriptedGrpcReceiver([grpc.StatusCode.INVALID_ARGUMENT]) as receiver:
+            exporter = OTLPGrpcExporter(f"127.0.0.1:{receiver.port}", backoff=0.01)
+            async with ft.Tracker(exporters=[exporter], service="g") as tracker:
+                emit(1)
+                await tracker.flush()
+                assert tracker.stats.exporters["otlp-grpc"].failed == 1
+        assert len(receiver.bodies) == 1
+
+    def test_url_options(self) -> None:
+        """otlp+grpc:// is plaintext, otlp+grpcs:// TLS; port 4317 by default; bad options refused."""
+        plain = OTLPGrpcExporter.from_url("otlp+grpc://collector?compression=gzip&service=s&timeout=3")
+        assert (plain.target, plain.tls, plain.compression, plain.service, plain.max_time) == (
+            "collector:4317", False, "gzip", "s", 3.0,
+        )  # fmt: skip
+        assert OTLPGrpcExporter.from_url("otlp+grpcs://[::1]:9999").target == "[::1]:9999"
+        assert OTLPGrpcExporter.from_url("otlp+grpcs://[::1]:9999").tls is True
+        with pytest.raises(ValueError, match="max_attempts"):
+            OTLPGrpcExporter(max_attempts=9)
+        with pytest.raises(ValueError, match="compression"):
+            OTLPGrpcExporter(compression="br")  # type: ignore[arg-type]

@@ -783,6 +783,42 @@ def stamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+class TestJoinedServices:
+    """A trace joined from several services (as ``flowtracker serve`` stores them) in the report."""
+
+    def test_joined_trace_names_its_services(self, browser: Any, tmp_path: Path) -> None:
+        """A trace whose spans name two services (and the trace none) counts for both in the service
+        filter; its summary line names both, its root's first, and its tree marks the span of the
+        other service with it, not the root's."""
+        joined = {
+            "trace_id": "e" * 32,
+            "spans": [
+                {"span_id": "a" * 16, "name": "GET /cart", "duration_ms": 20.0, "service": "web",
+                 "start_time": "2026-11-20T11:00:02.000000Z"},
+                {"span_id": "b" * 16, "parent_id": "a" * 16, "name": "reserve", "duration_ms": 5.0,
+                 "service": "inventory", "start_time": "2026-11-20T11:00:02.001000Z"},
+            ],
+        }  # fmt: skip
+        opened = open_report(browser, tmp_path / "joined.html", [*loop_traces(), joined])
+        page = opened.page
+        buttons = page.locator("#trace-list button")
+        try:
+            options = page.eval_on_selector_all("#service-filter option", "nodes => nodes.map(n => n.value)")
+            assert options == ["", "inventory", "shop", "web"]
+            for service in ("inventory", "web"):
+                page.select_option("#service-filter", service)
+                expect(buttons).to_have_count(1)
+            expect(buttons).to_contain_text("web + inventory")
+            opened.pick("e" * 32)
+            expect(page.locator("#trace-meta")).to_contain_text("services web, inventory")
+            chip = page.locator('#tree .node:has(.label:text-is("reserve")) .service')
+            expect(chip).to_have_text("inventory")
+            assert page.locator('#tree .node:has(.label:text-is("GET /cart")) .service').count() == 0
+            opened.assert_clean()
+        finally:
+            page.close()
+
+
 class TestRealServerBlock:
     """A real aiohttp server with ``monitor_loop``: the request whose code blocked the loop is the one
     marked, with the blocking line of this file, in ``flowtracker tree`` and in the report in Chromium;

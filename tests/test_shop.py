@@ -55,10 +55,14 @@ class Service:
         return [json.loads(line) for line in self.traces.read_text().splitlines()]
 
 
-async def start(command: list[str], env: dict[str, str], traces: Path, port: int) -> Service:
-    """Starts ``command`` in examples/shop with traces going to ``traces``; returns once it answers."""
+async def start(
+    command: list[str], env: dict[str, str], traces: Path, port: int, also_to: str = ""
+) -> Service:
+    """Starts ``command`` in examples/shop with traces going to ``traces`` (and to the exporter URL
+    ``also_to``, if given); returns once it answers."""
+    exporters = ",".join(filter(None, [traces.as_uri(), also_to]))
     process = await asyncio.create_subprocess_exec(
-        *command, cwd=SHOP, env={**env, "FLOWTRACKER_EXPORTERS": traces.as_uri()}, stdout=PIPE, stderr=PIPE
+        *command, cwd=SHOP, env={**env, "FLOWTRACKER_EXPORTERS": exporters}, stdout=PIPE, stderr=PIPE
     )
     service = Service(process, f"http://127.0.0.1:{port}", traces)
     async with aiohttp.ClientSession() as client:
@@ -105,13 +109,21 @@ class Run:
     answers: dict[str, Any]
 
 
-async def exercise(kind: str, postgres: PostgresServer, redis_url: str, folder: Path) -> Run:  # noqa: F811
+async def exercise(
+    kind: str,
+    postgres: PostgresServer,  # noqa: F811
+    redis_url: str,  # noqa: F811
+    folder: Path,
+    also_to: str = "",
+) -> Run:
     """Runs the inventory and one shop as the README says, sends the shop the README's requests, stops
-    both with Ctrl-C and returns their traces."""
+    both with Ctrl-C and returns their traces (both services also export to ``also_to``, if given)."""
     shop_dsn = await fresh_state(postgres, redis_url, f"shop_{kind}")
     inventory_port, port = free_port(), free_port()
     served_at = folder / "inventory.jsonl"
-    inventory = await start(uvicorn("inventory", inventory_port), dict(os.environ), served_at, inventory_port)
+    inventory = await start(
+        uvicorn("inventory", inventory_port), dict(os.environ), served_at, inventory_port, also_to
+    )
     env = {**os.environ, "DATABASE_URL": shop_dsn, "REDIS_URL": redis_url, "INVENTORY_URL": inventory.url}
     command = (
         uvicorn("fastapi_app", port)
@@ -120,7 +132,7 @@ async def exercise(kind: str, postgres: PostgresServer, redis_url: str, folder: 
     )
     answers: dict[str, Any] = {}
     try:
-        shop = await start(command, env, folder / f"{kind}.jsonl", port)
+        shop = await start(command, env, folder / f"{kind}.jsonl", port, also_to)
         try:
             async with aiohttp.ClientSession(shop.url) as client:
                 # product 2 is fetched twice: a cache miss (PostgreSQL), then a hit (Redis only)

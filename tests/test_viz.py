@@ -667,6 +667,33 @@ class TestReport:
         assert rows[0][8] == 0
         assert rows[1][8] == {"service": "inventory", "parent_id": "a"}
 
+    def test_joined_trace_takes_its_roots_service_and_lists_every_service(self) -> None:
+        """A trace with no service of its own (as ``flowtracker serve`` stores them, ``service`` on
+        every span) is its root's service; its summary lists every service with a span in it, its
+        own first; only the spans of another service carry theirs. ``report_aggregates`` is the
+        report's "where time goes" and statistics alone."""
+        trace = {
+            "trace_id": "t",
+            "spans": [
+                {"span_id": "a", "name": "GET /cart", "duration_ms": 5.0, "service": "web"},
+                {"span_id": "b", "parent_id": "a", "name": "reserve", "duration_ms": 2.0, "service": "db"},
+                {"span_id": "c", "parent_id": "a", "name": "render", "duration_ms": 1.0, "service": "web"},
+            ],
+        }
+        data = viz.report_data([trace])
+        strings = data["strings"]
+        summary = data["traces"][0]
+        assert strings[summary[1]] == "web"
+        assert [strings[index] for index in summary[9]] == ["web", "db"]
+        assert [row[8] for row in data["spans"][0]] == [
+            0,
+            {"service": "db", "parent_id": "a"},
+            {"parent_id": "a"},
+        ]
+        aggregates = viz.report_aggregates([trace])
+        assert aggregates == {key: data[key] for key in ("sankey", "stats", "stats_omitted")}
+        assert aggregates["sankey"]["nodes"][0] == "web"
+
     def test_page_without_data_waits_for_render(self) -> None:
         """``report_page(None)`` is the report's page with no data in it (a live page feeds it through
         ``flowtrackerReport.render``); its script comes after the report's own, and its CSP lets it

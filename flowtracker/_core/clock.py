@@ -102,15 +102,32 @@ def format_pair(start_ns: int, end_ns: int) -> tuple[str, str]:
     return start_text, f"{prefix}.{str(1_000_000 + end_ns % 1_000_000_000 // 1000)[1:]}Z"
 
 
+_parsed_seconds: dict[str, int] = {}
+
+
 def parse_rfc3339(text: str) -> int:
     """Parses what :func:`format_rfc3339` writes back into wall-clock nanoseconds.
 
-    Also accepts an offset instead of ``Z`` and fewer fraction digits.
+    Also accepts an offset instead of ``Z`` and fewer fraction digits. The
+    exact form :func:`format_rfc3339` writes takes a fast path with the
+    seconds cached (``flowtracker serve`` parses two per span it stores).
 
     Example:
         >>> parse_rfc3339("2026-11-20T10:00:00.000001Z")
         1795168800000001000
     """
+    if len(text) == 27 and text[19] == "." and text[26] == "Z" and text[20:26].isdigit():
+        seconds = _parsed_seconds.get(text[:19])
+        if seconds is None:
+            seconds = _parse_slow(text[:19] + "Z") // 1_000_000_000
+            if len(_parsed_seconds) >= 4096:
+                _parsed_seconds.clear()
+            _parsed_seconds[text[:19]] = seconds
+        return seconds * 1_000_000_000 + int(text[20:26]) * 1000
+    return _parse_slow(text)
+
+
+def _parse_slow(text: str) -> int:
     from datetime import datetime, timezone
 
     value = text.strip()

@@ -60,6 +60,8 @@ QUERY_KEYS: dict[str, frozenset[str] | None] = {
     "otlp": frozenset({"encoding", "compression", "service", "timeout"}),
     "otlp+http": frozenset({"encoding", "compression", "service", "timeout"}),
     "otlp+https": frozenset({"encoding", "compression", "service", "timeout"}),
+    "otlp+grpc": frozenset({"compression", "service", "timeout"}),
+    "otlp+grpcs": frozenset({"compression", "service", "timeout"}),
     "sankey": _TEXT_KEYS | {"markers"},
     "mermaid": _TEXT_KEYS | {"direction"},
 }
@@ -127,6 +129,8 @@ SCHEMES.update(
         "otlp": _lazy(".otlp", "OTLPExporter", "otlp"),
         "otlp+http": _lazy(".otlp", "OTLPExporter", "otlp"),
         "otlp+https": _lazy(".otlp", "OTLPExporter", "otlp"),
+        "otlp+grpc": _lazy(".otlp_grpc", "OTLPGrpcExporter", "grpc"),
+        "otlp+grpcs": _lazy(".otlp_grpc", "OTLPGrpcExporter", "grpc"),
         "sankey": _lazy(".sankey", "SankeyExporter"),
         "mermaid": _lazy(".mermaid", "MermaidExporter"),
     }
@@ -360,3 +364,48 @@ def _starts_exporter(text: str) -> bool:
     from importlib.metadata import entry_points
 
     return any(point.name == text.lower() for point in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def otel_env_headers() -> dict[str, str]:
+    """Headers from ``OTEL_EXPORTER_OTLP_TRACES_HEADERS`` or ``OTEL_EXPORTER_OTLP_HEADERS``.
+
+    ``key=value,key2=value2``, percent-encoded, as the OpenTelemetry SDKs read
+    them; the OTLP exporters (HTTP and gRPC) send them.
+
+    Example:
+        >>> import os
+        >>> os.environ["OTEL_EXPORTER_OTLP_HEADERS"] = "api-key=s%20x,team=a"
+        >>> otel_env_headers()
+        {'api-key': 's x', 'team': 'a'}
+        >>> del os.environ["OTEL_EXPORTER_OTLP_HEADERS"]
+    """
+    raw = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS")
+    headers: dict[str, str] = {}
+    for item in (raw or "").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            headers[unquote(key.strip())] = unquote(value.strip())
+    return headers
+
+
+def otlp_url_options(query: str) -> dict[str, Any]:
+    """The options an OTLP exporter URL's query sets, with the headers from the environment.
+
+    Shared by ``otlp[+http|+https]://`` and ``otlp+grpc[s]://``: ``encoding``,
+    ``compression`` (``none`` reads as ``None``), ``service``, ``timeout``
+    (a float), each only when present (:data:`QUERY_KEYS` says which a scheme takes).
+
+    Example:
+        >>> sorted(otlp_url_options("compression=none&timeout=3").items())
+        [('compression', None), ('headers', {}), ('timeout', 3.0)]
+    """
+    values = dict(parse_qsl(query))
+    options: dict[str, Any] = {"headers": otel_env_headers()}
+    for key in ("encoding", "service"):
+        if key in values:
+            options[key] = values[key]
+    if "compression" in values:
+        options["compression"] = None if values["compression"].lower() == "none" else values["compression"]
+    if "timeout" in values:
+        options["timeout"] = float(values["timeout"])
+    return options

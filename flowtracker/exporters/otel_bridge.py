@@ -36,9 +36,10 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from .._core.clock import parse_rfc3339
+from .._core.version import package_version
 from .._wire.batch import BatchFailures
+from .._wire.otlp import SCOPE_NAME, UNKNOWN_SERVICE, resource_attributes, span_times, trace_attributes
 from .._wire.record import Trace
-from ._otlp_mapping import SCOPE_NAME, UNKNOWN_SERVICE, library_version, span_times, trace_attributes
 
 _KINDS = {
     "server": SpanKind.SERVER,
@@ -92,15 +93,8 @@ class OTelSpanExporterBridge:
         service = str(self.service or trace.get("service") or UNKNOWN_SERVICE)
         resource = self._resources.get(service)
         if resource is None:
-            resource = self._resources[service] = Resource(
-                {
-                    "service.name": service,
-                    "telemetry.sdk.name": SCOPE_NAME,
-                    "telemetry.sdk.language": "python",
-                    "telemetry.sdk.version": library_version(),
-                }
-            )
-        scope = InstrumentationScope(SCOPE_NAME, library_version())
+            resource = self._resources[service] = Resource(resource_attributes(service))
+        scope = InstrumentationScope(SCOPE_NAME, package_version())
         trace_id = int(trace["trace_id"], 16)
         spans = trace.get("spans", ())
         own_ids = {span["span_id"] for span in spans}

@@ -1,7 +1,7 @@
 """``OTLPExporter``: traces to any OTLP/HTTP receiver (Jaeger, Tempo, the Collector).
 
 The heir of the Go library's OTel add-on. Each batch becomes one
-``ExportTraceServiceRequest`` (the mapping is in ``_otlp_mapping``) POSTed to
+``ExportTraceServiceRequest`` (the mapping is ``flowtracker._wire.otlp``) POSTed to
 ``/v1/traces``: protobuf by default (``application/x-protobuf``, what every
 OTLP/HTTP receiver accepts; needs the ``otlp`` extra, ``opentelemetry-proto``)
 or OTLP/JSON (``application/json``, no extra dependency). Optional gzip.
@@ -27,19 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import ssl
 from collections.abc import Callable, Mapping, Sequence
-from types import SimpleNamespace
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
 from .._wire.batch import BatchFailures
+from .._wire.otlp import otlp_request, otlp_request_dict, otlp_trace_spans
+from .._wire.otlp_proto import proto, request_message, span_message
 from .._wire.record import Trace
+from ._config import otlp_url_options
 from ._http import OTLP_RETRY_STATUSES, HTTPSender, RetrySettings, gzip_body
-from ._otlp_mapping import otlp_request, otlp_request_dict, otlp_trace_spans
 
 #: Where an OTLP/HTTP receiver listens for traces by default.
 DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
@@ -131,16 +131,7 @@ class OTLPExporter:
         endpoint = urlunsplit(
             (http, netloc, parts.path if parts.path not in ("", "/") else TRACES_PATH, "", "")
         )
-        query = dict(parse_qsl(parts.query))
-        options: dict[str, Any] = {"headers": _env_headers()}
-        if "encoding" in query:
-            options["encoding"] = query["encoding"]
-        if "compression" in query:
-            options["compression"] = None if query["compression"].lower() == "none" else query["compression"]
-        if "service" in query:
-            options["service"] = query["service"]
-        if "timeout" in query:
-            options["timeout"] = float(query["timeout"])
+        options = otlp_url_options(parts.query)
         return cls(endpoint, **options)
 
     @property
@@ -169,7 +160,7 @@ class OTLPExporter:
         request = otlp_request_dict(traces, self.service)
         if self.encoding == "json":
             return orjson.dumps(request)
-        return request_to_protobuf(request).SerializeToString()  # type: ignore[no-any-return]
+        return request_message(request).SerializeToString()  # type: ignore[no-any-return]
 
     def _body(self, traces: Sequence[Mapping[str, Any]], failures: BatchFailures) -> bytes | None:
         """The request body; ``None`` when no trace could be converted (each is counted in ``failures``)."""
@@ -190,135 +181,22 @@ class OTLPExporter:
         request = otlp_request(by_service)
         if self.encoding == "json":
             return orjson.dumps(request)
-        pb = _protobuf()
-        return _request_message(pb, request, _same).SerializeToString()  # type: ignore[no-any-return]
+        return request_message(request, converted=True).SerializeToString()  # type: ignore[no-any-return]
 
     def _protobuf_spans(self, trace: Mapping[str, Any]) -> tuple[str, list[Any]]:
         service, spans = otlp_trace_spans(trace, self.service)
-        pb = _protobuf()
-        return service, [_span(pb, item) for item in spans]
+        return service, [span_message(item) for item in spans]
 
     async def aclose(self) -> None:
         await self._sender.aclose()
 
 
-def _env_headers() -> dict[str, str]:
-    raw = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS")
-    headers: dict[str, str] = {}
-    for item in (raw or "").split(","):
-        key, sep, value = item.partition("=")
-        if sep and key.strip():
-            headers[unquote(key.strip())] = unquote(value.strip())
-    return headers
-
-
 def _require_proto() -> None:
     try:
-        _protobuf()
+        proto()
     except ImportError as error:
         raise ImportError(
             "OTLP protobuf encoding needs opentelemetry-proto: pip install 'flowtracker[otlp]',"
             " or use encoding='json'"
         ) from error
 
-
-def request_to_protobuf(request: Mapping[str, Any]) -> Any:
-    """An ``ExportTraceServiceRequest`` message from :func:`otlp_request_dict`'s dict.
-
-    Example:
-        >>> from flowtracker.exporters._otlp_mapping import otlp_request_dict
-        >>> request_to_protobuf(otlp_request_dict([])).ByteSize()
-        0
-    """
-    pb = _protobuf()
-    return _request_message(pb, request, functools.partial(_span, pb))
-
-
-def _request_message(pb: Any, request: Mapping[str, Any], span: Callable[[Any], Any]) -> Any:
-    """The request message for a request dict whose spans ``span`` turns into messages."""
-    return pb.ExportTraceServiceRequest(
-        resource_spans=[
-            pb.ResourceSpans(
-                resource=pb.Resource(attributes=_key_values(pb, entry["resource"]["attributes"])),
-                scope_spans=[
-                    pb.ScopeSpans(
-                        scope=pb.InstrumentationScope(**scope["scope"]),
-                        spans=[span(item) for item in scope["spans"]],
-                    )
-                    for scope in entry["scopeSpans"]
-                ],
-            )
-            for entry in request["resourceSpans"]
-        ]
-    )
-
-
-def _same(message: Any) -> Any:
-    return message
-
-
-@functools.cache
-def _protobuf() -> SimpleNamespace:
-    """The opentelemetry-proto message classes, imported once, on first use."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import (
-        AnyValue,
-        ArrayValue,
-        InstrumentationScope,
-        KeyValue,
-        KeyValueList,
-    )
-    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
-
-    return SimpleNamespace(**{cls.__name__: cls for cls in (
-        ExportTraceServiceRequest, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
-        Resource, ResourceSpans, ScopeSpans, Span, Status,
-    )})  # fmt: skip
-
-
-def _span(pb: Any, item: Mapping[str, Any]) -> Any:
-    status = item["status"]
-    return pb.Span(
-        trace_id=bytes.fromhex(item["traceId"]),
-        span_id=bytes.fromhex(item["spanId"]),
-        parent_span_id=bytes.fromhex(item.get("parentSpanId", "")),
-        name=item["name"],
-        kind=item["kind"],
-        start_time_unix_nano=int(item["startTimeUnixNano"]),
-        end_time_unix_nano=int(item["endTimeUnixNano"]),
-        attributes=_key_values(pb, item.get("attributes", ())),
-        dropped_attributes_count=item.get("droppedAttributesCount", 0),
-        events=[
-            pb.Span.Event(
-                time_unix_nano=int(event["timeUnixNano"]),
-                name=event["name"],
-                attributes=_key_values(pb, event.get("attributes", ())),
-            )
-            for event in item.get("events", ())
-        ],
-        status=pb.Status(code=status.get("code", 0), message=status.get("message", "")),
-    )
-
-
-def _key_values(pb: Any, items: Sequence[Mapping[str, Any]]) -> list[Any]:
-    return [pb.KeyValue(key=item["key"], value=_any_value(pb, item["value"])) for item in items]
-
-
-def _any_value(pb: Any, value: Mapping[str, Any]) -> Any:
-    if "stringValue" in value:
-        return pb.AnyValue(string_value=value["stringValue"])
-    if "boolValue" in value:
-        return pb.AnyValue(bool_value=value["boolValue"])
-    if "intValue" in value:
-        return pb.AnyValue(int_value=int(value["intValue"]))
-    if "doubleValue" in value:
-        return pb.AnyValue(double_value=value["doubleValue"])
-    if "arrayValue" in value:
-        values = [_any_value(pb, item) for item in value["arrayValue"]["values"]]
-        return pb.AnyValue(array_value=pb.ArrayValue(values=values))
-    if "kvlistValue" in value:
-        return pb.AnyValue(
-            kvlist_value=pb.KeyValueList(values=_key_values(pb, value["kvlistValue"]["values"]))
-        )
-    return pb.AnyValue()

@@ -44,6 +44,7 @@ from ._read import merge_traces as merge_traces
 from ._read import parse_line as parse_line
 from ._read import read_traces as read_traces
 from ._report import render_report as render_report
+from ._report import report_aggregates as report_aggregates
 from ._report import report_data as report_data
 from ._report import report_page as report_page
 from ._stats import SpanStats as SpanStats
@@ -66,6 +67,7 @@ __all__ = (
     "parse_line",
     "read_traces",
     "render_report",
+    "report_aggregates",
     "report_data",
     "report_page",
     "sankey_graph",

@@ -45,7 +45,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .._graph.model import STATUSES, TraceDict, TraceTree, span_status, tags_of, time_us, trace_id_of
+from .._graph.model import STATUSES, TraceDict, TraceTree, as_tree, span_status, tags_of, time_us, trace_id_of
 from .._graph.sankey import sankey_graph
 from .._wire.encode import encode
 from ._loop import BLOCKED_EVENT, blocks, busy_ms, is_library_frame
@@ -174,16 +174,16 @@ def report_data(
     for tree in trees:
         start = tree.start_us()
         wall = tree.wall_ms()
-        rows = _span_rows(tree, start, intern)
+        service = _trace_service(tree)
+        rows = _span_rows(tree, start, service, intern)
         span_rows.append(rows)
         span_total += len(rows)
-        service = tree.trace.get("service")
         errors = sum(1 for span in tree.spans if span_status(span) == "error")
         root = tree.roots[0] if tree.roots else -1
         summaries.append(
             [
                 trace_id_of(tree.trace),
-                intern(service) if isinstance(service, str) else -1,
+                intern(service) if service is not None else -1,
                 start / 1000.0,
                 round(wall, 3),
                 STATUSES.index(tree.status()),
@@ -191,14 +191,13 @@ def report_data(
                 intern(tree.name(root)) if root >= 0 else -1,
                 errors,
                 _trace_notes(tree),
+                [intern(name) for name in _services(tree, service)],
             ]
         )
         if tree.spans:
             first_start = start if first_start is None else min(first_start, start)
             end = start + round(wall * 1000)
             last_end = end if last_end is None else max(last_end, end)
-    graph = sankey_graph(trees, max_links=max_sankey_links, root_source=_service_of)
-    stats = span_stats(trees)
     from .._core.version import package_version
 
     return {
@@ -217,6 +216,29 @@ def report_data(
         "strings": list(strings),
         "traces": summaries,
         "spans": span_rows,
+        **report_aggregates(trees, max_sankey_links=max_sankey_links),
+    }
+
+
+def report_aggregates(
+    traces: Iterable[TraceDict | TraceTree], *, max_sankey_links: int = MAX_SANKEY_LINKS
+) -> dict[str, Any]:
+    """The views over all ``traces`` ("where time goes", span statistics), as in :func:`report_data`.
+
+    A page that lists traces by itself (``flowtracker serve``'s) draws these
+    beside its list without the per-trace span rows.
+
+    Example:
+        >>> trace = {"trace_id": "4bf9", "service": "shop", "spans": [
+        ...     {"span_id": "a", "name": "GET /", "duration_ms": 2.0}]}
+        >>> views = report_aggregates([trace])
+        >>> views["sankey"]["links"], [row[:2] for row in views["stats"]]
+        ([[0, 1, 2.0, 1]], [['GET /', 1]])
+    """
+    trees = [as_tree(trace) for trace in traces]
+    graph = sankey_graph(trees, max_links=max_sankey_links, root_source=_service_of)
+    stats = span_stats(trees)
+    return {
         "sankey": {
             "nodes": graph["nodes"],
             "links": [[source, target, round(ms, 3), count] for source, target, ms, count in graph["links"]],
@@ -225,6 +247,22 @@ def report_data(
         "stats": [_stats_row(row) for row in stats[:MAX_STATS_ROWS]],
         "stats_omitted": max(len(stats) - MAX_STATS_ROWS, 0),
     }
+
+
+def _trace_service(tree: TraceTree) -> str | None:
+    """The trace's service: its own, else its root span's (a store that joins services, such as
+    ``flowtracker serve``, puts ``service`` on every span instead)."""
+    service = tree.trace.get("service")
+    if not isinstance(service, str) and tree.roots:
+        service = tree.spans[tree.roots[0]].get("service")
+    return service if isinstance(service, str) else None
+
+
+def _services(tree: TraceTree, service: str | None) -> list[str]:
+    """Every service with a span in the trace, its own first."""
+    found = {span["service"] for span in tree.spans if isinstance(span.get("service"), str)}
+    found.discard(service)
+    return ([service] if service is not None else []) + sorted(found)
 
 
 def _service_of(trace: TraceDict, span: Mapping[str, Any]) -> str:
@@ -254,14 +292,13 @@ def _stats_row(row: SpanStats) -> list[Any]:
     return out
 
 
-def _span_rows(tree: TraceTree, start: int, intern: Any) -> list[list[Any]]:
+def _span_rows(tree: TraceTree, start: int, service: str | None, intern: Any) -> list[list[Any]]:
     """One row per span in tree order:
     ``[span_id, parent_row, name, offset_ms, duration_ms, status, depth, subtree_size, extra]``."""
     rows: list[list[Any]] = []
     row_of: dict[int, int] = {}
     parents = tree.parent_of()
     depths: list[int] = []
-    service = tree.trace.get("service")
     for index, depth in tree.preorder():
         span = tree.spans[index]
         row_of[index] = len(rows)

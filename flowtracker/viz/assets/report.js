@@ -2,20 +2,25 @@
  *
  * #ft-data holds JSON (plain, or gzip+base64 when data-encoding="gzip"):
  *   {version: 1, meta: {...}, statuses: ["ok", ...], strings: [...interned names...],
- *    traces: [[trace_id, service, start_ms, wall_ms, status, span_count, root_name, errors, notes]],
- *    spans: per trace, in tree order:
+ *    traces: [[trace_id, service, start_ms, wall_ms, status, span_count, root_name, errors, notes, services]],
+ *    spans: per trace, in tree order (or null: not loaded, see "Reuse" below):
  *      [[span_id, parent_row, name, offset_ms, duration_ms, status, depth, subtree_size, extra]],
  *    sankey: {nodes: [label], links: [[source, target, total_ms, count]], omitted} (each root flows from
  *      its service, so a single-span trace counts too),
  *    stats: [[name, count, p50, p95, p99, max, total, errors, share(, busy_p50, busy_p95, blocks, blocked_ms)]],
  *    stats_omitted}
- * (service, name and root_name index into strings; status into statuses; extra is 0 or
+ * (service, name and root_name index into strings, services is a list of such indices (every service
+ *  with a span in the trace, its own first); status into statuses; extra is 0 or
  *  {tags, kind, service, error, events, parent_id, dropped_tags, busy_ms, blocks}, blocks being the
  *  event_loop.blocked events as [[offset_ms or null, duration_ms, frames (innermost first),
  *  positions of the frames of the user's own code]]; notes is 0 or
- *  {dropped_spans, unfinished_spans, follow_up, blocks, blocked_ms}; the stats rows have the four
+ *  {dropped_spans, unfinished_spans, follow_up, blocks, blocked_ms} (or {blocked: true} from a summary
+ *  that knows no more); the stats rows have the four
  *  loop columns only when a loop monitor wrote busy_ms or event_loop.blocked events, and busy_p50/95
- *  are null for names that never ran on the loop).
+ *  are null for names that never ran on the loop). A page that makes its own data may add to meta:
+ *  note (shown at the end of the header line), scope (what "where time goes" and the statistics
+ *  cover, "all traces" when absent), services (offered by the service filter besides the
+ *  traces' own) and partial (true: the traces are a page of more, so every filter is offered).
  *
  * Loop-monitor data: a span's own time on the event loop (busy_ms) is a darker inner bar whose
  * length is busy_ms / duration_ms of the span's bar (its share, not where in time it ran); each
@@ -24,8 +29,13 @@
  *
  * Reuse: window.flowtrackerReport.render(data) draws every view from a data object of the shape
  * above (Python's flowtracker.viz.report_data(traces)); call it again with new data and the open
- * trace stays open if it is still there. The offline report calls it once with #ft-data; a live page
- * (flowtracker.viz.report_page(None, script=...)) calls it whenever it has fetched new data.
+ * trace stays open if it is still there, and only what changed is redrawn (see render()). The
+ * offline report calls it once with #ft-data; a live page (flowtracker.viz.report_page(None,
+ * script=...), as `flowtracker serve` serves it) calls it whenever it has new data, and may list
+ * traces before it has their spans (spans[i] null): picking one calls flowtrackerReport.onopen(id),
+ * and a change of the picker's filters calls flowtrackerReport.onfilter(filters()), if set.
+ * flowtrackerReport.adopt(part, intern) re-indexes another data object's traces into the page's
+ * strings; flowtrackerReport.matcher() tests a summary row against the picker's filters.
  *
  * Rules: text from traces reaches the screen only through textContent (el() below) or as
  * chart text, never as HTML; no recursion (a trace may nest 10,000 spans deep); aggregate
@@ -44,7 +54,6 @@
   let S = [];
   let current = -1;
   let traceNames = [];
-  let traceServices = [];  // per trace: every service its spans come from
   let gantt = null;
   let ganttRenderer = '';
   let tree = null;
@@ -146,33 +155,51 @@
   function drawSummary() {
     const m = D.meta;
     const parts = [count(m.traces, 'trace'), count(m.spans, 'span')];
-    if (m.first !== null) parts.push(fmtTime(m.first) + ' → ' + fmtTime(m.last));
+    if (m.first !== null && m.first !== undefined) parts.push(fmtTime(m.first) + ' → ' + fmtTime(m.last));
     if (m.skipped) parts.push(count(m.skipped, 'input line') + ' skipped');
     parts.push('flowtracker ' + m.flowtracker);
+    if (m.note) parts.push(m.note);
     $('summary').textContent = parts.join(' · ');
+    for (const id of ['sankey-scope', 'stats-scope']) $(id).textContent = m.scope || 'all traces';
   }
 
   // ---- picker ---------------------------------------------------------------------------
-  function matching() {
-    const query = $('search').value.trim().toLowerCase();
-    const status = $('status-filter').value;
-    const service = $('service-filter').value;
-    const slower = Number($('min-duration').value) || 0;
-    const blocked = $('blocked-filter').checked;
+  function servicesOf(t) { return Array.isArray(t[9]) ? t[9] : (t[1] >= 0 ? [t[1]] : []); }
+
+  // notes.blocks counts the blocks; a summary that only knows the trace blocked says blocked: true.
+  function blockedTrace(t) { return Boolean(t[8] && (t[8].blocks || t[8].blocked)); }
+
+  // The picker's filters, as the controls hold them.
+  function filters() {
+    const least = parseFloat($('min-duration').value);
+    return {name: $('search').value.trim(), service: $('service-filter').value, status: $('status-filter').value,
+            min_duration_ms: isFinite(least) && least > 0 ? least : null, blocked: $('blocked-filter').checked};
+  }
+
+  // A test of one trace summary against the filters `f`: its status, length, whether it blocked the
+  // loop, whether a span of it is from the service, and whether the search is in its trace id or in
+  // a name of it (every span's name, or only the root's while the trace's spans are not loaded).
+  function matcher(f) {
+    const query = f.name.toLowerCase();
     const hits = query ? S.map((name) => name.toLowerCase().includes(query)) : null;
+    const service = f.service ? S.indexOf(f.service) : -1;
+    return (t, names) => {
+      if (f.status && D.statuses[t[4]] !== f.status) return false;
+      if (f.min_duration_ms !== null && !(t[3] >= f.min_duration_ms)) return false;
+      if (f.blocked && !blockedTrace(t)) return false;
+      if (f.service && (service < 0 || !servicesOf(t).includes(service))) return false;
+      if (!hits || t[0].toLowerCase().includes(query)) return true;
+      if (!names) return t[6] >= 0 && hits[t[6]] === true;
+      for (const name of names) { if (hits[name]) return true; }
+      return false;
+    };
+  }
+
+  function matching() {
+    const test = matcher(filters());
     const out = [];
     for (let i = 0; i < D.traces.length; i++) {
-      const t = D.traces[i];
-      if (status && D.statuses[t[4]] !== status) continue;
-      if (service && !traceServices[i].has(service)) continue;
-      if (t[3] < slower) continue;
-      if (blocked && !(t[8] && t[8].blocks)) continue;
-      if (hits && !t[0].toLowerCase().includes(query)) {
-        let hit = false;
-        for (const name of traceNames[i]) { if (hits[name]) { hit = true; break; } }
-        if (!hit) continue;
-      }
-      out.push(i);
+      if (test(D.traces[i], traceNames[i])) out.push(i);
     }
     const T = D.traces;
     const order = {
@@ -186,54 +213,72 @@
     return out;
   }
 
-  // The service filter lists every service (shown when there are two or more), keeping the choice
-  // across render() calls; the "blocked the loop" box shows when a trace blocked it.
+  // The service filter offers every service of the data (meta.services, or those of the traces),
+  // shown once there are two; the one picked stays offered even when no trace has it now. The
+  // "blocked the loop" box shows once a trace blocked it (always, for data that is a page of more:
+  // meta.partial). The choices survive render() with new data.
   function placeFilters() {
-    traceServices = D.traces.map((t, i) => {
-      const found = new Set(t[1] >= 0 ? [S[t[1]]] : []);
-      for (const r of D.spans[i]) if (r[8] && typeof r[8].service === 'string') found.add(r[8].service);
-      return found;
-    });
-    const all = [...new Set(traceServices.flatMap((found) => [...found]))].sort();
     const select = $('service-filter');
-    const chosen = select.value;
-    const options = [el('option', null, 'any')];
-    options[0].value = '';
-    for (const name of all) {
-      const option = el('option', null, name);
-      option.value = name;
-      options.push(option);
+    const picked = select.value;
+    const names = new Set(Array.isArray(D.meta.services) ? D.meta.services : []);
+    for (const t of D.traces) for (const index of servicesOf(t)) names.add(S[index]);
+    if (picked) names.add(picked);
+    const sorted = [...names].sort();
+    const shown = [...select.options].slice(1).map((option) => option.value);
+    if (shown.length !== sorted.length || shown.some((name, k) => name !== sorted[k])) {
+      const option = (label, value) => { const node = el('option', null, label); node.value = value; return node; };
+      select.replaceChildren(option('any', ''), ...sorted.map((name) => option(name, name)));
+      select.value = picked;
     }
-    select.replaceChildren(...options);
-    select.value = all.includes(chosen) ? chosen : '';
-    $('service-field').hidden = all.length < 2;
-    $('blocked-field').hidden = !D.traces.some((t) => t[8] && t[8].blocks) && !$('blocked-filter').checked;
+    $('service-field').hidden = sorted.length < 2;
+    const blocked = $('blocked-filter');
+    $('blocked-field').hidden = !(D.meta.partial || blocked.checked || D.traces.some(blockedTrace));
   }
 
   function rootName(i) { const index = D.traces[i][6]; return index >= 0 ? S[index] : '(no spans)'; }
 
+  // List entries are kept by trace id and reused while their text is the same, so a list redrawn
+  // as traces arrive keeps the element under the pointer (a click on it is not lost) and its hover.
+  let entries = new Map();
+
+  function listEntry(i, reuse) {
+    const t = D.traces[i];
+    const status = D.statuses[t[4]];
+    const services = servicesOf(t).map((index) => S[index]);
+    const sub = [t[0].slice(0, 12), services.length ? services.join(' + ') : null, count(t[5], 'span'),
+                 status !== 'ok' ? status : null, blockedTrace(t) ? '⚠ blocked the loop' : null,
+                 fmtTime(t[2])].filter(Boolean).join(' · ');
+    const name = rootName(i);
+    const duration = fmtMs(t[3]);
+    const key = [status, name, duration, sub].join('\n');
+    let entry = reuse ? entries.get(t[0]) : undefined;
+    if (!entry || entry.key !== key) {
+      const button = el('button', null, el('span', 'dot s-' + status), el('span', 'name', name),
+                        el('span', 'dur', duration), el('span', 'sub', sub));
+      button.type = 'button';
+      button.dataset.traceId = t[0];
+      button.title = name;
+      entry = {key: key, item: el('li', null, button), button: button};
+    }
+    entry.button.dataset.index = String(i);
+    entry.button.setAttribute('aria-current', i === current ? 'true' : 'false');
+    return entry;
+  }
+
   function drawList() {
     const found = matching();
-    const list = $('trace-list');
-    const items = document.createDocumentFragment();
+    const kept = new Map();
+    const items = [];
     for (const i of found.slice(0, LIST_LIMIT)) {
-      const t = D.traces[i];
-      const status = D.statuses[t[4]];
-      const button = el('button', null,
-        el('span', 'dot s-' + status),
-        el('span', 'name', rootName(i)),
-        el('span', 'dur', fmtMs(t[3])),
-        el('span', 'sub', [t[0].slice(0, 12), t[1] >= 0 ? S[t[1]] : null, count(t[5], 'span'),
-                            status !== 'ok' ? status : null, t[8] && t[8].blocks ? '⚠ blocked the loop' : null,
-                            fmtTime(t[2])].filter(Boolean).join(' · ')));
-      button.type = 'button';
-      button.dataset.index = String(i);
-      button.dataset.traceId = t[0];
-      button.title = rootName(i);
-      button.setAttribute('aria-current', i === current ? 'true' : 'false');
-      items.append(el('li', null, button));
+      const id = D.traces[i][0];
+      const entry = listEntry(i, !kept.has(id));  // a trace id twice in the data: two entries
+      if (!kept.has(id)) kept.set(id, entry);
+      items.push(entry.item);
     }
-    list.replaceChildren(items);
+    entries = kept;
+    const list = $('trace-list');
+    const same = list.children.length === items.length && items.every((item, k) => list.children[k] === item);
+    if (!same) list.replaceChildren(...items);
     let note = found.length + ' of ' + count(D.traces.length, 'trace');
     if (found.length > LIST_LIMIT) note += ' · first ' + LIST_LIMIT + ' shown, refine the search';
     $('match-count').textContent = note;
@@ -247,24 +292,45 @@
   }
 
   // ---- one trace ------------------------------------------------------------------------
-  function select(i) {
-    if (i < 0 || i >= D.traces.length) return;
-    current = i;
-    markCurrent();
+  function drawTraceHeader(i) {
     const t = D.traces[i];
     $('trace-view').dataset.traceId = t[0];
     $('trace-title').textContent = rootName(i);
     const notes = t[8] || {};
-    const meta = ['trace ' + t[0], t[1] >= 0 ? 'service ' + S[t[1]] : null, fmtTime(t[2]), fmtMs(t[3]),
-                  count(t[5], 'span'), D.statuses[t[4]],
+    const services = servicesOf(t).map((index) => S[index]);
+    const meta = ['trace ' + t[0], services.length ? (services.length > 1 ? 'services ' : 'service ') + services.join(', ') : null,
+                  fmtTime(t[2]), fmtMs(t[3]), count(t[5], 'span'), D.statuses[t[4]],
                   t[7] ? count(t[7], 'error') : null, notes.dropped_spans ? count(notes.dropped_spans, 'span') + ' dropped' : null,
                   notes.unfinished_spans ? notes.unfinished_spans + ' unfinished' : null,
                   notes.follow_up ? 'follow-up record' : null,
-                  notes.blocks ? '⚠ ' + count(notes.blocks, 'loop block') + ' (' + fmtMs(notes.blocked_ms) + ')' : null];
+                  notes.blocks ? '⚠ ' + count(notes.blocks, 'loop block') + ' (' + fmtMs(notes.blocked_ms) + ')'
+                    : (notes.blocked ? '⚠ blocked the loop' : null)];
     $('trace-meta').textContent = meta.filter(Boolean).join(' · ');
-    drawGantt(i);
-    drawTree(i);
+  }
+
+  // A trace whose spans are not in the data (null: a live page loads them when asked) is shown by
+  // its summary until they come: flowtrackerReport.onopen(trace_id) asks for them, and the page
+  // calls render() again with them.
+  function select(i) {
+    if (i < 0 || i >= D.traces.length) return;
+    current = i;
+    markCurrent();
+    drawTraceHeader(i);
     $('details').replaceChildren(el('p', 'muted', 'Hover or click a span.'));
+    const view = $('trace-view');
+    if (D.spans[i]) {
+      delete view.dataset.loading;
+      drawGantt(i);
+      drawTree(i);
+      return;
+    }
+    view.dataset.loading = 'true';
+    tree = null;
+    if (gantt) gantt.clear();
+    $('gantt').style.height = '';
+    $('tree').replaceChildren(el('p', 'muted small', 'Loading the spans…'));
+    const api = window.flowtrackerReport;
+    if (api.onopen) api.onopen(D.traces[i][0]);
   }
 
   function spanDetails(i, row, limit) {
@@ -319,7 +385,7 @@
   }
 
   function showDetails(i, row) {
-    if (i !== current || row < 0 || row >= D.spans[i].length) return;
+    if (i !== current || !D.spans[i] || row < 0 || row >= D.spans[i].length) return;
     $('details').replaceChildren(spanDetails(i, row, Infinity));
     if (tree) {
       for (const node of tree.box.querySelectorAll('.node.active')) node.classList.remove('active');
@@ -628,11 +694,20 @@
 
   // ---- wiring ---------------------------------------------------------------------------
   function wire() {
+    // A change of filters redraws the list here and tells a live page (flowtrackerReport.onfilter),
+    // which may fetch the traces that match from its server.
+    const changed = () => {
+      if (!D) return;
+      drawList();
+      const api = window.flowtrackerReport;
+      if (api.onfilter) api.onfilter(filters());
+    };
     let timer = 0;
-    const refresh = () => { clearTimeout(timer); timer = setTimeout(drawList, 120); };
-    $('search').addEventListener('input', refresh);
-    $('min-duration').addEventListener('input', refresh);
-    for (const id of ['status-filter', 'service-filter', 'blocked-filter', 'sort']) $(id).addEventListener('change', drawList);
+    const typed = () => { clearTimeout(timer); timer = setTimeout(changed, 120); };
+    $('search').addEventListener('input', typed);
+    $('min-duration').addEventListener('input', typed);
+    for (const id of ['service-filter', 'status-filter', 'blocked-filter']) $(id).addEventListener('change', changed);
+    $('sort').addEventListener('change', () => { if (D) drawList(); });
     $('trace-list').addEventListener('click', (event) => {
       const button = event.target.closest('button');
       if (button) select(Number(button.dataset.index));
@@ -671,28 +746,53 @@
   }
 
   // Draws every view from `data` (see the top of this file); the open trace stays open if it is
-  // still there. The charts are drawn too once the charting library is loaded (charts() below).
+  // still there, with the span its details showed. Called again, it redraws only what changed: the
+  // open trace when its span rows are another array, "where time goes" and the statistics when
+  // data.sankey or data.stats is another object (a live page keeps the ones it did not refetch).
+  // The charts are drawn too once the charting library is loaded (charts() below).
   function render(data) {
-    const open = current >= 0 && D ? D.traces[current][0] : null;
+    const before = D;
+    const open = before && current >= 0 ? before.traces[current][0] : null;
+    const openRows = open === null ? null : before.spans[current];
+    const active = tree ? tree.box.querySelector('.node.active') : null;
+    const activeSpan = active && openRows ? openRows[Number(active.dataset.row)][0] : null;
     D = data;
     S = D.strings;
-    traceNames = D.spans.map((rows) => { const names = new Set(); for (const r of rows) names.add(r[2]); return names; });
-    current = -1;
-    tree = null;
+    traceNames = D.spans.map((rows) => {
+      if (!rows) return null;
+      const names = new Set();
+      for (const r of rows) names.add(r[2]);
+      return names;
+    });
+    const kept = open === null ? -1 : D.traces.findIndex((t) => t[0] === open);
+    current = kept;
     drawSummary();
     placeFilters();
     const found = drawList();
-    placeSankey();
-    drawStats();
-    const kept = open === null ? -1 : D.traces.findIndex((t) => t[0] === open);
-    if (kept >= 0) select(kept);
-    else if (found.length) select(found[0]);
-    else clearTrace();
-    if (window.echarts) drawSankey();
+    if (!before || D.sankey !== before.sankey) {
+      placeSankey();
+      if (window.echarts) drawSankey();
+    }
+    if (!before || D.stats !== before.stats) drawStats();
+    if (kept >= 0 && D.spans[kept] === openRows) {
+      drawTraceHeader(kept);  // the same spans: only its summary may have changed
+    } else if (kept >= 0) {
+      select(kept);
+      const row = activeSpan === null || !D.spans[kept] ? -1 : D.spans[kept].findIndex((r) => r[0] === activeSpan);
+      if (row >= 0) showDetails(kept, row);
+    } else {
+      tree = null;
+      if (found.length) select(found[0]);
+      else clearTrace();
+    }
     window.flowtrackerReport.data = D;
+    startCharts();
   }
 
   function clearTrace() {
+    current = -1;
+    delete $('trace-view').dataset.traceId;
+    delete $('trace-view').dataset.loading;
     $('trace-title').textContent = 'No traces';
     $('trace-meta').textContent = '';
     $('tree').replaceChildren();
@@ -700,15 +800,49 @@
     if (gantt) gantt.clear();
   }
 
+  // The traces of `part` (a data object, say of one trace) as [{trace, spans}] whose string indices
+  // are re-made by `intern(string) -> index` for another data object's strings: how a live page
+  // joins traces it loads one by one into the data it renders.
+  function adopt(part, intern) {
+    const map = part.strings.map(intern);
+    const at = (index) => (index >= 0 ? map[index] : index);
+    return part.traces.map((t, k) => {
+      const trace = t.slice();
+      trace[1] = at(t[1]);
+      trace[6] = at(t[6]);
+      if (Array.isArray(t[9])) trace[9] = t[9].map(at);
+      const spans = part.spans[k].map((r) => { const row = r.slice(); row[2] = map[r[2]]; return row; });
+      return {trace: trace, spans: spans};
+    });
+  }
+
   // The first paint: everything but the charts, drawn while this script runs (it is the last
   // element of the page), so the browser's first frame, and a plain headless screenshot, shows the
   // trace list, the selected trace's tree and the statistics. A page without #ft-data (a live page)
   // waits for its own script to call render().
   function main() {
-    window.flowtrackerReport = {render: render, select: select, data: null};
+    window.flowtrackerReport = {
+      render: render, select: select, adopt: adopt, filters: filters,
+      matcher: () => matcher(filters()),
+      current: () => (D && current >= 0 ? D.traces[current][0] : null),
+      data: null, onopen: null, onfilter: null,
+    };
     wire();
-    if ($('ft-data')) render(JSON.parse(readBlob('ft-data')));
-    else $('summary').textContent = 'Waiting for traces…';
+    if ($('ft-data')) {
+      render(JSON.parse(readBlob('ft-data')));
+    } else {
+      $('summary').textContent = 'Waiting for traces…';
+      setTimeout(startCharts, 1000);  // no render() yet: start the library anyway, data will come
+    }
+  }
+
+  // The charts start in the frame after the first render's (the report's is drawn by main(); a live
+  // page's first list comes later, and is not kept waiting for the library's start).
+  let chartsStarted = false;
+  function startCharts() {
+    if (chartsStarted) return;
+    chartsStarted = true;
+    requestAnimationFrame(() => setTimeout(() => { try { charts(); } catch (error) { fail(error); } }, 0));
   }
 
   // The charts follow the first paint: unpacking and starting the 1 MB charting library is the
@@ -717,11 +851,10 @@
     loadLibrary();
     if (D) {
       drawSankey();
-      if (current >= 0) drawGantt(current);
+      if (current >= 0 && D.spans[current]) drawGantt(current);
     }
     document.body.dataset.ready = 'true';
   }
 
   try { main(); } catch (error) { fail(error); }
-  requestAnimationFrame(() => setTimeout(() => { try { charts(); } catch (error) { fail(error); } }, 0));
 })();
