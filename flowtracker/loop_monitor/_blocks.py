@@ -5,7 +5,9 @@ reaches :meth:`BlockRecord.add` once, when its callback ends, and is counted
 there (``blocks``, ``blocked_ms``, ``max_block_ms``). It then goes on the span
 whose code was running as one ``event_loop.blocked`` event (:func:`pin`), or,
 when no recorded span's code ran, it is counted as outside any span and
-logged, at most once per code location per :data:`LOG_INTERVAL`.
+logged, at most once per code location per :data:`LOG_INTERVAL`, as one
+line: the duration, the innermost frame of the user's code and the innermost
+library frame under it (the record's ``stack`` attribute has the rest).
 
 The callback timer may pin a block earlier, while its callback still runs
 (the guilty span ends inside it, and its trace may be assembled before the
@@ -31,6 +33,7 @@ from types import FrameType
 from typing import Any, NamedTuple
 
 from .._core import Span
+from .._wire.frames import library_frame, user_frame
 from .._wire.names import BLOCKED_EVENT
 
 __all__ = ("LOG_INTERVAL", "MAX_FRAMES", "NOT_SAMPLED", "Block", "BlockRecord", "format_stack", "pin")
@@ -104,8 +107,17 @@ class BlockRecord:
             if len(self._logged) >= _LOG_LOCATIONS:
                 return
         self._logged[location] = now
+        frames = stack.split("\n")
+        user, library = user_frame(frames), library_frame(frames)
+        where = user or library or stack
+        if user is not None and library is not None and frames.index(library) < frames.index(user):
+            where += f" (innermost: {library})"
+        # One line on stderr; the whole stack rides in the record for handlers that want it.
         logger.warning(
-            "the event loop was blocked for %.1f ms outside any span, at:\n%s", duration / 1e6, stack
+            "the event loop was blocked for %.1f ms outside any span, at %s",
+            duration / 1e6,
+            where,
+            extra={"stack": stack},
         )
 
 

@@ -11,9 +11,9 @@ A :class:`CallbackTimer` times each callback and splits its time between
 the spans whose code ran in it, exactly at child-span boundaries (self time,
 ``busy_ns`` on each span). Which span runs when is learnt from the context's
 current span as each callback starts and ends, and from the core's switch
-observer (``flowtracker._core.set_switch_observer``), installed only while a
-loop is watched: it is told when a span is about to end and when
-``activate``/``deactivate`` switch spans. A callback that runs for the
+observer (the timer is its loop's observer, see ``_observers``), installed
+only while a loop is watched: it is told when a span is about to end and
+when ``activate``/``deactivate`` switch spans. A callback that runs for the
 threshold or more goes to the :class:`~._blocks.BlockRecord`, with the span
 whose code the watchdog caught running.
 
@@ -39,7 +39,7 @@ from asyncio import events
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .._core import Span, current_span, set_switch_observer
+from .._core import Span, current_span
 from .._core import clock as _clock
 from ._blocks import NOT_SAMPLED, Block, BlockRecord, pin
 
@@ -48,10 +48,9 @@ if TYPE_CHECKING:
 
 __all__ = ("CallbackTimer", "add_busy", "run_watched", "unwatch", "watch")
 
-# loop -> its timer, and loop thread id -> its timer. Written under _lock,
-# read lock-free on the hot path (dict reads are atomic under the GIL).
+# loop -> its timer. Written under _lock, read lock-free on the hot path
+# (dict reads are atomic under the GIL).
 _by_loop: dict[asyncio.AbstractEventLoop, CallbackTimer] = {}
-_by_thread: dict[int, CallbackTimer] = {}
 _lock = threading.Lock()
 _plain_run: Callable[[events.Handle], None] | None = None
 
@@ -104,6 +103,10 @@ class CallbackTimer:
         #: Callbacks run, and their total time (ns).
         self.callbacks = 0
         self.busy_ns = 0
+
+    def offer(self, sample: Sample) -> None:
+        """The watchdog's latest look at the running callback (its thread): the loop thread reads it."""
+        self.sample = sample
 
     # -- one callback ------------------------------------------------------------
 
@@ -330,36 +333,6 @@ class CallbackTimer:
         self.blocks.add(Block(start, duration, span, stack), pinned=self._pinned == start)
 
 
-class _Dispatch:
-    """The switch observer while several loops are watched: forwards to the thread's timer, if any."""
-
-    __slots__ = ()
-
-    def switched(self, span: Span | None) -> None:
-        timer = _by_thread.get(_get_ident())
-        if timer is not None:
-            timer.switched(span)
-
-    def closing(self, span: Span) -> None:
-        timer = _by_thread.get(_get_ident())
-        if timer is not None:
-            timer.closing(span)
-
-
-def _observe() -> None:
-    """Installs the switch observer for the timers registered now (under ``_lock``).
-
-    One timer (the common case) observes directly; several share a dispatcher.
-    """
-    timers = list(_by_loop.values())
-    if not timers:
-        set_switch_observer(None)
-    elif len(timers) == 1:
-        set_switch_observer(timers[0])
-    else:
-        set_switch_observer(_Dispatch())
-
-
 def run_watched(handle: events.Handle) -> None:
     """``asyncio.Handle._run`` while a loop is watched: watched loops' callbacks are timed."""
     timer = _by_loop.get(handle._loop)  # type: ignore[attr-defined]
@@ -386,44 +359,19 @@ def _unpatch() -> None:
 
 
 def watch(timer: CallbackTimer) -> None:
-    """Starts timing ``timer.loop``'s callbacks (and patches, for the first loop watched).
-
-    Learns the loop's thread now when called on it, else from the loop's next callback.
-    """
-    loop = timer.loop
+    """Starts timing ``timer.loop``'s callbacks (and patches, for the first loop watched)."""
     with _lock:
-        _by_loop[loop] = timer
+        _by_loop[timer.loop] = timer
         _patch()
-        _observe()
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            timer.thread = _get_ident()
-            _by_thread[timer.thread] = timer
-            return
-    # The loop runs (or will run) in another thread: learn which from there.
-    loop.call_soon_threadsafe(_bind_thread, timer)
-
-
-def _bind_thread(timer: CallbackTimer) -> None:
-    with _lock:
-        if _by_loop.get(timer.loop) is timer:
-            timer.thread = _get_ident()
-            _by_thread[timer.thread] = timer
 
 
 def unwatch(timer: CallbackTimer) -> None:
-    """Stops timing ``timer.loop``'s callbacks; with no loop left watched, undoes every patch."""
+    """Stops timing ``timer.loop``'s callbacks; with no loop left watched, undoes the patch."""
     with _lock:
         if _by_loop.get(timer.loop) is timer:
             del _by_loop[timer.loop]
-        if timer.thread is not None and _by_thread.get(timer.thread) is timer:
-            del _by_thread[timer.thread]
         if not _by_loop:
             _unpatch()
-        _observe()
 
 
 def add_busy(span: Span, ns: int) -> None:

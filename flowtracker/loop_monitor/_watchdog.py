@@ -1,14 +1,17 @@
-"""The watchdog: a daemon thread that samples the loop thread's stack while one callback holds the loop.
+"""The watchdog: a daemon thread that samples the loop thread's stack while the loop is held.
 
 The loop thread cannot say where it is stuck while it is stuck; another
-thread can. The watchdog looks at the :class:`~._callbacks.CallbackTimer` a few
-times per threshold (each look is a few attribute reads: the running
-callback's start, ``started``, and the loop's thread). Only when one callback
-has run for half the threshold does it take a :class:`Sample`: the loop
-thread's Python stack (``sys._current_frames()``, at most
-:data:`~._blocks.MAX_FRAMES` frames formatted), which holds the GIL for
-microseconds. The loop thread reads the sample when the callback (or a span
-in it) ends, and names the span whose code was running at ``Sample.at``.
+thread can. The watchdog looks at its :class:`Target` a few times per
+threshold (each look is a few attribute reads: ``started``, the moment since
+which the loop has been busy, and the loop's thread). ``started`` is the
+running callback's start on an asyncio loop (:class:`~._callbacks.CallbackTimer`),
+the last heartbeat elsewhere (:class:`~._stalls.StallWatch`). Only when the
+loop has been held for half the threshold does it take a :class:`Sample`:
+the loop thread's Python stack (``sys._current_frames()``, at most
+:data:`~._blocks.MAX_FRAMES` frames formatted), and the span current in the
+loop's running task (:func:`running_span`), which holds the GIL for
+microseconds. The loop thread reads the sample when the block (or a span
+in it) ends.
 
 A watchdog whose loop was closed stops its monitor. It never keeps a
 process alive (a daemon thread).
@@ -26,38 +29,105 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import gc
 import sys
 import threading
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
+from .._core import Span
 from .._core import clock as _clock
+from .._core.span import CURRENT
 from ._blocks import format_stack
-from ._callbacks import CallbackTimer
 
-__all__ = ("Sample", "Watchdog")
+__all__ = ("Sample", "Target", "Watchdog", "running_span")
 
 
 class Sample(NamedTuple):
-    """The watchdog's look at a callback that runs long: which one, when, where."""
+    """The watchdog's look at a loop held for long: since when, when, where, and for whom."""
 
-    #: The callback's start (``CallbackTimer.started`` when the watchdog looked).
+    #: Since when the loop was held (``Target.started`` when the watchdog looked).
     started: int
     #: When the watchdog looked: the loop thread finds whose code ran then.
     at: int
     stack: str
+    #: The loop's running task then (``None``: a bare callback, or none).
+    task: asyncio.Task[object] | None
+    #: The span current in that task (``None``: none, or not recorded).
+    span: Span | None
+
+
+class Target(Protocol):
+    """What the watchdog watches: a loop, since when it has been held, and where the sample goes."""
+
+    loop: asyncio.AbstractEventLoop
+    #: Nanoseconds one hold may last before it is a block.
+    threshold_ns: int
+
+    @property
+    def started(self) -> int:
+        """Since when the loop has been held (monotonic ns; 0: it is not)."""
+        ...
+
+    @property
+    def thread(self) -> int | None:
+        """The loop's thread id, once known."""
+        ...
+
+    def offer(self, sample: Sample) -> None:
+        """The watchdog's look at the hold that began at ``sample.started`` (called on its thread)."""
+        ...
+
+
+def running_span(loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Task[object] | None, Span | None]:
+    """The task ``loop`` is running now, and the span current in it; safe from another thread.
+
+    ``asyncio.current_task(loop)`` reads the loop's entry in asyncio's
+    running-task table, which any thread may read. The task's context is a
+    mapping that can be read without entering it (it is entered on the loop
+    thread): ``Task.get_context()`` on Python 3.12+; before, the context is
+    the first ``Context`` the task's garbage-collector traversal reports
+    (asyncio's C task visits it first), since those versions expose it no other way.
+
+    Example:
+        >>> import asyncio, flowtracker as ft
+        >>> async def main():
+        ...     async with ft.span("job"):
+        ...         return running_span(asyncio.get_running_loop())[1].name
+        >>> asyncio.run(main())
+        'job'
+    """
+    task = asyncio.current_task(loop)
+    if task is None:
+        return None, None
+    context = _context_of(task)
+    span = None if context is None else context.get(CURRENT)
+    return task, (span if span is not None and span.recording else None)
+
+
+def _context_of(task: asyncio.Task[object]) -> contextvars.Context | None:
+    get_context = getattr(task, "get_context", None)
+    if get_context is not None:
+        context: contextvars.Context = get_context()
+        return context
+    for referent in gc.get_referents(task):
+        if type(referent) is contextvars.Context:
+            return referent
+    return None
 
 
 class Watchdog:
-    """Samples the stack of ``timer``'s loop thread while one of its callbacks runs long.
+    """Samples the stack of ``timer``'s loop thread while its loop is held for long.
 
     Args:
-        timer: The callback timer of the watched loop (read: ``started``,
-            ``thread``, ``threshold_ns``; written: ``sample``).
+        timer: What finds the blocks of the watched loop (read: ``started``,
+            ``thread``, ``threshold_ns``; told: ``offer()``).
         on_closed: Called (on the watchdog thread) once the loop is closed.
     """
 
-    def __init__(self, timer: CallbackTimer, on_closed: Callable[[], None]) -> None:
+    def __init__(self, timer: Target, on_closed: Callable[[], None]) -> None:
         self.timer = timer
         self.on_closed = on_closed
         self._running = False
@@ -85,7 +155,7 @@ class Watchdog:
             thread.join(1.0)
 
     def _watch(self) -> None:
-        """Looks at the loop a few times per threshold; samples the stack of a long callback."""
+        """Looks at the loop a few times per threshold; samples the stack of a long hold."""
         wait = self._wake.wait
         timer = self.timer
         loop = timer.loop
@@ -107,5 +177,6 @@ class Watchdog:
             if frame is None or timer.started != started:
                 continue
             stack = format_stack(frame)
+            task, span = running_span(loop)
             if timer.started == started:
-                timer.sample = Sample(started, at, stack)
+                timer.offer(Sample(started, at, stack, task, span))

@@ -24,11 +24,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from .._wire.frames import is_library_frame as is_library_frame
 from .._wire.names import BLOCKED_EVENT as BLOCKED_EVENT
-
-# Frames of the standard library, installed packages and frozen modules: the
-# offending line a person looks for is the innermost frame outside these.
-_LIBRARY = re.compile(r"[/\\](?:site|dist)-packages[/\\]|[/\\]lib[/\\]python3[^/\\]*[/\\]|^<frozen ", re.I)
 
 
 class Block(NamedTuple):
@@ -77,23 +74,12 @@ def has_loop_data(span: Mapping[str, Any]) -> bool:
     return busy_ms(span) is not None or bool(blocks(span))
 
 
-def is_library_frame(frame: str) -> bool:
-    """Whether a ``file:line in function`` line is in the standard library or an installed package.
-
-    Example:
-        >>> is_library_frame("/usr/lib/python3.12/socket.py:720 in readinto")
-        True
-        >>> is_library_frame("/srv/app/views.py:3 in report")
-        False
-    """
-    return _LIBRARY.search(frame) is not None
-
-
 def own_frame(block: Block) -> int:
     """Position in ``block.frames`` of the innermost frame of the user's own code (-1 if none).
 
     A ``requests.get`` blocks deep in ``socket.py``; the line to change is the
-    innermost frame outside the standard library and installed packages.
+    innermost frame outside the standard library, installed packages and
+    flowtracker (:func:`~flowtracker._wire.frames.is_library_frame`).
     """
     return next((index for index, frame in enumerate(block.frames) if not is_library_frame(frame)), -1)
 
