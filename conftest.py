@@ -1,4 +1,5 @@
-"""Repository-wide pytest set-up (doctests in the package included).
+"""Repository-wide pytest set-up, the package's doctests included (pyproject's
+testpaths holds ``flowtracker`` and its addopts ``--doctest-modules``).
 
 Spans opened outside any explicit tracker go to the default tracker, whose
 exporters come from FLOWTRACKER_EXPORTERS; "none" keeps doctests and tests

@@ -32,8 +32,7 @@ turns colour off, ``--color always`` forces it.
 
 Example:
     >>> from flowtracker.cli import run
-    >>> run(["tree", "/nonexistent/traces.jsonl"])  # doctest: +SKIP
-    flowtracker: cannot read '/nonexistent/traces.jsonl': No such file or directory
+    >>> run(["tree", "/nonexistent/traces.jsonl"])  # says why on stderr
     3
 """
 
@@ -87,8 +86,8 @@ def run(argv: Sequence[str]) -> int:
     """Runs the command line ``argv`` (without the program name); returns the exit code.
 
     Example:
-        >>> run(["--version"])  # doctest: +SKIP
-        flowtracker 0.1.0
+        >>> run(["--version"])  # doctest: +ELLIPSIS
+        flowtracker ...
         0
     """
     parser = _parser()

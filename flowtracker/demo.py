@@ -17,10 +17,20 @@ Merged by ``trace_id`` they form one tree. :func:`overview_text` is what
 ``flowtracker demo`` prints: one request's tree, then a line per request.
 
 Example:
-    >>> import asyncio
+    >>> import asyncio, os, tempfile
+    >>> import flowtracker as ft
     >>> from flowtracker.demo import overview_text, run_demo
-    >>> traces = asyncio.run(run_demo(requests=1, traces_path="/tmp/demo.jsonl"))  # doctest: +SKIP
-    >>> print(overview_text(traces))  # doctest: +SKIP
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "traces.jsonl")
+    ...     traces = asyncio.run(run_demo(requests=1, traces_path=path, console=False))
+    >>> ft.uninstrument()  # the demo instruments httpx and SQLAlchemy, as a service does at start-up
+    >>> sorted(record["service"] for record in traces)
+    ['orders', 'shipping']
+    >>> print(overview_text(traces))  # doctest: +ELLIPSIS
+    1 request, one trace across the orders and shipping services.
+    <BLANKLINE>
+    Request 1:
+    GET /  ...
 """
 
 from __future__ import annotations
@@ -194,11 +204,7 @@ async def run_demo(
         The trace records in wire format, grouped by request: for each, the
         orders record then the shipping record (same ``trace_id``).
 
-    Example:
-        >>> import asyncio
-        >>> traces = asyncio.run(run_demo(1, traces_path="/tmp/demo.jsonl"))  # doctest: +SKIP
-        >>> sorted(t["service"] for t in traces)  # doctest: +SKIP
-        ['orders', 'shipping']
+    See the module's example.
     """
     instrument("sqlalchemy", "httpx")  # as a service does at start-up: for the whole process
     memory = MemoryExporter()
@@ -255,18 +261,22 @@ def overview_text(records: Sequence[Mapping[str, Any]], *, color: bool = False) 
     Returns:
         Lines joined by newlines, without a trailing newline; ``""`` without records.
 
-    Example:
-        >>> print(overview_text(records))  # doctest: +SKIP
+    For the demo's three requests it reads::
+
         3 requests, each one trace across the orders and shipping services.
-        <BLANKLINE>
+
         Request 1:
         GET /  192.3 ms  http.status_code=200
         ├─ Process Payment  50.3 ms  26%  currency=USD
         ...
-        <BLANKLINE>
+
         One line per request:
           1  GET /  200  192.3 ms  7 spans  trace 812b0a86e1e8f32785e75b050a963d66
           ...
+
+    Example:
+        >>> overview_text([])
+        ''
     """
     traces = merge_traces(records)
     if not traces:

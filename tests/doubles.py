@@ -52,3 +52,24 @@ def accounted(stats: ft.TrackerStats) -> None:
     for name, lane in stats.exporters.items():
         total = lane.exported + lane.failed + lane.dropped + lane.queued
         assert total == stats.traces_completed, (name, lane, stats.traces_completed)
+
+
+class ReportingSink:
+    """A trace sink (what the core reports to) that keeps each span's
+    ``(name, start_ns, end_ns)`` as it was when the sink was told a trace's last span ended."""
+
+    sampling = False
+    closed = False
+
+    def __init__(self, **limits: int) -> None:
+        from flowtracker._core import Limits
+
+        self.limits = Limits(**limits)
+        self.open_traces: set[object] = set()
+        self.reported: list[list[tuple[str, int, int | None]]] = []
+
+    def sample(self, trace_id: int, sampled: bool | None) -> bool:
+        return sampled is not False
+
+    def span_ended(self, state: object) -> None:
+        self.reported.append([(s.name, s.start_ns, s.end_ns) for s in state.spans])  # type: ignore[attr-defined]

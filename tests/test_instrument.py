@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -154,6 +155,10 @@ class Store:
     async def aget(self, key: str) -> str:
         return lookup(key)
 
+    async def abulk(self, key: str) -> str:
+        """Makes an instrumented call of its own, as asyncpg's copy_to_table does."""
+        return await self.aget(key)
+
 
 def lookup(key: str) -> str:
     if key == "missing":
@@ -178,9 +183,10 @@ def span_end(span: Any, result: Any) -> None:
 @pytest.fixture
 def store() -> Any:
     """Store.get and Store.aget wrapped as an instrumentation would wrap them; restored afterwards."""
-    patches = Patches()
+    patches = Patches("store", "a client span per get")
     patches.wrap(Store, "get", sync_wrapper("store", span_start, span_end))
     patches.wrap(Store, "aget", async_wrapper("store", span_start, span_end))
+    patches.wrap(Store, "abulk", async_wrapper("store", span_start, span_end, current=True))
     yield Store()
     patches.restore()
 
@@ -201,6 +207,29 @@ class TestWrapper:
             ("GET b", "ok"),
             ("GET missing", "error"),
         ]
+
+    async def test_current_span_during_the_call_makes_inner_calls_children(self, tracker, memory, store):
+        """With current=True the call's span is current while the original runs: an instrumented
+        call it makes is its child, and after it the caller's span is current again."""
+        async with ft.span("job") as job:
+            assert await store.abulk("c") == "C"
+            assert ft.current_span() is job
+            with pytest.raises(KeyError):
+                await store.abulk("missing")
+            assert ft.current_span() is job
+        await tracker.flush()
+        spans = memory.traces[0]["spans"]
+        by_id = {s["span_id"]: s for s in spans}
+
+        def parent(span: dict[str, Any]) -> dict[str, Any]:
+            return by_id.get(span.get("parent_id", ""), {})
+
+        path = [
+            (parent(parent(s))["name"], parent(s)["name"], s["name"], s["status"])
+            for s in spans
+            if "name" in parent(parent(s))
+        ]
+        assert path == [("job", "GET c", "GET c", "ok"), ("job", "GET missing", "GET missing", "error")]
 
     def test_no_current_span_calls_nothing_of_ours(self, store):
         """Outside a span the original runs directly: start is never called (its failure would count)."""
@@ -227,11 +256,24 @@ class TestWrapper:
             def get(self) -> str:
                 return "own"
 
-        patches = Patches()
+        patches = Patches("client", "a client span per get")
         patches.wrap(Client, "get", lambda original: lambda self: original(self))
         theirs = lambda self: "theirs"  # noqa: E731
         Client.get = theirs  # type: ignore[method-assign]
-        with caplog.at_level(logging.WARNING, logger="flowtracker.instrumentation"):
+        with caplog.at_level(logging.WARNING, logger="flowtracker.patches"):
             patches.restore()
         assert Client.__dict__["get"] is theirs
         assert "could not restore" in caplog.text
+
+
+class TestOneMechanism:
+    def test_every_instrumentation_changes_its_library_through_patches(self):
+        """Each supported library's module makes and undoes its changes through one Patches object
+        (the shared wrapper and the patch registry behind it), never by its own means."""
+        for name in SUPPORTED:
+            module = importlib.import_module(f"flowtracker.instrumentation.{name}")
+            source = Path(module.__file__ or "").read_text(encoding="utf-8")
+            assert isinstance(vars(module)["_patches"], Patches), name
+            assert source.count("Patches(") == 1, name
+            for own_means in ("setattr(", "patch_attribute", "patch_hook", "event.listen(Engine"):
+                assert own_means not in source, (name, own_means)

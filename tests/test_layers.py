@@ -1,10 +1,14 @@
-"""The package's import graph: layers that only point down, and no cycles.
+"""The package's import graph: layers that only point down, and no cycles; runtime patches in one place.
 
 Read from the source with ``ast`` (function-level imports count; imports under
 ``if TYPE_CHECKING:`` do not, as they never run). Every module belongs to one
 layer; a module may import its own layer and the layers below it, never one
 above. Within the package, no import cycle exists, not even through a
 function-level import.
+
+Every runtime patch (an assignment to another module's or a class's
+attribute, ``setattr``) goes through the patch registry,
+``flowtracker/_core/patches.py``, with its reason.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "flowtracker.asgi",
             "flowtracker.testing",
             "flowtracker.otel",
-            "flowtracker.instrumentation",
             "flowtracker.loop_monitor",
         ),
     ),
@@ -106,12 +109,16 @@ def imports_of(module: str, path: Path, known: dict[str, Path]) -> set[str]:
     return {name for name in found if name in known}
 
 
-#: Private names of the standard library read on purpose, each for a reason
-#: no public API serves (file, attribute) -> why.
-STDLIB_PRIVATES = {
+#: Private names of the standard library (or, where named, another project)
+#: read on purpose, each for a reason no public API serves (file, attribute) -> why.
+FOREIGN_PRIVATES = {
     ("_callbacks.py", "_loop"): "asyncio.Handle's loop: which loop a callback runs on",
     ("_callbacks.py", "_context"): "asyncio.Handle's context: whose span a callback runs for",
     ("_watchdog.py", "_current_frames"): "sys._current_frames(): the only way to sample a blocked thread",
+    ("_context.py", "_RUNTIME_CONTEXT"): (
+        "OpenTelemetry's runtime context, which the bridge wraps (pinned by "
+        "tests/test_otel_api.py::TestOpenTelemetryInternals)"
+    ),
 }
 
 
@@ -152,11 +159,106 @@ def foreign_private_names(path: Path) -> list[str]:
             isinstance(node, ast.Attribute)
             and _private(node.attr)
             and node.attr not in defined
-            and (path.name, node.attr) not in STDLIB_PRIVATES
+            and (path.name, node.attr) not in FOREIGN_PRIVATES
         ):
             owner = ast.unparse(node.value)
             found.append(f"{path.name}:{node.lineno}: reads .{node.attr} of {owner}")
     return found
+
+
+#: The one module that may assign another module's or a class's attributes.
+REGISTRY = "_core/patches.py"
+
+#: Modules that pass on a reason given elsewhere as a literal (file -> where it is given).
+REASON_FORWARDERS = {
+    "instrumentation/_patch.py": "Patches(library, reason): each instrumentation gives its reason",
+}
+
+#: Calls that register a patch: the registry's two functions, and the instrumentations' Patches.
+REGISTERING_CALLS = ("patch_attribute", "patch_hook", "Patches")
+
+
+def _root_name(node: ast.expr) -> str | None:
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def raw_patches(path: Path) -> list[str]:
+    """Assignments to another module's or a class's attributes in ``path``, outside the registry.
+
+    Found: ``mod.attr = ...``, ``mod.Class.attr = ...`` (``mod`` imported),
+    ``Class.attr = ...`` inside a function (a class of this module changed at
+    run time), ``del`` of such an attribute, and every ``setattr()`` or
+    ``delattr()`` call. Not found: ``self.x = ...`` and other local objects, and
+    ``Class.attr = ...`` at module level (part of defining the class).
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported: set[str] = set()
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported |= {alias.asname or alias.name for alias in node.names}
+    found: list[str] = []
+
+    def check(target: ast.expr, node: ast.stmt, in_function: bool) -> None:
+        if isinstance(target, (ast.Tuple, ast.List)):
+            for element in target.elts:
+                check(element, node, in_function)
+            return
+        if not isinstance(target, ast.Attribute):
+            return
+        root = _root_name(target.value)
+        if root in imported or (root in classes and in_function):
+            found.append(f"{path.name}:{node.lineno}: assigns {ast.unparse(target)}")
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            in_function = True
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                check(target, node, in_function)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            check(node.target, node, in_function)
+        elif isinstance(node, ast.Delete):
+            for target in node.targets:
+                check(target, node, in_function)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("setattr", "delattr")
+        ):
+            found.append(f"{path.name}:{node.lineno}: calls {node.func.id}()")
+        for child in ast.iter_child_nodes(node):
+            visit(child, in_function)
+
+    visit(tree, False)
+    return found
+
+
+def registrations(path: Path) -> list[tuple[str, ast.expr | None]]:
+    """Each call in ``path`` that registers a patch: ``(where, its reason argument or None)``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+        if name not in REGISTERING_CALLS:
+            continue
+        reason = next((keyword.value for keyword in node.keywords if keyword.arg == "reason"), None)
+        if reason is None and name == "Patches" and len(node.args) >= 2:
+            reason = node.args[1]
+        found.append((f"{path.name}:{node.lineno}: {name}()", reason))
+    return found
+
+
+def _literal_text(node: ast.expr | None) -> bool:
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str) and bool(node.value.strip())
+    return isinstance(node, ast.JoinedStr)
 
 
 @pytest.fixture(scope="module")
@@ -251,3 +353,130 @@ class TestLayers:
         found = imports_of("flowtracker._core.span", module, known)
         assert found == {"flowtracker._pipeline.tracker"}
         assert layer_of("flowtracker._pipeline.tracker") > layer_of("flowtracker._core.span")
+
+
+class TestRuntimePatches:
+    def test_every_patch_goes_through_the_registry(self) -> None:
+        """No module but the registry assigns another module's or a class's attributes, or calls
+        setattr()/delattr(): every runtime patch is installed (and undone) by the registry."""
+        found = []
+        for path in sorted(PACKAGE.rglob("*.py")):
+            if path.relative_to(PACKAGE).as_posix() != REGISTRY:
+                found += raw_patches(path)
+        assert found == []
+
+    def test_every_registration_gives_its_reason(self) -> None:
+        """Each patch_attribute(), patch_hook() and Patches() call names its reason as text, where
+        it is written (a module that passes on a reason given elsewhere is named in REASON_FORWARDERS)."""
+        missing = []
+        seen = 0
+        for path in sorted(PACKAGE.rglob("*.py")):
+            relative = path.relative_to(PACKAGE).as_posix()
+            if relative == REGISTRY:
+                continue
+            for where, reason in registrations(path):
+                seen += 1
+                if not (_literal_text(reason) or (reason is not None and relative in REASON_FORWARDERS)):
+                    missing.append(where)
+        assert missing == []
+        assert seen >= 6  # Span.__exit__, Handle._run, _RUNTIME_CONTEXT, and the instrumentations'
+
+    def test_the_patch_checker_sees_a_patch(self, tmp_path: Path) -> None:
+        """The checker itself: module and class attributes assigned at run time, setattr() and del
+        are found; instance attributes and a class's own definition are not."""
+        module = tmp_path / "hook.py"
+        module.write_text(
+            "import asyncio\n"
+            "from asyncio import events\n"
+            "class Span:\n    pass\n"
+            "Span.__module__ = 'x'\n"
+            "def install(self, handle, run):\n"
+            "    events.Handle._run = run\n"
+            "    asyncio.events.Handle._run, self.old = run, None\n"
+            "    Span.__exit__ = run\n"
+            "    setattr(handle, 'x', 1)\n"
+            "    del events.Handle._run\n"
+            "    handle.done = True\n",
+            encoding="utf-8",
+        )
+        assert [entry.split(": ", 1)[1] for entry in raw_patches(module)] == [
+            "assigns events.Handle._run",
+            "assigns asyncio.events.Handle._run",
+            "assigns Span.__exit__",
+            "calls setattr()",
+            "assigns events.Handle._run",
+        ]
+
+    def test_the_reason_checker_sees_a_missing_reason(self, tmp_path: Path) -> None:
+        """The checker itself: a registration without a reason, or with an empty one, is found."""
+        module = tmp_path / "patching.py"
+        module.write_text(
+            "patch_attribute(a, 'b', c, reason='why')\n"
+            "patch_attribute(a, 'b', c)\n"
+            "patches.patch_hook('t', f, g, reason=' ')\n"
+            "Patches('httpx', 'a span per request')\n",
+            encoding="utf-8",
+        )
+        assert [_literal_text(reason) for _, reason in registrations(module)] == [True, False, False, True]
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def layer_table() -> dict[str, str]:
+    """docs/architecture.md's layer table: layer name (spaces removed) -> the row's text."""
+    rows: dict[str, str] = {}
+    for line in ARCHITECTURE.read_text(encoding="utf-8").split("\n## ", 1)[0].splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 4 and cells[0] not in ("layer", "---"):
+            rows[cells[0].replace(" ", "")] = line
+    return rows
+
+
+def top_level_entries() -> dict[str, str]:
+    """Each top-level module and folder of the package, as the table writes it -> its dotted name."""
+    entries = {}
+    for path in sorted(PACKAGE.iterdir()):
+        if path.is_dir() and any(path.glob("*.py")):
+            entries[f"`flowtracker/{path.name}/`"] = f"flowtracker.{path.name}"
+        elif path.suffix == ".py" and path.name != "__init__.py":
+            entries[f"`{path.name}`"] = f"flowtracker.{path.stem}"
+    return entries
+
+
+class TestArchitectureDoc:
+    def test_every_top_level_module_and_folder_is_in_its_layers_row(self) -> None:
+        """docs/architecture.md's table names every top-level module and folder of the package, in
+        the row of the layer it belongs to here: a new one, or one that moved, fails until the
+        table says so."""
+        rows = layer_table()
+        assert set(rows) == {name for name, _ in LAYERS[:-1]}
+        misplaced = [
+            f"{written} ({LAYERS[layer_of(module)][0]})"
+            for written, module in top_level_entries().items()
+            if written not in rows[LAYERS[layer_of(module)][0]]
+        ]
+        assert misplaced == []
+
+    def test_every_package_folder_has_an_init(self) -> None:
+        """Every folder of the package with Python modules is a regular package (no namespace folders)."""
+        folders = {path.parent for path in PACKAGE.rglob("*.py")}
+        assert sorted(str(f.relative_to(PACKAGE)) for f in folders if not (f / "__init__.py").exists()) == []
+
+
+class TestDoctests:
+    def test_the_suite_runs_every_docstring_example(self, pytestconfig: pytest.Config) -> None:
+        """The suite's configuration collects the package's doctests (--doctest-modules, with
+        flowtracker in testpaths): a stale example fails ./dev test and the tox runs."""
+        assert "--doctest-modules" in pytestconfig.getini("addopts")
+        assert "flowtracker" in pytestconfig.getini("testpaths")
+
+    def test_no_example_is_skipped(self) -> None:
+        """No docstring example in the package is marked +SKIP: every one of them runs."""
+        skipped = [
+            f"{path.relative_to(PACKAGE)}:{number}"
+            for path in sorted(PACKAGE.rglob("*.py"))
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if "doctest: +" + "SKIP" in line
+        ]
+        assert skipped == []

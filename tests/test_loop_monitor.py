@@ -494,6 +494,23 @@ class TestBlocks:
         assert stack.startswith(f"{THIS_FILE}:{line_of('tight block')} in ")
         assert "truncated" in stack
 
+    async def test_block_event_obeys_the_per_span_event_limit(self, memory):
+        """The block event goes through the span's one event path: over max_events_per_span it is
+        not kept and is counted in events_dropped, once, while the block itself is still counted."""
+        async with ft.Tracker(exporters=[memory], max_events_per_span=1) as tracker:
+            with ft.monitor_event_loop(0.05) as monitor:
+                await settle()
+                async with ft.span("full"):
+                    ft.add_event("first")
+                    time.sleep(0.08)  # blocks a span whose events are full
+                await settle()
+            await tracker.flush()
+        span = by_name(memory.traces)["full"]
+        assert [event["name"] for event in span["events"]] == ["first"]
+        assert "busy_ms" in span
+        assert tracker.stats.events_dropped == 1
+        assert monitor.stats.blocks == 1
+
     async def test_block_outside_spans_counted_and_logged_once_per_location(self, caplog):
         """Two blocks at one line outside any span: both counted, one log record (per location per minute)."""
         caplog.set_level(logging.WARNING, "flowtracker.loop_monitor")

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from doubles import ReportingSink
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -28,7 +29,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 import flowtracker as ft
-from flowtracker._core import activate, deactivate, start_root_span, suppressed
+from flowtracker._core import activate, clock, deactivate, patches, start_root_span, suppressed
 from flowtracker._core.clock import format_rfc3339, parse_rfc3339
 from flowtracker.otel import BridgedRuntimeContext, BridgeError, BridgeSpan, TracerProvider
 from flowtracker.testing import capture_traces
@@ -40,12 +41,14 @@ REMOTE_SPAN = "00f067aa0ba902b7"
 
 @pytest.fixture
 def provider() -> Iterator[TracerProvider]:
-    """A flowtracker TracerProvider; OpenTelemetry's runtime context is put back afterwards,
-    so the bridge does not outlive the test (other tests use the SDK in this process)."""
-    # The private name the bridge wraps (see TestOpenTelemetryInternals).
-    saved = otel_context._RUNTIME_CONTEXT
+    """A flowtracker TracerProvider; OpenTelemetry's runtime context is put back afterwards
+    through flowtracker's patch registry, so the bridge does not outlive the test (other
+    tests use the SDK in this process)."""
     yield TracerProvider()
-    otel_context._RUNTIME_CONTEXT = saved
+    for patch in patches.active():
+        if patch.name == "_RUNTIME_CONTEXT":
+            assert patch.undo()
+    assert not isinstance(otel_context._RUNTIME_CONTEXT, BridgedRuntimeContext)
 
 
 @pytest.fixture
@@ -349,6 +352,26 @@ class TestMapping:
         assert imported["duration_ms"] == 1500.0
         assert imported["events"][0]["time"] == format_rfc3339(event_at)
         assert spans["backwards"]["duration_ms"] == 0.0
+
+    def test_explicit_times_are_set_before_the_span_is_reported(self, provider: TracerProvider) -> None:
+        """The bridge hands explicit times to the core as it starts and ends spans: when the
+        tracker is told a trace's last span ended, every span already has its given times."""
+        sink = ReportingSink()
+        tracer = TracerProvider(sink).get_tracer("tests.otel")
+        start = time.time_ns() - 5_000_000_000
+        root = tracer.start_span("root", start_time=start)
+        child = tracer.start_span(
+            "child", context=trace.set_span_in_context(root), start_time=start + 1_000_000
+        )
+        root.end(end_time=start + 3_000_000)
+        child.end(end_time=start + 2_000_000)  # the last span: the trace is reported now
+        anchor = clock.wall_anchor_ns
+        assert sink.reported == [
+            [
+                ("root", start - anchor, start + 3_000_000 - anchor),
+                ("child", start + 1_000_000 - anchor, start + 2_000_000 - anchor),
+            ]
+        ]
 
     async def test_calls_after_end_are_ignored(self, tracer: trace.Tracer) -> None:
         """After ``end()``, attributes, events, status and a second ``end()`` change nothing."""

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
+from pathlib import Path
 
 import anyio
 import pytest
+from doubles import ReportingSink
 
 import flowtracker as ft
+from flowtracker._core import (
+    STATUS_ERROR,
+    SpanExtras,
+    activate,
+    clock,
+    deactivate,
+    start_child,
+    start_root_span,
+    suppressed,
+)
 from flowtracker.testing import FakeClock, capture_traces, sequential_ids
+
+PACKAGE = Path(ft.__file__).resolve().parent
 
 
 def spans_by_name(trace: dict) -> dict:
@@ -219,3 +234,143 @@ class TestDeterministicTraces:
             assert len(span_id) == 16
             assert span_id == span_id.lower()
             assert int(span_id, 16) != 0
+
+
+class TestExplicitTimes:
+    def test_times_are_in_place_when_the_sink_is_told(self):
+        """start_ns= and end_ns= of the internal API set the times before the trace is reported:
+        the sink sees the given start and end of each span, never a clock reading replaced later."""
+        sink = ReportingSink()
+        t0 = clock.now_ns() - 10_000_000
+        root = start_root_span("root", tracker=sink, start_ns=t0)
+        token = activate(root)
+        child = start_child("child", start_ns=t0 + 1_000)
+        deactivate(root, token)
+        root.end(end_ns=t0 + 9_000)
+        child.end(end_ns=t0 + 5_000)  # the trace's last span: the sink is told now
+        assert sink.reported == [[("root", t0, t0 + 9_000), ("child", t0 + 1_000, t0 + 5_000)]]
+
+    def test_an_end_before_the_start_is_the_start(self):
+        """An explicit end earlier than the span's start ends it at its start: a zero duration."""
+        with capture_traces() as traces:
+            span = start_root_span("backwards")
+            span.end(end_ns=span.start_ns - 1_000_000)
+        assert span.duration_ms == 0.0
+        assert traces[0]["spans"][0]["duration_ms"] == 0.0
+
+    def test_unrecorded_spans_keep_their_zero_times(self):
+        """A root head sampling said no to reads no clock: explicit times leave it at zero."""
+        sink = ReportingSink()
+        root = start_root_span("unsampled", tracker=sink, sampled=False, start_ns=123)
+        root.end(end_ns=456)
+        assert (root.start_ns, root.end_ns, sink.reported) == (0, 0, [])
+
+    def test_event_time_is_kept(self):
+        """record_event(at_ns=) writes the event at the given time, on the wire too."""
+        clock_ = FakeClock("2026-11-20T10:00:00Z", step_ms=0)
+        with capture_traces(clock=clock_) as traces, ft.span("job") as job:
+            clock_.advance(500)
+            assert job.record_event("queued", {"depth": 3}, at_ns=job.start_ns + 250_000_000)
+        [event] = traces[0]["spans"][0]["events"]
+        assert event == {"name": "queued", "time": "2026-11-20T10:00:00.250000Z", "attributes": {"depth": 3}}
+
+
+class TestOneEventPath:
+    async def test_one_limit_for_every_event(self, memory):
+        """add_event, record_event and events recorded after the end share max_events_per_span,
+        and each event over it is counted once."""
+        async with ft.Tracker(exporters=[memory], max_events_per_span=2) as tracker:
+            with ft.span("job") as job:
+                job.add_event("first")
+                assert job.record_event("second", {})
+                assert not job.record_event("third", {})
+            assert not job.record_event("late", {}, after_end=True)
+        assert [e["name"] for e in memory.traces[0]["spans"][0]["events"]] == ["first", "second"]
+        assert tracker.stats.events_dropped == 2
+
+    def test_after_end_only_when_asked(self):
+        """An ended span takes no event, unless the caller says it is learnt at the span's end."""
+        with capture_traces() as traces:
+            with ft.span("root"), ft.span("child") as child:
+                pass
+            assert not child.record_event("late", {})
+            assert child.record_event("learnt at the end", {"n": 1}, after_end=True)
+        child_out = spans_by_name(traces[0])["child"]
+        assert [e["name"] for e in child_out["events"]] == ["learnt at the end"]
+
+    def test_unrecorded_span_takes_no_event(self):
+        """A span that is not recorded (suppressed work) takes no event, even after its end."""
+        with suppressed(), ft.span("quiet") as quiet:
+            assert not quiet.record_event("e", {}, after_end=True)
+        assert quiet.events == []
+
+
+class TestExtras:
+    def test_a_plain_span_has_none(self):
+        """A span with nothing optional (ok, internal, no events, no monitor) never makes its extras."""
+        with capture_traces(), ft.span("plain") as plain, ft.span("tagged", rows=3) as tagged:
+            pass
+        assert plain.extras is None
+        assert tagged.extras is None
+
+    def test_fields_are_read_by_name(self):
+        """What the core attaches is read back from the typed fields: status, error, kind, events."""
+        with capture_traces(), ft.span("handler"):
+            call = start_child("GET shipping", kind="client")
+            assert call is not None
+            call.add_event("retry")
+            error = RuntimeError("HTTP 503")
+            call.end(STATUS_ERROR, error)
+        extras = call.extras
+        assert isinstance(extras, SpanExtras)
+        assert (extras.status, extras.error, extras.kind) == ("error", error, "client")
+        assert [name for name, _, _ in extras.events or ()] == ["retry"]
+        assert (extras.busy_ns, extras.stalled_ns, extras.dropped_tags) == (None, None, 0)
+
+    def test_fields_for_stalled_time_reach_the_wire(self):
+        """stalled_ns and the trace's loop_monitor mode, once written, are the wire's optional
+        stalled_ms and loop_monitor fields; unwritten, they are absent."""
+        with capture_traces() as traces:
+            with ft.span("waited") as waited:
+                waited.ensure_extras().stalled_ns = 2_500_000
+                waited.trace_state.loop_monitor = "blocks"  # type: ignore[union-attr]
+            with ft.span("plain"):
+                pass
+        assert (traces[0]["spans"][0]["stalled_ms"], traces[0]["loop_monitor"]) == (2.5, "blocks")
+        assert "stalled_ms" not in traces[1]["spans"][0]
+        assert "loop_monitor" not in traces[1]
+
+    def test_each_field_is_written_in_one_place(self):
+        """Every SpanExtras field has one writer in the package (the one its declaration names);
+        a second place that writes one fails here."""
+        fields = {name for name in vars(SpanExtras) if not name.startswith("_")}
+        writers: dict[str, set[tuple[str, str]]] = {}
+        for path in sorted(PACKAGE.rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for function in ast.walk(tree):
+                if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for node in ast.walk(function):
+                    targets = (
+                        node.targets
+                        if isinstance(node, ast.Assign)
+                        else [node.target]
+                        if isinstance(node, (ast.AugAssign, ast.AnnAssign))
+                        else []
+                    )
+                    for target in targets:
+                        if (
+                            isinstance(target, ast.Attribute)
+                            and target.attr in fields
+                            and "extras" in ast.unparse(target.value)
+                        ):
+                            where = (path.relative_to(PACKAGE).as_posix(), function.name)
+                            writers.setdefault(target.attr, set()).add(where)
+        assert writers == {
+            "status": {("_core/span.py", "end")},
+            "error": {("_core/span.py", "end")},
+            "kind": {("_core/span.py", "kind")},
+            "events": {("_core/span.py", "record_event")},
+            "dropped_tags": {("_core/span.py", "set_tag")},
+            "busy_ns": {("loop_monitor/_callbacks.py", "add_busy")},
+        }

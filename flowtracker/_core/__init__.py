@@ -14,6 +14,12 @@ middlewares, ``@traced``, log correlation, instrumentations):
   work that must not trace itself;
 * end a span with a status or an exception: :meth:`Span.end`,
   :meth:`Span.end_with_exception` (and :meth:`Span.finish`);
+* set times explicitly (a bridge from another API): ``start_ns=`` of
+  :func:`start_child` and :func:`start_root_span`, ``end_ns=`` of
+  :meth:`Span.end`, ``at_ns=`` of :meth:`Span.record_event`;
+* record an event (the one path, with the one limit check): :meth:`Span.record_event`;
+* attach what is declared in :class:`SpanExtras` (event-loop time):
+  :meth:`Span.ensure_extras`, each field by its one writer;
 * read a span's trace context for propagation: :meth:`Span.span_context`;
 * learn which span runs on a thread, and when a span is about to end (the
   event-loop monitor): :func:`set_switch_observer` (a :class:`SwitchObserver`);
@@ -31,6 +37,8 @@ Example:
 
 from __future__ import annotations
 
+from .extras import Event as Event
+from .extras import SpanExtras as SpanExtras
 from .sink import BOUND_SINK as BOUND_SINK
 from .sink import Limits as Limits
 from .sink import TraceSink as TraceSink
@@ -57,9 +65,11 @@ __all__ = (
     "STATUS_ERROR",
     "STATUS_OK",
     "STATUS_UNFINISHED",
+    "Event",
     "Limits",
     "Span",
     "SpanContext",
+    "SpanExtras",
     "SwitchObserver",
     "TraceSink",
     "TraceState",

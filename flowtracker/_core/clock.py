@@ -10,9 +10,9 @@ atomic under the GIL, reseeded after ``fork``) and formatted as lowercase hex
 only at export.
 
 Example:
-    >>> from flowtracker import _clock
-    >>> reading = _clock.now_ns()
-    >>> _clock.format_rfc3339(_clock.wall_anchor_ns + reading).endswith("Z")
+    >>> from flowtracker._core import clock
+    >>> reading = clock.now_ns()
+    >>> clock.format_rfc3339(clock.wall_anchor_ns + reading).endswith("Z")
     True
 """
 

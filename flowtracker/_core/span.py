@@ -32,6 +32,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from . import clock
+from .extras import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, STATUS_UNFINISHED, SpanExtras
+from .patches import Patch, patch_attribute
 from .sink import BOUND_SINK, resolve_sink
 from .trace import TraceState
 
@@ -88,12 +90,6 @@ clock.on_change(_refresh_sources)
 #: Passed as ``exc_type`` by :meth:`Span.end`: end the span, leave the context alone.
 _END_ONLY: Any = object()
 
-#: Span statuses, as written in the output.
-STATUS_OK = "ok"
-STATUS_ERROR = "error"
-STATUS_CANCELLED = "cancelled"
-STATUS_UNFINISHED = "unfinished"
-
 
 class SpanContext(NamedTuple):
     """A span's identity for propagation (W3C ``traceparent``/``tracestate``).
@@ -130,8 +126,9 @@ class Span:
         recording: Whether the span is recorded (False when unsampled, over a limit,
             or emitted unfinished).
         trace_state: The trace under assembly (internal; ``None`` before start).
-        details: What most spans never have (a non-ok status, an error, a kind,
-            events, dropped tags), or ``None``.
+        extras: What most spans never have (a non-ok status, an error, a kind,
+            events, dropped tags, event-loop time), as a
+            :class:`~flowtracker._core.extras.SpanExtras`, or ``None``.
 
     Example:
         >>> import flowtracker as ft
@@ -145,8 +142,8 @@ class Span:
     # Few slots, and few writes per span: every write costs on the hot path.
     __slots__ = (
         "_token",
-        "details",
         "end_ns",
+        "extras",
         "name",
         "parent",
         "recording",
@@ -169,7 +166,7 @@ class Span:
         self.tags: dict[Any, Any] = tags
         self.trace_state: TraceState | None = None
         self.end_ns: int | None = None
-        self.details: dict[str, Any] | None = None
+        self.extras: SpanExtras | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -216,8 +213,10 @@ class Span:
         tb: TracebackType | None,
     ) -> None:
         # The one place a span ends: leaving its block, and end()/finish(),
-        # which pass _END_ONLY to skip the context reset. Ending here rather than
-        # in a helper saves a call on every span's way out.
+        # which pass _END_ONLY to skip the context reset and, in ``tb``, the
+        # explicit end time or None (a block left without an exception has no
+        # traceback). Ending here rather than in a helper saves a call on every
+        # span's way out.
         if exc_type is not _END_ONLY:
             try:
                 _reset_current(self._token)  # type: ignore[arg-type]
@@ -234,7 +233,7 @@ class Span:
         if not self.recording:
             self.end_ns = self.start_ns  # unsampled (no clock) or over a limit
             return
-        self.end_ns = _now()
+        self.end_ns = _now() if tb is None else tb  # type: ignore[assignment]
         state = self.trace_state
         # The trace may be complete if this was its last open span: the sink
         # decides (see TraceState).
@@ -254,20 +253,27 @@ class Span:
     ) -> None:
         self.__exit__(exc_type, exc, tb)
 
-    def end(self, status: str = STATUS_OK, error: BaseException | None = None) -> None:
+    def end(
+        self, status: str = STATUS_OK, error: BaseException | None = None, *, end_ns: int | None = None
+    ) -> None:
         """Ends the span with ``status`` (and ``error`` for ``error``); a second call does nothing.
 
         For integrations that end spans on someone's behalf; code that ends
         its own span calls :meth:`finish` or leaves a ``with`` block.
+        ``end_ns``: the end as a monotonic reading (the clock's ``now_ns``)
+        instead of now, never before the start (the OpenTelemetry bridge's
+        ``end(end_time)``).
         """
         if self.end_ns is not None or self.trace_state is None:
             return
         if status != STATUS_OK:
-            details = self._details()
-            details["status"] = status
+            extras = self.extras or self.ensure_extras()
+            extras.status = status
             if error is not None:
-                details["error"] = error
-        self.__exit__(_END_ONLY, None, None)
+                extras.error = error
+        if end_ns is not None and end_ns < self.start_ns:
+            end_ns = self.start_ns
+        self.__exit__(_END_ONLY, None, end_ns)  # type: ignore[arg-type]
 
     def end_with_exception(self, exc: BaseException) -> None:
         """Ends the span for an exception: ``cancelled`` for task cancellation,
@@ -285,11 +291,16 @@ class Span:
         """Ends the span with status ``ok``; a second call does nothing."""
         self.end(STATUS_OK)
 
-    def _details(self) -> dict[str, Any]:
-        details = self.details
-        if details is None:
-            details = self.details = {}
-        return details
+    def ensure_extras(self) -> SpanExtras:
+        """The span's :class:`~flowtracker._core.extras.SpanExtras`, made on first use.
+
+        For the layers that attach extras to spans (the event-loop monitor);
+        what each field holds, and who writes it, is declared there.
+        """
+        extras = self.extras
+        if extras is None:
+            extras = self.extras = SpanExtras()
+        return extras
 
     # -- data --------------------------------------------------------------
 
@@ -308,22 +319,56 @@ class Span:
             return
         limits = state.limits
         if len(tags) >= limits.max_tags_per_span and key not in tags:
-            details = self._details()
-            details["dropped_tags"] = details.get("dropped_tags", 0) + 1
+            (self.extras or self.ensure_extras()).dropped_tags += 1
             limits.tags_dropped += 1
             return
         tags[key] = value
 
     def add_event(self, name: str, **attributes: Any) -> None:
         """Records a timestamped event (``name`` plus attributes) on this span."""
+        self.record_event(name, attributes)
+
+    def record_event(
+        self, name: str, attributes: dict[str, Any], at_ns: int | None = None, *, after_end: bool = False
+    ) -> bool:
+        """Records an event: the one way events reach a span, with the one limit check.
+
+        Over the tracker's ``max_events_per_span`` the event is not kept and
+        is counted (``events_dropped``). Events of an open span are kept; an
+        ended or unrecorded span's are ignored.
+
+        Args:
+            name: The event's name.
+            attributes: Its attributes (kept as given, not copied).
+            at_ns: When it happened, as a monotonic reading (the clock's
+                ``now_ns``); default now.
+            after_end: Keep it although the span has ended, for what is learnt
+                only as a span's callback or trace ends (the event-loop
+                monitor's blocks), before the trace is handed on.
+
+        Returns:
+            Whether the event was kept.
+
+        Example:
+            >>> import flowtracker as ft
+            >>> with ft.span("job") as job:
+            ...     job.record_event("retry", {"attempt": 2}, at_ns=job.start_ns)
+            True
+            >>> job.record_event("late", {})
+            False
+        """
         state = self.trace_state
-        if self.end_ns is not None or (state is not None and not self.recording):
-            return
-        events: list[tuple[str, int, dict[str, Any]]] = self._details().setdefault("events", [])
-        if state is not None and len(events) >= state.limits.max_events_per_span:
+        if state is not None and (not self.recording or (self.end_ns is not None and not after_end)):
+            return False
+        extras = self.extras or self.ensure_extras()
+        events = extras.events
+        if events is None:
+            events = extras.events = []
+        elif state is not None and len(events) >= state.limits.max_events_per_span:
             state.limits.events_dropped += 1
-            return
-        events.append((name, _now(), attributes))
+            return False
+        events.append((name, _now() if at_ns is None else at_ns, attributes))
+        return True
 
     def span_context(self) -> SpanContext | None:
         """This span's identity for propagation; ``None`` before start and for a
@@ -336,24 +381,24 @@ class Span:
     @property
     def status(self) -> str:
         """``ok``, ``error`` or ``cancelled`` (``ok`` while the span is open)."""
-        details = self.details
-        return STATUS_OK if details is None else details.get("status", STATUS_OK)
+        extras = self.extras
+        return STATUS_OK if extras is None else extras.status
 
     @property
     def error(self) -> BaseException | None:
         """The exception that ended the span with status ``error``, else ``None``."""
-        details = self.details
-        return None if details is None else details.get("error")
+        extras = self.extras
+        return None if extras is None else extras.error
 
     @property
     def kind(self) -> str:
         """``internal`` (default), ``server`` for request roots, ``client`` for outgoing calls."""
-        details = self.details
-        return "internal" if details is None else details.get("kind", "internal")
+        extras = self.extras
+        return "internal" if extras is None else extras.kind
 
     @kind.setter
     def kind(self, value: str) -> None:
-        self._details()["kind"] = value
+        (self.extras or self.ensure_extras()).kind = value
 
     @property
     def parent_id(self) -> int | None:
@@ -367,14 +412,15 @@ class Span:
     @property
     def dropped_tags(self) -> int:
         """Tags not kept because of ``max_tags_per_span``."""
-        details = self.details
-        return 0 if details is None else details.get("dropped_tags", 0)
+        extras = self.extras
+        return 0 if extras is None else extras.dropped_tags
 
     @property
     def events(self) -> list[tuple[str, int, dict[str, Any]]]:
         """The span's events as ``(name, monotonic_ns, attributes)`` tuples."""
-        details = self.details
-        return [] if details is None else details.get("events", [])
+        extras = self.extras
+        events = None if extras is None else extras.events
+        return [] if events is None else events
 
     @property
     def trace_id(self) -> str | None:
@@ -471,11 +517,15 @@ def start_span(name: str, /, **tags: Any) -> Span:
     return new
 
 
-def start_child(name: str, tags: dict[str, Any] | None = None, *, kind: str = "internal") -> Span | None:
+def start_child(
+    name: str, tags: dict[str, Any] | None = None, *, kind: str = "internal", start_ns: int | None = None
+) -> Span | None:
     """Starts a child of the current span, not made current; ``None`` outside a traced span.
 
     For instrumentations: a call made with no current span (or inside an
-    exporter's own silent work) starts no trace.
+    exporter's own silent work) starts no trace. ``start_ns``: the start as a
+    monotonic reading (the clock's ``now_ns``) instead of now (the
+    OpenTelemetry bridge's ``start_time``).
 
     Example:
         >>> import flowtracker as ft
@@ -493,8 +543,10 @@ def start_child(name: str, tags: dict[str, Any] | None = None, *, kind: str = "i
     if tags:
         child.tags = tags  # the caller's fresh dict: kept, not copied
     if kind != "internal":
-        child.details = {"kind": kind}
+        child.kind = kind
     child._start()
+    if start_ns is not None and child.recording:
+        child.start_ns = start_ns  # before anyone else sees the span
     return child
 
 
@@ -509,22 +561,33 @@ def start_root_span(
     tracestate: str | None = None,
     random_flag: bool = False,
     kind: str = "internal",
+    start_ns: int | None = None,
 ) -> Span:
     """Starts a new trace's root span, ignoring the current span; for integrations.
 
     ``trace_id``/``parent_id`` continue a remote trace (W3C ``traceparent``);
     ``sampled`` carries the caller's sampled flag and ``random_flag`` its
-    Level 2 random flag; ``tracestate`` is kept for pass-through on outgoing calls.
+    Level 2 random flag; ``tracestate`` is kept for pass-through on outgoing calls;
+    ``start_ns`` is the start as a monotonic reading instead of now.
     The root is not made current: enter it with ``with``, or :func:`activate` it.
+
+    Example:
+        >>> from flowtracker._core import clock
+        >>> root = start_root_span("GET /", kind="server", start_ns=clock.now_ns() - 5_000_000)
+        >>> root.finish()
+        >>> root.kind, root.duration_ms >= 5
+        ('server', True)
     """
     root = Span(name)
     if tags:
         root.tags = tags  # the caller's fresh dict: kept, not copied
     if kind != "internal":
-        root.details = {"kind": kind}
+        root.kind = kind
     _start_root(root, tracker, trace_id, parent_id, sampled, tracestate)
     if random_flag:
         root.trace_state.random_flag = True  # type: ignore[union-attr]
+    if start_ns is not None and root.recording:
+        root.start_ns = start_ns  # before anyone else sees the span
     return root
 
 
@@ -680,12 +743,13 @@ class SwitchObserver(Protocol):
 
     def closing(self, span: Span) -> None:
         """``span`` is about to end (``end_ns`` still ``None``): the last moment
-        to write into its ``details`` before its trace may be assembled."""
+        to write into its ``extras`` before its trace may be assembled."""
         ...
 
 
 _observer: SwitchObserver | None = None
 _plain_exit = Span.__exit__
+_exit_patch: Patch | None = None
 
 
 def set_switch_observer(observer: SwitchObserver | None) -> None:
@@ -712,10 +776,12 @@ def set_switch_observer(observer: SwitchObserver | None) -> None:
         >>> seen.names
         [None, 'work', 'end work']
     """
-    global _observer
+    global _observer, _exit_patch
     _observer = observer
     if observer is None:
-        Span.__exit__ = _plain_exit  # type: ignore[method-assign]
+        if _exit_patch is not None:
+            _exit_patch.undo()
+            _exit_patch = None
         return
     closing = observer.closing
 
@@ -732,4 +798,10 @@ def set_switch_observer(observer: SwitchObserver | None) -> None:
         _plain_exit(self, exc_type, exc, tb)
 
     __exit__.__doc__ = _plain_exit.__doc__
-    Span.__exit__ = __exit__  # type: ignore[method-assign]
+    # One step from one observer to the next (no moment with the plain exit).
+    _exit_patch = patch_attribute(
+        Span,
+        "__exit__",
+        __exit__,
+        reason="while a switch observer (the event-loop monitor) is set: it is told before a span ends",
+    )

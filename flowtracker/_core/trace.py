@@ -71,6 +71,10 @@ class TraceState:
     random_flag = False
     #: The end count at the last completion trigger (see the pipeline's completion).
     ended_seen = -1
+    #: How an event-loop monitor watched this trace's loop: ``"full"`` (busy
+    #: time and blocks) or ``"blocks"`` (blocks only); ``None``: no monitor.
+    #: Written by the loop monitor; the wire's optional trace field ``loop_monitor``.
+    loop_monitor: str | None = None
 
     def __init__(self, sink: TraceSink, trace_id: int, created_ns: int) -> None:
         self.trace_id = trace_id

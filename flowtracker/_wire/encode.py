@@ -16,7 +16,7 @@ Strings longer than the policy's ``max_string`` (4096 characters by
 default) are cut and marked with ``…[truncated N chars]``.
 
 Example:
-    >>> from flowtracker._wire import safe_value
+    >>> from flowtracker._wire.encode import safe_value
     >>> safe_value({3, 1, 2})
     [1, 2, 3]
     >>> safe_value(b"caf\\xc3\\xa9")
@@ -64,6 +64,10 @@ def trace_to_dict(trace: Trace, policy: ExportPolicy = DEFAULT_POLICY) -> dict[s
         out["follow_up"] = True
     if trace.unfinished:
         out["unfinished_spans"] = trace.unfinished
+    spans = trace.spans
+    state = spans[0].trace_state if spans else None
+    if state is not None and state.loop_monitor is not None:
+        out["loop_monitor"] = state.loop_monitor
     return out
 
 
@@ -71,8 +75,8 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
     """The JSON-ready dict of one span (``now`` stands in for a missing end)."""
     start = span.start_ns
     end = span.end_ns
-    extra = span.details
-    status = "ok" if extra is None else extra.get("status", "ok")
+    extras = span.extras
+    status = "ok" if extras is None else extras.status
     if end is None:
         end = max(now, start)
         status = "unfinished"
@@ -106,25 +110,30 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
             "status": status,
         }
     tags = span.tags
-    if extra is None:  # the common span: no kind, error, events or dropped tags
+    if extras is None:  # the common span: no kind, error, events or dropped tags
         if tags:
             out["tags"] = safe_tags(tags, policy)
         return out
-    kind = extra.get("kind")
-    if kind is not None and kind != "internal":
+    # Each field of SpanExtras (flowtracker._core.extras), read by name; a
+    # field at its default writes nothing.
+    kind = extras.kind
+    if kind != "internal":
         out["kind"] = kind
-    busy = extra.get("busy_ns")
+    busy = extras.busy_ns
     if busy is not None:  # set only while an event-loop monitor watched this span's loop
         out["busy_ms"] = busy / 1e6
+    stalled = extras.stalled_ns
+    if stalled is not None:
+        out["stalled_ms"] = stalled / 1e6
     if tags:
         out["tags"] = safe_tags(tags, policy)
-    dropped = extra.get("dropped_tags")
+    dropped = extras.dropped_tags
     if dropped:
         out["dropped_tags"] = dropped
-    error = extra.get("error")
+    error = extras.error
     if error is not None:
         out["error"] = {"type": _type_name(error), "message": safe_str(error, policy)}
-    events = extra.get("events")
+    events = extras.events
     if events:
         out["events"] = [
             _event_to_dict(name, anchor + at, attributes, policy) for name, at, attributes in events

@@ -42,8 +42,9 @@ class Trace:
             (trace-age limit or shutdown); they carry status ``unfinished``.
 
     Example:
-        >>> record.to_dict()["trace_id"]  # doctest: +SKIP
-        '4bf92f3577b34da6a3ce929d0e0e4736'
+        >>> record = Trace(0x4BF92F3577B34DA6A3CE929D0E0E4736, "orders", [])
+        >>> record.to_dict()
+        {'trace_id': '4bf92f3577b34da6a3ce929d0e0e4736', 'service': 'orders', 'spans': []}
     """
 
     # No __slots__: fields that are usually at their default stay class-level.

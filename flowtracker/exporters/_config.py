@@ -291,8 +291,13 @@ def _logging_reaches_stderr(logger: logging.Logger) -> bool:
 def load_exporter(name: str, **options: Any) -> Exporter:
     """Instantiates the exporter registered as ``name`` in the entry-point group.
 
+    ``load_exporter("sqlite", path="traces.db")`` calls the factory a plug-in
+    registered as ``sqlite`` with ``path="traces.db"``.
+
     Example:
-        >>> load_exporter("sqlite", path="traces.db")  # doctest: +SKIP
+        >>> load_exporter("no-such-plugin")
+        Traceback (most recent call last):
+        ValueError: no exporter named 'no-such-plugin' in entry-point group 'flowtracker.exporters'
     """
     factory = _entry_point(name)
     if factory is None:

@@ -1,7 +1,7 @@
-"""Wrapping a library's methods in spans, and putting its own methods back exactly.
+"""The one way an instrumentation changes its library, and takes the change back exactly.
 
-Every instrumentation that patches methods (rather than using a library's
-own hooks) is made of two pieces from here:
+Every instrumentation (httpx, asyncpg, redis, SQLAlchemy) is made of pieces
+from here:
 
 * :func:`sync_wrapper` / :func:`async_wrapper` turn two small functions,
   ``start(self, args, kwargs) -> Span | None`` and ``end(span, result)``, into
@@ -10,9 +10,15 @@ own hooks) is made of two pieces from here:
   failure in ``start`` or ``end`` is counted and logged once
   (:mod:`._safety`) and the call goes on; the original is called exactly once
   and its result or exception reaches the caller unchanged, an exception
-  ending the span first (``cancelled`` for task cancellation).
-* :class:`Patches` sets the wrappers on the library's classes and restores
-  the originals.
+  ending the span first (``cancelled`` for task cancellation). With
+  ``current=True`` the span is current during the call, so the calls the
+  method makes itself become its children.
+* :class:`Patches` sets the wrappers on the library's classes
+  (:meth:`Patches.wrap`), or adds the instrumentation's listeners through
+  the library's own hooks (:meth:`Patches.hook`, SQLAlchemy's events), and
+  takes every change back (:meth:`Patches.restore`), all through
+  flowtracker's patch registry (:mod:`flowtracker._core.patches`), each with
+  the instrumentation's reason.
 
 Example:
     >>> import flowtracker as ft
@@ -22,7 +28,7 @@ Example:
     ...         return key
     >>> own = Client.__dict__["get"]
     >>> start = lambda self, args, kwargs: start_child(f"GET {args[0]}", kind="client")
-    >>> patches = Patches()
+    >>> patches = Patches("docs", "a client span per get")
     >>> patches.wrap(Client, "get", sync_wrapper("docs", start))
     >>> with ft.span("job"):
     ...     Client().get("user:1")
@@ -35,16 +41,14 @@ Example:
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .._core import Span, current_span
+from .._core import Span, activate, current_span, deactivate
+from .._core.patches import Patch, patch_attribute, patch_hook
 from ._safety import report_failure
 
 __all__ = ("Patches", "async_wrapper", "finish", "sync_wrapper")
-
-logger = logging.getLogger("flowtracker.instrumentation")
 
 #: ``start(self, args, kwargs)``: the span of a call (called only under a current span).
 Start = Callable[[Any, tuple[Any, ...], dict[str, Any]], "Span | None"]
@@ -105,8 +109,15 @@ def sync_wrapper(library: str, start: Start, end: End = finish) -> Callable[[Met
     return make
 
 
-def async_wrapper(library: str, start: Start, end: End = finish) -> Callable[[Method], Method]:
-    """A maker of wrappers for an ``async def`` method (see the module docstring)."""
+def async_wrapper(
+    library: str, start: Start, end: End = finish, *, current: bool = False
+) -> Callable[[Method], Method]:
+    """A maker of wrappers for an ``async def`` method (see the module docstring).
+
+    ``current``: the span is current during the call, for a method that makes
+    instrumented calls of its own (asyncpg's ``copy_to_table`` quotes its
+    options with a ``fetchval``): those become its children.
+    """
 
     def make(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -115,11 +126,15 @@ def async_wrapper(library: str, start: Start, end: End = finish) -> Callable[[Me
             span = _start(library, start, self, args, kwargs)
             if span is None:
                 return await original(self, *args, **kwargs)
+            token = activate(span) if current else None
             try:
                 result = await original(self, *args, **kwargs)
             except BaseException as error:  # CancelledError too: the span ends `cancelled`
                 _fail(library, span, error)
                 raise
+            finally:
+                if token is not None:
+                    deactivate(span, token)
             _end(library, end, span, result)
             return result
 
@@ -131,14 +146,20 @@ def async_wrapper(library: str, start: Start, end: End = finish) -> Callable[[Me
 class Patches:
     """The methods one instrumentation replaced, with the originals to restore.
 
-    Not thread-safe by itself: the registry (:func:`flowtracker.instrument`)
-    calls ``install``/``uninstall`` under its lock.
+    Not thread-safe by itself: :func:`flowtracker.instrument` calls
+    ``install``/``uninstall`` under its lock.
+
+    Args:
+        library: The instrumented library (``"httpx"``).
+        reason: What its patches do, for the patch registry (``"a client span per request"``).
     """
 
-    __slots__ = ("_applied",)
+    __slots__ = ("_applied", "library", "reason")
 
-    def __init__(self) -> None:
-        self._applied: list[tuple[type, str, Any, Any]] = []
+    def __init__(self, library: str, reason: str) -> None:
+        self.library = library
+        self.reason = reason
+        self._applied: list[Patch] = []
 
     @property
     def active(self) -> bool:
@@ -149,26 +170,32 @@ class Patches:
         """Replaces ``owner.name`` (defined on ``owner`` itself) by ``make(original)``.
 
         The wrapper gets the original's name, docstring and ``__wrapped__``.
+
+        Raises:
+            KeyError: ``owner`` defines no ``name`` of its own (a library
+                release moved it); nothing is changed.
         """
         # The class's own attribute, never an inherited one: restoring must
         # put back exactly what was there.
         original = owner.__dict__[name]
         wrapper = functools.update_wrapper(make(original), original)
-        setattr(owner, name, wrapper)
-        self._applied.append((owner, name, original, wrapper))
+        self._applied.append(patch_attribute(owner, name, wrapper, reason=self._reason()))
+
+    def hook(self, target: str, install: Callable[[], object], remove: Callable[[], object]) -> None:
+        """Makes a change through the library's own API (``install()``, now); ``remove()`` takes it back.
+
+        ``target`` names it (``sqlalchemy.engine.Engine.before_cursor_execute``).
+        """
+        self._applied.append(patch_hook(target, install, remove, reason=self._reason()))
+
+    def _reason(self) -> str:
+        return f"ft.instrument({self.library!r}): {self.reason}"
 
     def restore(self) -> None:
-        """Puts every original back, last wrapped first; a second call does nothing."""
+        """Puts every original back, last wrapped first; a second call does nothing.
+
+        A method another tool wrapped after flowtracker keeps that wrapper
+        (the registry logs it): putting the original back would remove it too.
+        """
         while self._applied:
-            owner, name, original, wrapper = self._applied.pop()
-            if owner.__dict__.get(name) is wrapper:
-                setattr(owner, name, original)
-            else:
-                # Another tool wrapped ours since: putting the original back would
-                # silently remove its wrapper too, so both stay and we say so.
-                logger.warning(
-                    "flowtracker could not restore %s.%s: something else replaced it after "
-                    "flowtracker did; left as it is",
-                    owner.__qualname__,
-                    name,
-                )
+            self._applied.pop().undo()

@@ -21,26 +21,31 @@ While the SQLAlchemy instrumentation records a statement (SQLAlchemy on
 asyncpg), the driver call inside it records no second span
 (:data:`~flowtracker.instrumentation._sql.OUTER_STATEMENT`).
 
-The methods are replaced on asyncpg's classes by :func:`install` and the
-originals put back by :func:`uninstall`. Connection details come from
+The methods are wrapped on asyncpg's classes by :func:`install` and the
+originals put back by :func:`uninstall`, through the wrapper and the
+``Patches`` every instrumentation uses (:mod:`._patch`). Connection details come from
 asyncpg's ``Connection._params`` / ``_addr``, and cursors' round trips from
 ``BaseCursor._bind_exec`` / ``_exec`` (asyncpg internals, read defensively;
 ``tests/test_instrument_asyncpg.py`` fails if a new asyncpg moves them).
 
+Once installed, ``await con.fetchval("SELECT count(*) FROM users WHERE team = $1", team)``
+inside a span records a child span ``SELECT users`` (``tests/test_instrument_asyncpg.py``
+runs it against a real PostgreSQL).
+
 Example:
     >>> from flowtracker.instrumentation import asyncpg as instrument_asyncpg
-    >>> instrument_asyncpg.install()  # doctest: +SKIP
-    >>> async with ft.span("handler"):  # doctest: +SKIP
-    ...     await con.fetchval("SELECT count(*) FROM users WHERE team = $1", team)  # span "SELECT users"
+    >>> instrument_asyncpg.install()
+    >>> instrument_asyncpg.uninstall()
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
-from .._core import STATUS_OK, Span, activate, current_span, deactivate, start_child
+from .._core import Span, start_child
+from ._patch import Patches, async_wrapper
 from ._safety import report_failure
 from ._sql import OUTER_STATEMENT, span_name, statement_text
 
@@ -54,8 +59,7 @@ PIP = "flowtracker[asyncpg]"
 #: connection it runs on, for one kind of method.
 _Describe = Callable[[Any, tuple[Any, ...], dict[str, Any]], tuple[Any, Any]]
 
-#: What :func:`install` replaced: (class, attribute name, the original from the class's __dict__).
-_patched: list[tuple[type, str, Any]] = []
+_patches = Patches(LIBRARY, "a client span per statement")
 
 
 def _connection_query(con: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -115,53 +119,13 @@ def _start(describe: _Describe, instance: Any, args: tuple[Any, ...], kwargs: di
     return start_child(span_name(text, "postgresql"), tags, kind="client")
 
 
-def _end(span: Span, exc: BaseException | None) -> None:
-    try:
-        if exc is None:
-            span.end(STATUS_OK)
-        else:
-            span.end_with_exception(exc)
-    except Exception as failure:
-        report_failure(LIBRARY, failure)
-
-
-def _traced(
-    original: Callable[..., Coroutine[Any, Any, Any]], describe: _Describe, nests: bool
-) -> Callable[..., Any]:
-    """``original`` wrapped in a span; the call itself is made exactly as given.
-
-    ``nests``: the method makes statements of its own through the public methods
-    (``copy_to_table`` quotes its options with a ``fetchval``), so its span is made
-    current for the call and those become its children.
-    """
-
-    @functools.wraps(original)
-    async def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if current_span() is None:  # the common no-trace case: nothing else to do
-            return await original(self, *args, **kwargs)
-        span = None
-        try:
-            span = _start(describe, self, args, kwargs)
-        except Exception as exc:
-            report_failure(LIBRARY, exc)
-        if span is None:
-            return await original(self, *args, **kwargs)
-        token = activate(span) if nests else None
-        try:
-            result = await original(self, *args, **kwargs)
-        except BaseException as exc:
-            _end(span, exc)
-            raise
-        finally:
-            if token is not None:
-                deactivate(span, token)
-        _end(span, None)
-        return result
-
-    return traced
-
-
 def _targets() -> list[tuple[type, tuple[str, ...], _Describe, bool]]:
+    """(class, methods, how to describe a call, whether the call's span is current during it).
+
+    A method that makes statements of its own through the public methods
+    (``copy_to_table`` quotes its options with a ``fetchval``) has its span
+    current for the call, so those become its children.
+    """
     import asyncpg.connection
     import asyncpg.cursor
     import asyncpg.prepared_stmt
@@ -186,18 +150,18 @@ def install() -> None:
     """Patches asyncpg (imported here: an ImportError propagates); a second call does nothing.
 
     Example:
-        >>> install(); install()  # doctest: +SKIP
+        >>> install(); install()  # the second call does nothing
+        >>> uninstall()
     """
-    if _patched:
+    if _patches.active:
         return
     for cls, names, describe, nests in _targets():
+        make = async_wrapper(LIBRARY, functools.partial(_start, describe), current=nests)
         for name in names:
-            original = cls.__dict__.get(name)
-            if original is None:  # a newer asyncpg moved it: the rest still works; say so once
+            if name not in cls.__dict__:  # a newer asyncpg moved it: the rest still works; say so once
                 report_failure(LIBRARY, AttributeError(f"{cls.__qualname__}.{name} not found"))
                 continue
-            setattr(cls, name, _traced(original, describe, nests))
-            _patched.append((cls, name, original))
+            _patches.wrap(cls, name, make)
 
 
 def uninstall() -> None:
@@ -205,6 +169,4 @@ def uninstall() -> None:
 
     Calls already in flight keep their span and end it.
     """
-    while _patched:
-        cls, name, original = _patched.pop()
-        setattr(cls, name, original)
+    _patches.restore()

@@ -39,7 +39,7 @@ __all__ = ("LIBRARY", "PIP", "install", "uninstall")
 LIBRARY = "httpx"
 PIP = "flowtracker[httpx]"
 
-_patches = Patches()
+_patches = Patches(LIBRARY, "a client span per request")
 
 
 def install() -> None:

@@ -37,7 +37,7 @@ __all__ = ("LIBRARY", "PIP", "install", "statement", "uninstall")
 LIBRARY = "redis"
 PIP = "flowtracker[redis]"
 
-_patches = Patches()
+_patches = Patches(LIBRARY, "a client span per command and per pipeline")
 
 # Commands whose first argument is a secret or a value, not a key.
 _NO_KEY = frozenset({"AUTH", "ECHO"})

@@ -4,8 +4,9 @@ Hooked through SQLAlchemy's event API on the :class:`~sqlalchemy.engine.Engine`
 class (so every engine is covered, including the sync engine inside each
 ``AsyncEngine``): ``before_cursor_execute`` starts the span,
 ``after_cursor_execute`` ends it, ``handle_error`` ends it with status
-``error``. No SQLAlchemy internals are patched; :func:`uninstall` removes the
-three listeners (``event.remove``).
+``error``. No SQLAlchemy internals are patched; the listeners are added and
+removed (``event.remove`` in :func:`uninstall`) through the ``Patches`` every
+instrumentation uses (:mod:`._patch`).
 
 Each span is a child of the current span, kind ``client``, named by the
 statement's operation (and target table where cheap: ``SELECT users``), with
@@ -32,18 +33,28 @@ with status ``unfinished``: its real end is not known. The statement runs on,
 untouched.
 
 Example:
+    >>> import flowtracker as ft
+    >>> from sqlalchemy import create_engine, text
+    >>> from flowtracker.testing import capture_traces
     >>> from flowtracker.instrumentation import sqlalchemy as instrument_sqlalchemy
-    >>> instrument_sqlalchemy.install()  # doctest: +SKIP
-    >>> with ft.span("report"):  # doctest: +SKIP
-    ...     session.execute(select(User).where(User.id == 5))  # span "SELECT users"
+    >>> instrument_sqlalchemy.install()
+    >>> engine = create_engine("sqlite://")
+    >>> with capture_traces() as traces, ft.span("report"), engine.connect() as connection:
+    ...     connection.execute(text("SELECT count(*) FROM sqlite_master")).scalar()
+    0
+    >>> instrument_sqlalchemy.uninstall()
+    >>> [span["name"] for span in traces[0]["spans"]]
+    ['report', 'SELECT sqlite_master']
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 from typing import Any
 
 from .._core import STATUS_OK, STATUS_UNFINISHED, Span, current_span, start_child
+from ._patch import Patches
 from ._safety import report_failure
 from ._sql import OUTER_STATEMENT, span_name, statement_text
 
@@ -60,7 +71,7 @@ _Entry = tuple[Span, "contextvars.Token[Span | None]"]
 #: runs without a context. (``ExceptionContext.cursor`` is documented but not set
 #: by SQLAlchemy 2.1, hence the context first.)
 _in_flight: dict[int, _Entry] = {}
-_installed = False
+_patches = Patches(LIBRARY, "a client span per statement (event listeners)")
 
 
 def _before(conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool) -> None:
@@ -131,31 +142,34 @@ def install() -> None:
     """Listens on every Engine (imports SQLAlchemy: an ImportError propagates); idempotent.
 
     Example:
-        >>> install(); install()  # doctest: +SKIP
+        >>> install(); install()  # the second call does nothing
+        >>> uninstall()
     """
-    global _installed
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    if _installed:
+    if _patches.active:
         return
     for name, listener in _LISTENERS:
-        event.listen(Engine, name, listener)
-    _installed = True
+        _patches.hook(
+            f"sqlalchemy.engine.Engine.{name}",
+            functools.partial(event.listen, Engine, name, listener),
+            functools.partial(_remove, Engine, name, listener),
+        )
+
+
+def _remove(target: Any, name: str, listener: Any) -> None:
+    from sqlalchemy import event
+
+    if event.contains(target, name, listener):
+        event.remove(target, name, listener)
 
 
 def uninstall() -> None:
     """Removes the listeners; statements still in flight end ``unfinished``. Idempotent."""
-    global _installed
-    if not _installed:
+    if not _patches.active:
         return
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    for name, listener in _LISTENERS:
-        if event.contains(Engine, name, listener):
-            event.remove(Engine, name, listener)
-    _installed = False
+    _patches.restore()
     while _in_flight:
         _, (span, _token) = _in_flight.popitem()
         span.end(STATUS_UNFINISHED)

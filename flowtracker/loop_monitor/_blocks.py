@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from types import FrameType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from .._core import Span
 from .._wire.frames import library_frame, user_frame
@@ -122,16 +122,9 @@ class BlockRecord:
 
 
 def pin(span: Span, start: int, duration: int, stack: str) -> None:
-    """Adds the ``event_loop.blocked`` event to ``span``, even when it has just ended."""
-    details = span.details
-    if details is None:
-        details = span.details = {}
-    events_list: list[tuple[str, int, dict[str, Any]]] = details.setdefault("events", [])
-    state = span.trace_state
-    if state is not None and len(events_list) >= state.limits.max_events_per_span:
-        state.limits.events_dropped += 1
-        return
-    events_list.append((BLOCKED_EVENT, start, {"duration_ms": duration / 1e6, "stack": stack}))
+    """Adds the ``event_loop.blocked`` event, timed at the block's start, to ``span``, even when it
+    has just ended (the block is learnt when its callback ends)."""
+    span.record_event(BLOCKED_EVENT, {"duration_ms": duration / 1e6, "stack": stack}, start, after_end=True)
 
 
 def format_stack(frame: FrameType | None, limit: int = MAX_FRAMES) -> str:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from .._core import Span, current_span
 from .._core import clock as _clock
+from .._core.patches import Patch, patch_attribute
 from ._blocks import NOT_SAMPLED, Block, BlockRecord, pin
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ __all__ = ("CallbackTimer", "add_busy", "run_watched", "unwatch", "watch")
 _by_loop: dict[asyncio.AbstractEventLoop, CallbackTimer] = {}
 _lock = threading.Lock()
 _plain_run: Callable[[events.Handle], None] | None = None
+_handle_patch: Patch | None = None
 
 _get_ident = threading.get_ident
 # The span clock, as a global (cheaper than the module attribute on the hot
@@ -344,18 +346,25 @@ def run_watched(handle: events.Handle) -> None:
 
 def _patch() -> None:
     """Installs the callback wrapper (under ``_lock``; idempotent)."""
-    global _plain_run
-    if events.Handle._run is run_watched:
+    global _plain_run, _handle_patch
+    if _handle_patch is not None:
         return
+    _handle_patch = patch_attribute(
+        events.Handle,
+        "_run",
+        run_watched,
+        reason="while an event-loop monitor runs: every callback of a watched loop is timed",
+    )
     # Kept after unpatching: another thread may still be inside run_watched.
-    _plain_run = events.Handle._run
-    events.Handle._run = run_watched  # type: ignore[method-assign,assignment]
+    _plain_run = _handle_patch.original
 
 
 def _unpatch() -> None:
     """Puts back what :func:`_patch` changed (under ``_lock``)."""
-    if events.Handle._run is run_watched and _plain_run is not None:
-        events.Handle._run = _plain_run  # type: ignore[method-assign,assignment]
+    global _handle_patch
+    if _handle_patch is not None:
+        _handle_patch.undo()
+        _handle_patch = None
 
 
 def watch(timer: CallbackTimer) -> None:
@@ -375,11 +384,12 @@ def unwatch(timer: CallbackTimer) -> None:
 
 
 def add_busy(span: Span, ns: int) -> None:
-    """Adds ``ns`` (never below zero: children that overlapped) to the span's ``busy_ns``."""
+    """Adds ``ns`` (never below zero: children that overlapped) to the span's ``busy_ns``.
+
+    The one writer of ``SpanExtras.busy_ns``.
+    """
     if ns < 0:
         ns = 0
-    details = span.details
-    if details is None:
-        span.details = {"busy_ns": ns}
-    else:
-        details["busy_ns"] = details.get("busy_ns", 0) + ns
+    extras = span.extras or span.ensure_extras()
+    busy = extras.busy_ns
+    extras.busy_ns = ns if busy is None else busy + ns

@@ -52,6 +52,7 @@ from opentelemetry.context.context import _RuntimeContext  # the runtime-context
 from opentelemetry.trace import INVALID_SPAN, get_current_span, set_span_in_context
 
 from .._core import Span, activate, current_span, deactivate
+from .._core.patches import patch_attribute
 from ._span import SPAN_KEY, BridgeSpan
 
 __all__ = ("BridgeError", "BridgedRuntimeContext", "bridge_context")
@@ -122,16 +123,25 @@ def bridge_context() -> None:
 
     Raises:
         BridgeError: The join did not take: a new OpenTelemetry release no
-            longer routes ``opentelemetry.context`` through ``_RUNTIME_CONTEXT``.
+            longer routes ``opentelemetry.context`` through ``_RUNTIME_CONTEXT``
+            (what this call changed is undone).
     """
     with _lock:
         # Reliance on an OpenTelemetry private name: ``opentelemetry.context``'s
         # functions read the module global ``_RUNTIME_CONTEXT`` on every call
         # (covered by TestOpenTelemetryInternals, and checked right below).
         current = otel_context._RUNTIME_CONTEXT
+        patch = None
         if not isinstance(current, BridgedRuntimeContext):
-            otel_context._RUNTIME_CONTEXT = BridgedRuntimeContext(current)
+            patch = patch_attribute(
+                otel_context,
+                "_RUNTIME_CONTEXT",
+                BridgedRuntimeContext(current),
+                reason="once flowtracker.otel is used: one current span for OpenTelemetry and flowtracker",
+            )
         if not _bridged():
+            if patch is not None:
+                patch.undo()  # a join that does not take changes nothing
             raise BridgeError(
                 "flowtracker.otel could not join OpenTelemetry's context to flowtracker's: this "
                 "opentelemetry-api no longer reads opentelemetry.context._RUNTIME_CONTEXT; "

@@ -188,17 +188,10 @@ class BridgeSpan(trace.Span):
 
     def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
         """Adds a flowtracker event; an explicit ``timestamp`` (wall-clock ns) is kept."""
-        span = self.ft
-        before = len(span.events)
-        try:
-            span.add_event(name, **(attributes or {}))
-        except TypeError:  # a key that is not a string (the API must not raise): kept as text
-            span.add_event(name, **{str(key): value for key, value in (attributes or {}).items()})
-        if timestamp is not None:
-            events = span.events
-            if len(events) > before:  # not dropped by the per-span limit
-                # ``Span.events`` is the span's own list: re-time the event just added.
-                events[-1] = (name, monotonic_ns(timestamp), events[-1][2])
+        # A copy: OpenTelemetry's attributes may be an immutable or shared mapping.
+        # Keys that are not strings are written as text by the wire encoder.
+        at_ns = None if timestamp is None else monotonic_ns(timestamp)
+        self.ft.record_event(name, dict(attributes) if attributes else {}, at_ns)
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         """Adds the linked span's ids to the ``links`` tag (link attributes are not kept)."""
@@ -253,16 +246,15 @@ class BridgeSpan(trace.Span):
         span = self.ft
         if not self.owned or span.end_ns is not None:
             return
+        end_ns = None if end_time is None else monotonic_ns(end_time)
         status = self._status
         if status == _OK or (status == _UNSET and self._exception is None):
-            span.end()
+            span.end(end_ns=end_ns)
         else:
             error = self._exception
-            span.end(STATUS_ERROR, error if error is not None else StatusError(self._description or ""))
-        if end_time is not None and span.sampled:
-            # The core reads its own clock at end; an explicit time replaces that
-            # reading right after, before the tracker's loop looks at the trace.
-            span.end_ns = max(span.start_ns, monotonic_ns(end_time))
+            if error is None:
+                error = StatusError(self._description or "")
+            span.end(STATUS_ERROR, error, end_ns=end_ns)
 
     def exit(self, exc: BaseException | None, end: bool = True) -> None:
         """Leaves a ``with`` block, as OpenTelemetry's ``use_span`` does (and ends the span if ``end``).

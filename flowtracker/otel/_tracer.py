@@ -105,35 +105,35 @@ class Tracer(trace.Tracer):
         """
         tags = dict(attributes) if attributes else None
         ft_kind = KINDS.get(kind, "internal")
+        start_ns = None if start_time is None else monotonic_ns(start_time)
         current = current_span()
         parent = current if context is None else _flowtracker_span(context)
         if parent is not None:
             if parent is current:
-                span = start_child(name, tags, kind=ft_kind)
+                span = start_child(name, tags, kind=ft_kind, start_ns=start_ns)
             else:  # an explicit context names another flowtracker span: start under it
                 token = activate(parent)
                 try:
-                    span = start_child(name, tags, kind=ft_kind)
+                    span = start_child(name, tags, kind=ft_kind, start_ns=start_ns)
                 finally:
                     deactivate(parent, token)
             if span is None:
                 return BridgeSpan(parent, owned=False)
         else:
-            span = self._start_root(name, tags, ft_kind, context)
-        if start_time is not None and span.sampled:
-            # The core reads its own clock at start; the caller's time replaces it.
-            span.start_ns = monotonic_ns(start_time)
+            span = self._start_root(name, tags, ft_kind, context, start_ns)
         if links:
             linked = format_links(links)
             if linked:
                 span.set_tag(LINKS_TAG, linked)
         return BridgeSpan(span, True, record_exception, set_status_on_exception)
 
-    def _start_root(self, name: str, tags: dict[str, Any] | None, kind: str, context: Context | None) -> Span:
+    def _start_root(
+        self, name: str, tags: dict[str, Any] | None, kind: str, context: Context | None, start_ns: int | None
+    ) -> Span:
         held = (otel_context.get_current() if context is None else context).get(SPAN_KEY)
         remote = held.get_span_context() if isinstance(held, trace.Span) else None
         if remote is None or not remote.is_valid:
-            return start_root_span(name, tags, tracker=self.tracker, kind=kind)
+            return start_root_span(name, tags, tracker=self.tracker, kind=kind, start_ns=start_ns)
         tracestate = remote.trace_state.to_header() if remote.trace_state else ""
         return start_root_span(
             name,
@@ -145,6 +145,7 @@ class Tracer(trace.Tracer):
             random_flag=bool(remote.trace_flags & 0x02),
             tracestate=tracestate or None,
             kind=kind,
+            start_ns=start_ns,
         )
 
     def start_as_current_span(  # type: ignore[override]
