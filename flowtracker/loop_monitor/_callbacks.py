@@ -106,6 +106,9 @@ class CallbackTimer:
         self.callbacks = 0
         self.busy_ns = 0
 
+    #: Never idle while ``started`` is set: it is set only while a callback runs.
+    idle_frame = None
+
     def offer(self, sample: Sample) -> None:
         """The watchdog's latest look at the running callback (its thread): the loop thread reads it."""
         self.sample = sample

@@ -27,8 +27,10 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Callable
+from types import FrameType
 
 from .._core import clock as _clock
 
@@ -78,6 +80,9 @@ class Heartbeat:
         self.thread: int | None = None
         #: When the last beat ran (monotonic ns; 0 before the first): the loop was free then.
         self.last_beat = 0
+        #: The Python frame that called the last beat: on a loop that runs in C
+        #: (uvloop), the frame the loop thread shows while no callback runs.
+        self.base_frame: FrameType | None = None
         #: Beats run.
         self.beats = 0
         #: The longest lag seen, in ns.
@@ -95,6 +100,7 @@ class Heartbeat:
     def stop(self) -> None:
         """Stops beating. On the loop thread the pending beat is cancelled, else it finds the stop."""
         self._running = False
+        self.base_frame = None
         handle = self._handle
         if handle is not None and threading.get_ident() == self.thread:
             handle.cancel()
@@ -135,5 +141,7 @@ class Heartbeat:
             self.max_lag_ns = lag
         if self.on_beat is not None:
             self.on_beat(now)
+        frame = inspect.currentframe()
+        self.base_frame = None if frame is None else frame.f_back
         self.last_beat = now
         self._schedule(now)

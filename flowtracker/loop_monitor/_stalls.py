@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from .._core import Span
@@ -96,14 +97,19 @@ class StallWatch:
     def thread(self, thread: int | None) -> None:
         self.heartbeat.thread = thread
 
+    @property
+    def idle_frame(self) -> FrameType | None:
+        """The frame that calls the heartbeat: where the loop thread is while it runs no callback."""
+        return self.heartbeat.base_frame
+
     def offer(self, sample: Sample) -> None:
         """The watchdog's look at the stall in progress (its thread).
 
         Once a look found a span, only a look at the same task replaces it
         (the stack follows the blocker): the blocker's callback may be over
         while the heartbeat still waits its turn, and another task's short
-        callback (one the blocker woke), or none (the process descheduled),
-        is not the culprit.
+        callback (one the blocker woke) is not the culprit. (The watchdog
+        never looks while the loop runs no callback: see ``idle_frame``.)
         """
         last = self.sample
         if last is None or last.started != sample.started or last.span is None or sample.task is last.task:

@@ -35,6 +35,7 @@ import gc
 import sys
 import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import NamedTuple, Protocol
 
 from .._core import Span
@@ -74,6 +75,11 @@ class Target(Protocol):
     @property
     def thread(self) -> int | None:
         """The loop's thread id, once known."""
+        ...
+
+    @property
+    def idle_frame(self) -> FrameType | None:
+        """The frame the loop thread shows while it runs no callback, if known: nothing to sample."""
         ...
 
     def offer(self, sample: Sample) -> None:
@@ -174,7 +180,7 @@ class Watchdog:
             if at - started < timer.threshold_ns // 2:
                 continue
             frame = sys._current_frames().get(thread)
-            if frame is None or timer.started != started:
+            if frame is None or frame is timer.idle_frame or timer.started != started:
                 continue
             stack = format_stack(frame)
             task, span = running_span(loop)
