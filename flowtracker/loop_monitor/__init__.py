@@ -59,6 +59,7 @@ Example:
 from __future__ import annotations
 
 from .._wire.names import BLOCKED_EVENT as BLOCKED_EVENT
+from .._wire.names import STALLED_EVENT as STALLED_EVENT
 from ._blocks import LOG_INTERVAL as LOG_INTERVAL
 from ._blocks import MAX_FRAMES as MAX_FRAMES
 from ._blocks import format_stack as format_stack
@@ -71,6 +72,7 @@ __all__ = (
     "BLOCKED_EVENT",
     "LOG_INTERVAL",
     "MAX_FRAMES",
+    "STALLED_EVENT",
     "LoopMonitor",
     "LoopMonitorStats",
     "format_stack",

@@ -42,7 +42,10 @@ from typing import TYPE_CHECKING
 from .._core import Span, current_span
 from .._core import clock as _clock
 from .._core.patches import Patch, patch_attribute
+from .._wire.names import MONITOR_FULL
 from ._blocks import NOT_SAMPLED, Block, BlockRecord, pin
+from ._observers import mark_off_loop
+from ._tasks import loop_traces
 
 if TYPE_CHECKING:
     from ._watchdog import Sample
@@ -188,8 +191,15 @@ class CallbackTimer:
         self._span = span if span is not None and span.recording and span.end_ns is None else None
 
     def closing(self, span: Span) -> None:
-        """``span`` ends on the loop thread: its busy time (and a block in progress) go on it now."""
-        if _get_ident() != self._active:
+        """``span`` ends on the loop thread: its busy time (and a block in progress) go on it now.
+
+        A root that ends here marks its trace as watched (``loop_monitor``); a
+        span that ends on another thread (a worker's) is marked off the loop.
+        """
+        ident = _get_ident()
+        if ident != self._active:
+            if ident != self.thread and self.thread is not None:
+                mark_off_loop(span)
             return
         now = _now()
         if span is self._span:  # current since _since (its code ran before its children's)
@@ -197,7 +207,11 @@ class CallbackTimer:
             own = now - start - self._take_kids(span)
             # What runs next is the parent's code: the rest of its `with` block.
             parent = span.parent
-            self._span = parent if parent is not None and parent.recording and parent.end_ns is None else None
+            if parent is None:
+                span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
+                self._span = None
+            else:
+                self._span = parent if parent.recording and parent.end_ns is None else None
             self._since = now
         else:
             start = span.start_ns
@@ -211,7 +225,9 @@ class CallbackTimer:
             if self._kids:
                 own -= self._kids.pop(span, 0)
             parent = span.parent
-            if parent is not None:
+            if parent is None:
+                span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
+            else:
                 waiting = self._kid_parent
                 if parent is waiting:
                     self._kid_sum += took
@@ -228,6 +244,8 @@ class CallbackTimer:
         """``span`` ends on the loop thread without having run since ``_since``: 0 ns of its own here."""
         if not span.recording:
             return
+        if span.parent is None:
+            span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
         add_busy(span, 0)
         if self.sample is not None:
             self._pin_if_guilty(span, None, now)
@@ -330,12 +348,12 @@ class CallbackTimer:
         culprit, self._culprit = self._culprit, None
         if sample is not None and sample.started == start:
             span = culprit if self._culprit_of is sample else first
-            stack = sample.stack
+            stack, traces = sample.stack, sample.traces
         else:  # the watchdog never got to look (C code holding the GIL)
             span = first
-            stack = NOT_SAMPLED
+            stack, traces = NOT_SAMPLED, loop_traces(self.loop)
         # Pinned already: on the span that ended in this callback (see _pin_if_guilty).
-        self.blocks.add(Block(start, duration, span, stack), pinned=self._pinned == start)
+        self.blocks.add(Block(start, duration, span, stack, traces), pinned=self._pinned == start)
 
 
 def run_watched(handle: events.Handle) -> None:

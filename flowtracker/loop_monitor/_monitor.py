@@ -31,6 +31,7 @@ from ._blocks import BlockRecord
 from ._callbacks import CallbackTimer, unwatch, watch
 from ._heartbeat import Heartbeat, interval_for
 from ._observers import observe, observe_thread, unobserve
+from ._stalled import keep
 from ._stalls import StallWatch
 from ._watchdog import Watchdog
 
@@ -187,6 +188,7 @@ class LoopMonitor:
         """
         self._running = True
         _monitors[self.loop] = self
+        keep(self._blocks)  # for stalled time, as long as traces complete, after stop() too
         if isinstance(self._finder, CallbackTimer):
             watch(self._finder)
         observe(self._finder)

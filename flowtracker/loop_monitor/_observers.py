@@ -7,7 +7,9 @@ is watched. Each watched loop has its own observer (a
 :class:`~._stalls.StallWatch` on uvloop), which checks the thread itself:
 with one loop watched (the common case) it is the core's observer directly;
 with several, a dispatcher forwards each call to the observer of the
-calling thread's loop, if any.
+calling thread's loop, if any. A span that ends on a thread that runs no
+watched loop is marked so (:func:`mark_off_loop`): the loop's blocks never
+stalled it.
 
 Example:
     >>> import flowtracker as ft
@@ -33,7 +35,7 @@ from typing import Protocol
 
 from .._core import Span, set_switch_observer
 
-__all__ = ("LoopObserver", "observe", "observe_thread", "unobserve")
+__all__ = ("LoopObserver", "mark_off_loop", "observe", "observe_thread", "unobserve")
 
 
 class LoopObserver(Protocol):
@@ -74,6 +76,18 @@ class _Dispatch:
         observer = _by_thread.get(_get_ident())
         if observer is not None:
             observer.closing(span)
+        else:
+            mark_off_loop(span)
+
+
+def mark_off_loop(span: Span) -> None:
+    """``span`` ends on a thread that runs no watched loop: no block of a watched loop stalls it.
+
+    The one writer of ``SpanExtras.off_loop``. Spans in worker threads are
+    few; a loop's own spans never come here.
+    """
+    if span.recording:
+        (span.extras or span.ensure_extras()).off_loop = True
 
 
 def _install() -> None:

@@ -50,8 +50,11 @@ from typing import TYPE_CHECKING
 
 from .._core import Span
 from .._core import clock as _clock
+from .._wire.names import MONITOR_BLOCKS
 from ._blocks import NOT_SAMPLED, Block, BlockRecord, pin
 from ._heartbeat import Heartbeat
+from ._observers import mark_off_loop
+from ._tasks import loop_traces
 
 if TYPE_CHECKING:
     from ._watchdog import Sample
@@ -75,13 +78,15 @@ class StallWatch:
         self.loop = heartbeat.loop
         self.threshold_ns = threshold_ns
         self.blocks = blocks
-        #: Written by the watchdog: its last look at the stall in progress.
-        self.sample: Sample | None = None
+        # Written by the watchdog (one assignment, read from any thread): its
+        # last look at the stall in progress, and when it first saw the blocker.
+        self._look: tuple[Sample, int] | None = None
         # Loop thread only: when the stall in progress ended (0: not known yet),
         # and the stall whose block is on its span already (its start).
         self._end = 0
         self._pinned = 0
         heartbeat.on_beat = self.beat
+        blocks.pending = self.pending
 
     @property
     def started(self) -> int:
@@ -111,9 +116,28 @@ class StallWatch:
         callback (one the blocker woke) is not the culprit. (The watchdog
         never looks while the loop runs no callback: see ``idle_frame``.)
         """
-        last = self.sample
-        if last is None or last.started != sample.started or last.span is None or sample.task is last.task:
-            self.sample = sample
+        look = self._look
+        if look is None or look[0].started != sample.started:
+            self._look = (sample, sample.at)
+        elif sample.task is look[0].task:
+            self._look = (sample, look[1])
+        elif look[0].span is None:  # a span found at last: the blocker, seen first now
+            self._look = (sample, sample.at)
+
+    def pending(self) -> Block | None:
+        """The stall in progress as a block, once its end is known (any thread; ``None`` otherwise).
+
+        Its end is known before the next heartbeat adds it (a span of another
+        task ended), and a trace may complete on another thread meanwhile.
+        """
+        end, look, started = self._end, self._look, self.heartbeat.last_beat
+        if not end or look is None or look[0].started != started or end - started < self.threshold_ns:
+            return None
+        return self._block(look, started, end)
+
+    def _block(self, look: tuple[Sample, int], started: int, end: int) -> Block:
+        sample, first = look
+        return Block(started, end - started, sample.span, sample.stack, sample.traces, (first, sample.at))
 
     # -- the switch observer ---------------------------------------------------
 
@@ -121,10 +145,22 @@ class StallWatch:
         """Nothing to do: without a hook on each callback there is no busy time to split."""
 
     def closing(self, span: Span) -> None:
-        """``span`` ends: if on the loop thread while the loop is held, the block may be pinned or over."""
-        sample = self.sample
-        if sample is None or _get_ident() != self.heartbeat.thread:
+        """``span`` ends: its trace was watched; while the loop is held, the block may be pinned or over.
+
+        A span that ends on another thread ran there (a worker thread): it is
+        marked so, and the loop's blocks never stall it.
+        """
+        thread = self.heartbeat.thread
+        if _get_ident() != thread:
+            if thread is not None:
+                mark_off_loop(span)
             return
+        if span.parent is None:
+            span.trace_state.loop_monitor = MONITOR_BLOCKS  # type: ignore[union-attr]
+        look = self._look
+        if look is None:
+            return
+        sample = look[0]
         started = self.heartbeat.last_beat
         if sample.started != started:
             return
@@ -142,13 +178,14 @@ class StallWatch:
         """The heartbeat runs (loop thread): the stall since the last one, if long enough, was a block."""
         started = self.heartbeat.last_beat
         end = self._end or now
-        self._end = 0
-        sample, self.sample = self.sample, None
+        look = self._look
         duration = end - started
-        if duration < self.threshold_ns or not started:
-            return
-        if sample is not None and sample.started == started:
-            span, stack = sample.span, sample.stack
-        else:  # the watchdog never got to look (C code holding the GIL)
-            span, stack = None, NOT_SAMPLED
-        self.blocks.add(Block(started, duration, span, stack), pinned=self._pinned == started)
+        if duration >= self.threshold_ns and started:
+            if look is not None and look[0].started == started:
+                block = self._block(look, started, end)
+            else:  # the watchdog never got to look (C code holding the GIL)
+                block = Block(started, duration, None, NOT_SAMPLED, loop_traces(self.loop))
+            self.blocks.add(block, pinned=self._pinned == started)
+        # Cleared after the block is added: pending() must see it in one place or the other.
+        self._look = None
+        self._end = 0

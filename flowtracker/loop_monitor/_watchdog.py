@@ -8,9 +8,9 @@ running callback's start on an asyncio loop (:class:`~._callbacks.CallbackTimer`
 the last heartbeat elsewhere (:class:`~._stalls.StallWatch`). Only when the
 loop has been held for half the threshold does it take a :class:`Sample`:
 the loop thread's Python stack (``sys._current_frames()``, at most
-:data:`~._blocks.MAX_FRAMES` frames formatted), and the span current in the
-loop's running task (:func:`running_span`), which holds the GIL for
-microseconds. The loop thread reads the sample when the block (or a span
+:data:`~._blocks.MAX_FRAMES` frames formatted), the span current in the
+loop's running task and, once per hold, the traces with a task on the loop
+(``_tasks``), which holds the GIL for microseconds. The loop thread reads the sample when the block (or a span
 in it) ends.
 
 A watchdog whose loop was closed stops its monitor. It never keeps a
@@ -30,8 +30,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import gc
 import sys
 import threading
 from collections.abc import Callable
@@ -40,10 +38,10 @@ from typing import NamedTuple, Protocol
 
 from .._core import Span
 from .._core import clock as _clock
-from .._core.span import CURRENT
 from ._blocks import format_stack
+from ._tasks import loop_traces, running_span
 
-__all__ = ("Sample", "Target", "Watchdog", "running_span")
+__all__ = ("Sample", "Target", "Watchdog")
 
 
 class Sample(NamedTuple):
@@ -58,6 +56,9 @@ class Sample(NamedTuple):
     task: asyncio.Task[object] | None
     #: The span current in that task (``None``: none, or not recorded).
     span: Span | None
+    #: The traces with a task on the loop (see ``_tasks.loop_traces``), taken
+    #: at the first look at this hold.
+    traces: frozenset[int]
 
 
 class Target(Protocol):
@@ -85,43 +86,6 @@ class Target(Protocol):
     def offer(self, sample: Sample) -> None:
         """The watchdog's look at the hold that began at ``sample.started`` (called on its thread)."""
         ...
-
-
-def running_span(loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Task[object] | None, Span | None]:
-    """The task ``loop`` is running now, and the span current in it; safe from another thread.
-
-    ``asyncio.current_task(loop)`` reads the loop's entry in asyncio's
-    running-task table, which any thread may read. The task's context is a
-    mapping that can be read without entering it (it is entered on the loop
-    thread): ``Task.get_context()`` on Python 3.12+; before, the context is
-    the first ``Context`` the task's garbage-collector traversal reports
-    (asyncio's C task visits it first), since those versions expose it no other way.
-
-    Example:
-        >>> import asyncio, flowtracker as ft
-        >>> async def main():
-        ...     async with ft.span("job"):
-        ...         return running_span(asyncio.get_running_loop())[1].name
-        >>> asyncio.run(main())
-        'job'
-    """
-    task = asyncio.current_task(loop)
-    if task is None:
-        return None, None
-    context = _context_of(task)
-    span = None if context is None else context.get(CURRENT)
-    return task, (span if span is not None and span.recording else None)
-
-
-def _context_of(task: asyncio.Task[object]) -> contextvars.Context | None:
-    get_context = getattr(task, "get_context", None)
-    if get_context is not None:
-        context: contextvars.Context = get_context()
-        return context
-    for referent in gc.get_referents(task):
-        if type(referent) is contextvars.Context:
-            return referent
-    return None
 
 
 class Watchdog:
@@ -165,6 +129,8 @@ class Watchdog:
         wait = self._wake.wait
         timer = self.timer
         loop = timer.loop
+        traces: frozenset[int] = frozenset()
+        traces_of = 0  # the hold whose traces those are
         while self._running:
             wait(min(max(timer.threshold_ns / 4e9, 0.001), 0.05))
             if not self._running:
@@ -184,5 +150,7 @@ class Watchdog:
                 continue
             stack = format_stack(frame)
             task, span = running_span(loop)
+            if traces_of != started:
+                traces, traces_of = loop_traces(loop), started
             if timer.started == started:
-                timer.offer(Sample(started, at, stack, task, span))
+                timer.offer(Sample(started, at, stack, task, span, traces))
