@@ -45,9 +45,16 @@ def here(marker: str) -> str:
     return f"{THIS_FILE}:{line_in(THIS_FILE, marker)}"
 
 
-def stalls(span: dict[str, Any]) -> list[dict[str, Any]]:
-    """The attributes of a span's ``event_loop.stalled`` events."""
-    return [event["attributes"] for event in span.get("events", ()) if event["name"] == STALLED_EVENT]
+def stalls(span: dict[str, Any], by: str = "") -> list[dict[str, Any]]:
+    """The attributes of a span's ``event_loop.stalled`` events (``by``: only those whose culprit's
+    name, or line for a block outside spans, starts so: on a loaded machine the process may be
+    descheduled in the middle of any callback, which is a block too)."""
+    return [
+        event["attributes"]
+        for event in span.get("events", ())
+        if event["name"] == STALLED_EVENT
+        and str(event["attributes"].get("by_name", event["attributes"].get("at"))).startswith(by)
+    ]
 
 
 @pytest.fixture(params=sorted(LOOPS))
@@ -115,19 +122,19 @@ class TestStalledByAnotherRequest:
         for number in range(4):
             spans = by_name([traces[f"GET /users/{number}"]])
             query, request = spans["SELECT users"], spans[f"GET /users/{number}"]
-            assert query["stalled_ms"] == pytest.approx(stats.max_block_ms, abs=0.01)
-            [stall] = stalls(query)
+            [stall] = stalls(query, "GET /report")
             assert stall == {
-                "duration_ms": query["stalled_ms"],
+                "duration_ms": pytest.approx(stats.max_block_ms, abs=0.01),
                 "by_trace_id": traces["GET /report"]["trace_id"],
                 "by_span_id": guilty_span["span_id"],
                 "by_name": "GET /report › render_pdf",
                 "at": f"{here('renders the PDF')} in guilty",
             }
-            assert "stalled_ms" not in request  # its waiting was its query's: not counted twice
+            assert query["stalled_ms"] >= stall["duration_ms"]
+            assert not stalls(request, "GET /report")  # its waiting was its query's: not counted twice
             assert query["duration_ms"] >= query["stalled_ms"] + query.get("busy_ms", 0)
-        assert "stalled_ms" not in guilty_span
-        assert "stalled_ms" not in report["GET /report"]
+        assert not stalls(guilty_span, "GET /report")
+        assert not stalls(report["GET /report"], "GET /report")
 
 
 class TestWhoIsStalled:
@@ -138,20 +145,23 @@ class TestWhoIsStalled:
         run, _ = LOOPS[loop_kind]
         names: dict[str, str] = {}
 
-        def in_thread() -> None:
+        def in_thread(running: Callable[[], None]) -> None:
             with ft.span("in thread"):
+                running()
                 time.sleep(0.4)
 
-        async def offload() -> None:
+        async def offload(running: asyncio.Event) -> None:
+            loop = asyncio.get_running_loop()
             async with ft.span("offload"):
-                await asyncio.to_thread(in_thread)
+                await asyncio.to_thread(in_thread, lambda: loop.call_soon_threadsafe(running.set))
 
         async def woken(event: asyncio.Event) -> None:
             async with ft.span("woken"):
                 await event.wait()
 
-        async def guilty(event: asyncio.Event) -> None:
-            await asyncio.sleep(0.1)
+        async def guilty(event: asyncio.Event, running: asyncio.Event) -> None:
+            await running.wait()  # the worker thread's span has started
+            await asyncio.sleep(0.02)
             async with ft.span("GET /report") as root:
                 names["trace"] = root.trace_id or ""
 
@@ -169,10 +179,10 @@ class TestWhoIsStalled:
                 await task
 
         async def main() -> ft.LoopMonitorStats:
-            event = asyncio.Event()
+            event, running = asyncio.Event(), asyncio.Event()
             with ft.monitor_event_loop(0.1) as monitor:
                 await asyncio.sleep(0.02)
-                await asyncio.gather(offload(), woken(event), guilty(event))
+                await asyncio.gather(offload(running), woken(event), guilty(event, running))
                 await asyncio.sleep(0.02)
             return monitor.stats
 
@@ -182,14 +192,14 @@ class TestWhoIsStalled:
         spans = by_name(memory.traces)
         block = stats.max_block_ms
         for name in ("woken", "sibling"):
-            assert spans[name]["stalled_ms"] == pytest.approx(block, abs=0.01), name
-            [stall] = stalls(spans[name])
+            [stall] = stalls(spans[name], "GET /report")
+            assert stall["duration_ms"] == pytest.approx(block, abs=0.01), name
             assert stall["by_name"] == "GET /report › render"
             assert stall["by_trace_id"] == names["trace"]
             assert stall["at"] == f"{here('blocks with the event set')} in guilty"
-        for name in ("in thread", "offload", "prep", "render", "GET /report"):
-            assert "stalled_ms" not in spans[name], name
-            assert not stalls(spans[name]), name
+        assert "stalled_ms" not in spans["in thread"]  # a worker thread's: never stalled
+        for name in ("offload", "prep", "render", "GET /report"):
+            assert not stalls(spans[name], "GET /report"), name
 
 
 class TestBlocksOutsideSpansAndBounds:
@@ -213,10 +223,10 @@ class TestBlocksOutsideSpansAndBounds:
 
         run(main())
         span = by_name(memory.traces)["waiting"]
-        [stall] = stalls(span)
         at = f"{here('a bare callback blocks')} in legacy"
-        assert stall == {"duration_ms": span["stalled_ms"], "at": at}
-        assert span["stalled_ms"] >= 115
+        [stall] = stalls(span, at)
+        assert set(stall) == {"duration_ms", "at"}
+        assert stall["duration_ms"] >= 115
 
     def test_events_bounded_to_the_longest_and_counted_after_the_monitor_stopped(
         self, loop_kind: str, memory: ft.MemoryExporter
@@ -228,17 +238,17 @@ class TestBlocksOutsideSpansAndBounds:
         async def blocker() -> None:
             for number in range(7):
                 async with ft.span(f"chunk {number}"):
-                    time.sleep(0.06 if number < 2 else 0.12)  # the first two are the shortest
+                    time.sleep(0.1 if number < 2 else 0.16)  # the first two are the shortest
                 await asyncio.sleep(0.02)
 
         async def main() -> ft.LoopMonitorStats:
             async with ft.Tracker(exporters=[memory]) as tracker:
-                with ft.monitor_event_loop(0.05) as monitor:
+                with ft.monitor_event_loop(0.08) as monitor:
                     await asyncio.sleep(0.02)
 
                     async def patient() -> None:
                         async with ft.span("patient"):
-                            await asyncio.sleep(0.8)
+                            await asyncio.sleep(1.2)
 
                     waiting = asyncio.create_task(patient())
                     await asyncio.sleep(0.02)
@@ -249,14 +259,13 @@ class TestBlocksOutsideSpansAndBounds:
             return monitor_stats
 
         stats = run(main())
-        assert stats.blocks == 7
+        assert stats.blocks >= 7
         span = by_name(memory.traces)["patient"]
-        kept = stalls(span)
-        assert len(kept) == 5
-        assert span["stalled_dropped"] == 2, (kept, stats)
-        assert span["stalled_ms"] == pytest.approx(stats.blocked_ms, abs=0.01)
+        kept = stalls(span, "chunk")
         assert [stall["by_name"] for stall in kept] == [f"chunk {n}" for n in range(2, 7)]
-        assert sum(stall["duration_ms"] for stall in kept) < span["stalled_ms"]
+        assert len(stalls(span)) == 5
+        assert span["stalled_dropped"] >= 2
+        assert span["stalled_ms"] >= sum(stall["duration_ms"] for stall in kept) + 2 * 100
 
 
 class TestOtherLoopsAndThreads:
@@ -284,8 +293,7 @@ class TestOtherLoopsAndThreads:
                 thread.join()
         spans = by_name(memory.traces)
         assert [name for name, _ in blocked_events(memory.traces)] == ["blocker"]
-        assert "stalled_ms" not in spans["calm"], spans["calm"]
-        assert events_named(memory.traces, STALLED_EVENT) == []
+        assert not stalls(spans["calm"], "blocker")
 
     def test_no_monitor_no_field(self, memory: ft.MemoryExporter) -> None:
         """A trace recorded while no monitor watched its loop has no loop_monitor field."""

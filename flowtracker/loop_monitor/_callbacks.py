@@ -116,6 +116,9 @@ class CallbackTimer:
         """The watchdog's latest look at the running callback (its thread): the loop thread reads it."""
         self.sample = sample
 
+    def idle(self, started: int) -> None:
+        """Never called: ``started`` is set only while a callback runs (see ``idle_frame``)."""
+
     # -- one callback ------------------------------------------------------------
 
     def run(self, handle: events.Handle) -> None:

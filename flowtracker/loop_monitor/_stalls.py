@@ -85,6 +85,8 @@ class StallWatch:
         # and the stall whose block is on its span already (its start).
         self._end = 0
         self._pinned = 0
+        # Written by the watchdog: the last stall during which it saw the loop run no callback.
+        self._idle = 0
         heartbeat.on_beat = self.beat
         blocks.pending = self.pending
 
@@ -123,6 +125,15 @@ class StallWatch:
             self._look = (sample, look[1])
         elif look[0].span is None:  # a span found at last: the blocker, seen first now
             self._look = (sample, sample.at)
+
+    def idle(self, started: int) -> None:
+        """The watchdog saw the loop thread run no callback during the stall since ``started``.
+
+        Such a stall, with no look at running code, is no block: the
+        heartbeat ran late while the loop waited (the process was not
+        scheduled, or a timer fired late). It shows in the lag figures.
+        """
+        self._idle = started
 
     def pending(self) -> Block | None:
         """The stall in progress as a block, once its end is known (any thread; ``None`` otherwise).
@@ -182,10 +193,10 @@ class StallWatch:
         duration = end - started
         if duration >= self.threshold_ns and started:
             if look is not None and look[0].started == started:
-                block = self._block(look, started, end)
-            else:  # the watchdog never got to look (C code holding the GIL)
+                self.blocks.add(self._block(look, started, end), pinned=self._pinned == started)
+            elif self._idle != started:  # the watchdog never got to look (C code holding the GIL)
                 block = Block(started, duration, None, NOT_SAMPLED, loop_traces(self.loop))
-            self.blocks.add(block, pinned=self._pinned == started)
+                self.blocks.add(block, pinned=False)
         # Cleared after the block is added: pending() must see it in one place or the other.
         self._look = None
         self._end = 0

@@ -87,6 +87,10 @@ class Target(Protocol):
         """The watchdog's look at the hold that began at ``sample.started`` (called on its thread)."""
         ...
 
+    def idle(self, started: int) -> None:
+        """The watchdog saw the loop thread run no callback (``idle_frame``) during that hold."""
+        ...
+
 
 class Watchdog:
     """Samples the stack of ``timer``'s loop thread while its loop is held for long.
@@ -146,7 +150,10 @@ class Watchdog:
             if at - started < timer.threshold_ns // 2:
                 continue
             frame = sys._current_frames().get(thread)
-            if frame is None or frame is timer.idle_frame or timer.started != started:
+            if frame is None or timer.started != started:
+                continue
+            if frame is timer.idle_frame:
+                timer.idle(started)
                 continue
             stack = format_stack(frame)
             task, span = running_span(loop)
