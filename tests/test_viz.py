@@ -170,13 +170,22 @@ class TestLoopMonitorData:
         assert line.endswith("← shop/rates.py:18 in fetch_rates")
 
     def test_header_counts_blocks(self) -> None:
-        """The trace header says how many times the loop was blocked."""
+        """The trace header says that a monitor watched the trace and how many times the loop was
+        blocked, so "no blocks" reads apart from "not watched"; without loop_monitor, only blocks."""
         headers = [viz.tree_text(trace).splitlines()[0] for trace in load_loop_traces()]
-        assert [header.endswith("loop block") or header.endswith("loop blocks") for header in headers] == [
+        assert [header.rpartition("  ")[2] for header in headers] == [
+            "loop monitor: full, 1 block",
+            "loop monitor: full, no blocks",
+            "loop monitor: full, no blocks",
+            "loop monitor: full, 2 blocks",
+        ]
+        unwatched = [
+            {key: value for key, value in trace.items() if key != "loop_monitor"}
+            for trace in load_loop_traces()
+        ]
+        assert [viz.tree_text(trace).splitlines()[0].endswith(" loop block") for trace in unwatched[:2]] == [
             True,
             False,
-            False,
-            True,
         ]
 
     def test_malformed_fields_are_ignored(self) -> None:
@@ -224,8 +233,8 @@ class TestLoopStats:
         assert "busy_p50_ms" not in rows["worker"]
         assert rows["worker"]["blocks"] == 0
         table = viz.stats_table(list(rows.values())).splitlines()
-        assert table[0].split()[-6:] == ["busy", "p50", "busy", "p95", "blocks", "blocked"]
-        assert table[2].split()[-4:] == ["–", "–", "0", "–"]
+        assert table[0].split()[-7:] == ["busy", "p50", "busy", "p95", "blocks", "blocked", "stalled"]
+        assert table[2].split()[-5:] == ["–", "–", "0", "–", "–"]
 
 
 class TestTree:

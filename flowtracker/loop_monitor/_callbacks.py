@@ -105,6 +105,8 @@ class CallbackTimer:
         self._culprit: Span | None = None
         self._culprit_of: Sample | None = None
         self._pinned = 0
+        #: False once unwatched: the callback that stopped the monitor is not a block then.
+        self.watching = False
         #: Callbacks run, and their total time (ns).
         self.callbacks = 0
         self.busy_ns = 0
@@ -153,7 +155,7 @@ class CallbackTimer:
             duration = end - start
             self.callbacks += 1
             self.busy_ns += duration
-            if duration >= self.threshold_ns:
+            if duration >= self.threshold_ns and self.watching:
                 self._blocked(start, duration, span)
             elif self.sample is not None:
                 self.sample = self._culprit = None
@@ -395,12 +397,14 @@ def watch(timer: CallbackTimer) -> None:
     """Starts timing ``timer.loop``'s callbacks (and patches, for the first loop watched)."""
     with _lock:
         _by_loop[timer.loop] = timer
+        timer.watching = True
         _patch()
 
 
 def unwatch(timer: CallbackTimer) -> None:
     """Stops timing ``timer.loop``'s callbacks; with no loop left watched, undoes the patch."""
     with _lock:
+        timer.watching = False
         if _by_loop.get(timer.loop) is timer:
             del _by_loop[timer.loop]
         if not _by_loop:
