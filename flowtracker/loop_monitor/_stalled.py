@@ -126,7 +126,10 @@ def _blocks_during(trace: int, first: int) -> list[PastBlock]:
             block = past_block(pending)
             if block.end_ns > first and trace in block.traces:
                 found[block.start_ns] = block
-        for block in reversed(list(record.recent)):
+        recent = record.recent
+        if not recent or recent[-1].end_ns <= first:  # the common case: no block since the trace began
+            continue
+        for block in reversed(list(recent)):
             if block.end_ns <= first:
                 break
             if trace in block.traces:
