@@ -13,7 +13,10 @@ Three parts:
 * ``requests``: the ``request`` suite's apps, ``flowtracker`` (monitor off)
   and ``ft-monitor`` (``monitor_loop=True``), under aiohttp and uvicorn, each
   on asyncio's loop and on uvloop; wrk as in that suite, variants interleaved,
-  ``on / off`` the median of same-rep ratios;
+  ``on / off`` the median of same-rep ratios. Besides req/s, the server's CPU
+  time per request (all its threads): the inverse of its capacity on its one
+  CPU, which other processes on a shared machine move far less than the
+  request rate; ``capacity on / off`` is ``off CPU / on CPU``;
 * ``span``: the ``span`` suite's ``flowtracker`` and ``ft-monitor`` on the
   ``async`` and ``sync`` workloads (asyncio), net of the empty loop;
 * ``completion``: ns per trace of the stalled-time hook on a finished 4-span
@@ -60,10 +63,15 @@ def _requests(settings: Settings) -> tuple[dict[str, Any], str]:
 
             rps = interleaved(variants, settings.repetitions, measure)
             on_off = ratios(rps, "flowtracker")["ft-monitor"]
+            cpu = {v: [r.cpu_us_per_request for r in runs[v]] for v in variants}
+            pairs = zip(cpu["flowtracker"], cpu["ft-monitor"], strict=True)
+            capacity = median([off / on for off, on in pairs])
             entry[f"{kind}/{loop}"] = {
                 "rps": rps,
                 "p99_ms": {v: [r.p99_ms for r in runs[v]] for v in variants},
+                "cpu_us_per_request": cpu,
                 "on_vs_off": on_off,
+                "capacity_on_vs_off": capacity,
             }
             rows.append(
                 (
@@ -72,15 +80,21 @@ def _requests(settings: Settings) -> tuple[dict[str, Any], str]:
                     median(rps["flowtracker"]),
                     median(rps["ft-monitor"]),
                     percent(on_off),
+                    median(cpu["flowtracker"]),
+                    median(cpu["ft-monitor"]),
+                    percent(capacity),
                     "95%" if loop == "uvloop" else "90%",
                 )
             )
     table = format_table(
-        f"monitor / requests: req/s, monitor off vs on, wrk -t1 -c{CONNECTIONS} -d{seconds}s "
-        f"(medians of {settings.repetitions} interleaved reps; on/off: median of same-rep ratios)",
-        ("server", "loop", "off req/s", "on req/s", "on / off", "target"),
+        f"monitor / requests: monitor off vs on, wrk -t1 -c{CONNECTIONS} -d{seconds}s "
+        f"(medians of {settings.repetitions} interleaved reps; ratios: medians of same-rep ratios)",
+        (
+            "server", "loop", "off req/s", "on req/s", "req/s on / off", "off CPU µs/req", "on CPU µs/req",
+            "capacity on / off", "target",
+        ),
         rows,
-    )
+    )  # fmt: skip
     return entry, table
 
 
