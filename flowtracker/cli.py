@@ -48,7 +48,7 @@ from typing import IO, Any
 
 import orjson
 
-from ._graph.model import TraceTree
+from ._graph.model import TraceTree, plural
 from ._wire.encode import encode
 from .viz import (
     InputError,
@@ -313,10 +313,6 @@ def _write(path: str, text: str | bytes) -> None:
         raise _Failure(f"cannot write {path!r}: {error.strerror or error}", EXIT_OUTPUT) from error
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def _note(message: str) -> None:
     with contextlib.suppress(OSError, ValueError):  # stderr closed: nowhere left to say it
         print(f"{PROG}: {message}", file=sys.stderr, flush=True)
@@ -375,7 +371,7 @@ def _report(args: argparse.Namespace) -> int:
     _write(args.output, page)
     if not args.quiet and args.output != "-":
         size = len(page.encode("utf-8"))
-        count = _plural(len(traces), "trace")
+        count = plural(len(traces), "trace")
         _note(f"wrote {args.output} ({count}, {size / 1e6:.1f} MB); open it in a browser")
     return EXIT_OK
 
@@ -437,7 +433,7 @@ def _demo(args: argparse.Namespace) -> int:
     import io
 
     try:
-        from .demo import overview_text, run_demo
+        from .demo import closing_text, overview_text, run_demo
     except ImportError as error:
         raise _Failure(
             f"the demo needs aiohttp, httpx, SQLAlchemy and aiosqlite ({error}); "
@@ -467,12 +463,12 @@ def _demo(args: argparse.Namespace) -> int:
     print(overview_text(records, color=_use_color(args.color)), flush=True)
     if raw is not None:
         print(
-            f"\nThe {_plural(len(records), 'trace record')} (one per service and request), "
+            f"\nThe {plural(len(records), 'trace record')} (one per service and request), "
             "as ConsoleExporter logs them:",
             flush=True,
         )
         _write("-", raw.getvalue())
-    hint = "" if raw is not None else " (--raw prints them as FLOW_LOG: lines)"
-    _note(f"wrote this run's {_plural(len(records), 'trace record')} to {os.path.abspath(args.traces)}{hint}")
-    _note(f"wrote the report to {os.path.abspath(args.report)}; open it in a browser")
+    closing = closing_text(records, traces_path=args.traces, report_path=args.report)
+    with contextlib.suppress(OSError, ValueError):  # stderr closed: nowhere left to say it
+        print(f"\n{closing}", file=sys.stderr, flush=True)
     return EXIT_OK

@@ -38,6 +38,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pathlib
+import shlex
 import signal
 import sys
 import tempfile
@@ -51,13 +53,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ._core.span import span
+from ._graph.model import plural
 from ._pipeline.tracker import Tracker
 from .aiohttp import setup
 from .exporters import ConsoleExporter, Exporter, FileExporter, MemoryExporter
 from .instrumentation import instrument
 from .viz import TraceTree, format_ms, merge_traces, tree_text
 
-__all__ = ("orders_app", "overview_text", "run_demo", "shipping_app")
+__all__ = ("closing_text", "orders_app", "overview_text", "run_demo", "shipping_app")
 
 SHIPPING_PATH = "/ship"
 #: The demo's one query (SQLite's named placeholder: the value is never in the trace).
@@ -298,6 +301,56 @@ def overview_text(records: Sequence[Mapping[str, Any]], *, color: bool = False) 
     return "\n".join(lines)
 
 
+def closing_text(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    traces_path: str | os.PathLike[str],
+    report_path: str | os.PathLike[str],
+) -> str:
+    """What ``flowtracker demo`` says last: what it wrote, then three next steps.
+
+    Records and requests are counted apart: each service writes its own
+    record of a request's trace (same ``trace_id``), so 3 requests through
+    two services are 6 records.
+
+    Args:
+        records: Trace records as :func:`run_demo` returns them.
+        traces_path: The JSON Lines file, as the user named it (shown in the
+            ``flowtracker tree`` command to run next).
+        report_path: The HTML report.
+
+    Returns:
+        Four lines joined by newlines.
+
+    Example:
+        >>> records = [{"trace_id": "a", "service": s, "spans": []} for s in ("orders", "shipping")]
+        >>> print(closing_text(records, traces_path="t.jsonl", report_path="/r.html"))  # doctest: +ELLIPSIS
+        1 request → 2 trace records (one per service), written to .../t.jsonl
+        next: flowtracker tree t.jsonl        each request's tree, again
+              file:///r.html                  the report: open it in a browser
+              flowtracker.aiohttp.setup(app)  in your own aiohttp app (FastAPI: app.add_middleware(...))
+    """
+    requests = len(merge_traces(records))
+    per_service = " (one per service)" if len(records) > requests else ""
+    wrote = (
+        f"{plural(requests, 'request')} → {plural(len(records), 'trace record')}{per_service}, "
+        f"written to {os.path.abspath(traces_path)}"
+    )
+    steps = [
+        (f"flowtracker tree {shlex.quote(os.fspath(traces_path))}", "each request's tree, again"),
+        (pathlib.Path(os.path.abspath(report_path)).as_uri(), "the report: open it in a browser"),
+        (
+            "flowtracker.aiohttp.setup(app)",
+            "in your own aiohttp app (FastAPI: app.add_middleware(FlowTrackerMiddleware))",
+        ),
+    ]
+    width = max(len(command) for command, _ in steps) + 2
+    lines = [wrote]
+    for number, (command, what) in enumerate(steps):
+        lines.append(f"{'next: ' if number == 0 else ' ' * 6}{command:<{width}}{what}")
+    return "\n".join(lines)
+
+
 def _request_line(number: int, trace: Mapping[str, Any]) -> str:
     """``  2  GET /  200  190.1 ms  7 spans  trace 7a3f…``, plus the status when it is not ``ok``."""
     tree = TraceTree(trace)
@@ -308,7 +361,7 @@ def _request_line(number: int, trace: Mapping[str, Any]) -> str:
     status_code = (tree.spans[root].get("tags") or {}).get("http.status_code")
     if status_code is not None:
         parts.append(str(status_code))
-    parts += [format_ms(tree.duration(root)), f"{len(tree.spans)} spans"]
+    parts += [format_ms(tree.duration(root)), plural(len(tree.spans), "span")]
     if tree.status() != "ok":
         parts.append(tree.status())
     parts.append(f"trace {trace.get('trace_id')}")

@@ -224,14 +224,38 @@ class TestDemoCommand:
         assert any(line.endswith(f"trace {trace_id}") for line in second)
         assert not any(trace_id in line for line in first)
 
-    def test_the_closing_message_says_where_the_files_are(self, tmp_path):
-        """The message on stderr names both files by absolute path, so they can be found from anywhere."""
+    def test_the_closing_message_says_where_the_files_are_and_what_next(self, tmp_path):
+        """The run ends on stderr with what it wrote, requests and records counted apart (one record
+        per service), then three next steps that work as printed: the ``flowtracker tree`` command
+        for the file as named, the report's file:// URL, and the one line for one's own app."""
         (tmp_path / "out").mkdir()
         _, err = demo_command(
-            "--requests", "1", "--traces", "out/t.jsonl", "--report", "out/r.html", cwd=tmp_path
+            "--requests", "2", "--traces", "out/t.jsonl", "--report", "out/r.html", cwd=tmp_path
         )
-        assert f"wrote this run's 2 trace records to {tmp_path / 'out' / 't.jsonl'}" in err
-        assert f"wrote the report to {tmp_path / 'out' / 'r.html'}; open it in a browser" in err
+        lines = err.splitlines()
+        assert lines[0] == ""
+        assert (
+            lines[1]
+            == f"2 requests → 4 trace records (one per service), written to {tmp_path / 'out' / 't.jsonl'}"
+        )
+        steps = lines[2:]
+        assert len(steps) == 3
+        tree_command, report_url, app_line = (
+            line.removeprefix("next:").strip().split("  ")[0] for line in steps
+        )
+        assert tree_command == "flowtracker tree out/t.jsonl"
+        assert report_url == (tmp_path / "out" / "r.html").as_uri()
+        assert app_line == "flowtracker.aiohttp.setup(app)"
+        assert "app.add_middleware(FlowTrackerMiddleware)" in steps[2]
+        trees = subprocess.run(
+            [sys.executable, "-m", "flowtracker", *tree_command.split()[1:], "--color", "never"],
+            capture_output=True,
+            cwd=tmp_path,
+            timeout=60,
+            check=True,
+            text=True,
+        ).stdout
+        assert sum(line.startswith("trace ") and "service=orders" in line for line in trees.splitlines()) == 2
 
     def test_an_unwritable_traces_path_is_named_before_anything_runs(self, tmp_path):
         """--traces in a missing folder: exit 4 with the path named, no traceback, nothing written."""

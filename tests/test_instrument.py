@@ -69,6 +69,40 @@ class TestInstrument:
         with pytest.raises(ValueError, match="supported libraries"):
             ft.uninstrument("requests")
 
+    def test_aiohttp_points_to_its_middleware_and_client_hook(self):
+        """``instrument("aiohttp")`` says aiohttp is traced by flowtracker.aiohttp: the middleware (or
+        ``setup``) for the server, ``client_trace_config()`` for client sessions."""
+        with pytest.raises(ValueError, match="cannot instrument 'aiohttp'") as raised:
+            ft.instrument("aiohttp")
+        message = str(raised.value)
+        assert "flowtracker.aiohttp.middleware()" in message
+        assert "setup(app)" in message
+        assert "trace_configs=[flowtracker.aiohttp.client_trace_config()]" in message
+
+    def test_asgi_frameworks_point_to_the_middleware(self):
+        """FastAPI, Starlette (any case) point to ``FlowTrackerMiddleware``, once for both."""
+        with pytest.raises(ValueError, match="cannot instrument 'FastAPI', 'starlette'") as raised:
+            ft.instrument("FastAPI", "starlette")
+        message = str(raised.value)
+        assert message.count("app.add_middleware(flowtracker.asgi.FlowTrackerMiddleware)") == 1
+
+    @pytest.mark.parametrize(
+        ("typed", "meant"),
+        [("Redis", "redis"), ("asyncpq", "asyncpg"), ("sqlalchemi", "sqlalchemy"), ("httpxx", "httpx")],
+    )
+    def test_a_near_miss_suggests_the_closest_supported_name(self, typed, meant):
+        """A misspelt or mis-cased name is answered with the closest supported one (difflib)."""
+        with pytest.raises(ValueError, match=rf"'{typed}' \(did you mean '{meant}'\?\)"):
+            ft.instrument(typed)
+
+    def test_a_name_like_none_gets_no_suggestion(self):
+        """A name close to nothing supported gets no guess, only the list; a non-string name too."""
+        with pytest.raises(ValueError, match="cannot instrument 'mongo'") as raised:
+            ft.instrument("mongo")
+        assert "did you mean" not in str(raised.value)
+        with pytest.raises(ValueError, match="cannot instrument 3"):
+            ft.instrument(3)  # type: ignore[arg-type]
+
     def test_absent_library_skipped_or_named_with_its_pip_install(self):
         """Without redis, ft.instrument() skips it; naming it raises ImportError with its pip install."""
         out = run_python(

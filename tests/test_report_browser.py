@@ -165,6 +165,11 @@ class Opened:
 def open_report(browser: Any, path: Path, traces: list[dict[str, Any]], **options: Any) -> Opened:
     """Writes the report for ``traces`` to ``path`` and opens it, recording errors and requests."""
     path.write_text(viz.render_report(traces, **options), encoding="utf-8")
+    return open_page(browser, path)
+
+
+def open_page(browser: Any, path: Path) -> Opened:
+    """Opens the page at ``path`` once it is drawn, recording errors, requests and dialogs."""
     page = browser.new_page()
     opened = Opened(page, path.as_uri())
     page.on("console", lambda message: message.type == "error" and opened.errors.append(message.text))
@@ -351,9 +356,10 @@ class TestReportPage:
         report.assert_clean()
 
     def test_sankey_links_present(self, report: Opened) -> None:
-        """Every aggregated link is drawn, and the node labels are on the chart."""
-        expected = viz.sankey_graph(golden_traces())
-        assert report.links() == len(expected["links"]) == 15
+        """Every aggregated link is drawn, and the node labels are on the chart: the parent → child
+        flows, and each root's own flow from its service."""
+        expected = viz.sankey_graph(golden_traces(), root_source=lambda trace, root: trace["service"])
+        assert report.links() == len(expected["links"]) == 15 + 2  # orders → GET /, orders → POST /checkout
         labels = report.page.eval_on_selector_all(
             "#sankey text", "nodes => nodes.map(node => node.textContent)"
         )
@@ -362,8 +368,9 @@ class TestReportPage:
         report.assert_clean()
 
     def test_sankey_nodes_sit_at_their_depth(self, report: Opened) -> None:
-        """Each Sankey node is in the column of its depth: ``Process Payment``, a child of the root,
-        is beside its siblings, not beside the deepest leaf (echarts' layout, read back from the page)."""
+        """Each Sankey node is in the column of its depth: the service first, then the roots;
+        ``Process Payment``, a child of a root, is beside its siblings, not beside the deepest leaf
+        (echarts' layout, read back from the page)."""
         layout = report.page.evaluate(
             """() => {
               const chart = echarts.getInstanceByDom(document.getElementById('sankey'));
@@ -373,21 +380,22 @@ class TestReportPage:
             }"""
         )
         depth = {label: column for label, column, _ in layout}
-        # a trace continuing a remote parent hangs off "Unknown", so its spans sit one column further right
+        # a trace continuing a remote parent hangs off "Unknown", in the column of the services
         assert depth == {
-            "GET /": 0,
-            "POST /checkout": 0,
+            "orders": 0,
             "Unknown": 0,
-            "Process Payment": 1,
-            "DB: Select User": 1,
-            "HTTP: Shipping Service": 1,
-            "send receipt email": 1,
-            "fetch rates": 1,
-            "fetch prices": 1,
-            "charge card": 1,
-            "fetch stock": 1,
+            "GET /": 1,
+            "POST /checkout": 1,
             "POST /ship": 1,
-            "Calculate Weight": 2,
+            "Process Payment": 2,
+            "DB: Select User": 2,
+            "HTTP: Shipping Service": 2,
+            "send receipt email": 2,
+            "fetch rates": 2,
+            "fetch prices": 2,
+            "charge card": 2,
+            "fetch stock": 2,
+            "Calculate Weight": 3,
             "fib · 1": 2,
             'say "hi" [1] #tag // not a comment': 2,
             XSS: 2,
@@ -443,6 +451,58 @@ class TestReportPage:
         )
         assert names == ["GET /", "POST /checkout", "POST /ship"]
         report.assert_clean()
+
+    def test_service_duration_and_blocked_filters(self, browser: Any, tmp_path: Path) -> None:
+        """The picker also filters by service (offered once there are two), by a minimum duration, and
+        to the traces that blocked the loop (offered once one did); filters combine."""
+        opened = open_report(browser, tmp_path / "filters.html", [*golden_traces(), *loop_traces()])
+        page = opened.page
+        buttons = page.locator("#trace-list button")
+        try:
+            total = len(golden_traces()) + len(loop_traces())
+            expect(buttons).to_have_count(total)
+            options = page.eval_on_selector_all("#service-filter option", "nodes => nodes.map(n => n.value)")
+            assert options == ["", "orders", "shipping", "shop"]
+            inside = page.evaluate(
+                """() => {
+                  const right = document.querySelector('.picker').getBoundingClientRect().right;
+                  const controls = [...document.querySelectorAll('.picker input, .picker select')];
+                  return controls.every((node) => node.getBoundingClientRect().right <= right);
+                }"""
+            )
+            assert inside  # every control fits the picker
+            page.select_option("#service-filter", "shipping")
+            expect(buttons).to_have_count(1)
+            assert page.text_content("#trace-list .name") == "POST /ship"
+            page.select_option("#service-filter", "shop")
+            expect(buttons).to_have_count(len(loop_traces()))
+            page.check("#blocked-filter")
+            blocked = [trace for trace in loop_traces() if "loop block" in viz.tree_text(trace)]
+            expect(buttons).to_have_count(len(blocked))
+            page.fill("#min-duration", "300")
+            slow = [trace for trace in blocked if viz.TraceTree(trace).wall_ms() >= 300]
+            expect(buttons).to_have_count(len(slow))
+            assert 0 < len(slow) < len(blocked)
+            page.select_option("#service-filter", "")
+            page.uncheck("#blocked-filter")
+            page.fill("#min-duration", "")
+            expect(buttons).to_have_count(total)
+            opened.assert_clean()
+        finally:
+            page.close()
+
+    def test_filters_hide_until_they_can_choose(self, browser: Any, tmp_path: Path) -> None:
+        """With one service and no block there is nothing to choose: no service or blocked filter."""
+        opened = open_report(
+            browser, tmp_path / "one.html", [health_trace(), health_trace() | {"trace_id": "d" * 32}]
+        )
+        try:
+            assert not opened.page.locator("#service-field").is_visible()
+            assert not opened.page.locator("#blocked-field").is_visible()
+            assert opened.page.locator("#min-duration").is_visible()
+            opened.assert_clean()
+        finally:
+            opened.page.close()
 
     def test_hostile_names_render_as_text(self, report: Opened) -> None:
         """A span named ``<img src=x onerror=alert(1)>`` shows as those characters; nothing runs."""
@@ -601,7 +661,7 @@ class TestLoopMonitor:
         row = page.eval_on_selector_all(
             '#stats tr:has(td:text-is("fetch rates")) td', "nodes => nodes.map(node => node.textContent)"
         )
-        assert row[-4:] == ["256.8 ms", "256.8 ms", "2", "256.1 ms"]
+        assert row[-4:] == ["256.8", "256.8", "2", "256.1"]  # the heading says "times in ms"
         worker = page.eval_on_selector_all(
             '#stats tr:has(td:text-is("parse csv")) td', "nodes => nodes.map(node => node.textContent)"
         )
@@ -851,6 +911,273 @@ class TestRealServerBlock:
             for bar, inner in zip(bars, shaded, strict=True):
                 assert inner["right"] - inner["left"] < (bar["right"] - bar["left"]) / 2
         real_report.assert_clean()
+
+
+def long_names_trace() -> dict[str, Any]:
+    """A checkout trace with long span names and many long tags, as instrumentation writes them."""
+
+    def span(
+        number: int, parent: int, name: str, start_us: int, duration_ms: float, **tags: Any
+    ) -> dict[str, Any]:
+        return {
+            "span_id": f"{number:016x}",
+            **({"parent_id": f"{parent:016x}"} if parent else {}),
+            "name": name,
+            "start_time": f"2026-11-20T10:00:00.{start_us:06d}Z",
+            "duration_ms": duration_ms,
+            "status": "ok",
+            "tags": tags,
+        }
+
+    statement = (
+        "SELECT o.id, o.total, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id = $1"
+    )
+    return {
+        "trace_id": "f" * 32,
+        "service": "shop",
+        "spans": [
+            span(
+                1,
+                0,
+                "GET /api/v1/orders/{order_id}/checkout",
+                0,
+                120.0,
+                **{
+                    "http.method": "GET",
+                    "http.route": "/api/v1/orders/{order_id}/checkout",
+                    "http.status_code": 200,
+                    "http.user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+                },
+            ),
+            span(
+                2,
+                1,
+                "SELECT orders JOIN customers",
+                1000,
+                30.0,
+                **{
+                    "db.system": "postgresql",
+                    "db.statement": statement,
+                    "db.name": "shop",
+                    "net.peer.name": "127.0.0.1",
+                    "net.peer.port": 5432,
+                },
+            ),
+            span(
+                3,
+                1,
+                "GET",
+                31000,
+                2.0,
+                **{
+                    "db.system": "redis",
+                    "db.statement": "GET cart:42",
+                    "db.redis.database_index": 0,
+                    "net.peer.name": "127.0.0.1",
+                    "net.peer.port": 6379,
+                },
+            ),
+            span(
+                4,
+                1,
+                "HTTP POST inventory.internal:8080/api/v1/reservations",
+                34000,
+                50.0,
+                **{
+                    "http.method": "POST",
+                    "http.url": "http://inventory.internal:8080/api/v1/reservations",
+                    "http.status_code": 201,
+                },
+            ),
+            span(
+                5, 4, "serialize_reservation_request_payload", 34100, 1.0, bytes=1234, schema="reservation.v2"
+            ),
+        ],
+    }
+
+
+def health_trace() -> dict[str, Any]:
+    """A trace of one childless span."""
+    span = {
+        "span_id": "9" * 16,
+        "name": "GET /health",
+        "start_time": "2026-11-20T10:00:05.000000Z",
+        "duration_ms": 1.0,
+        "status": "ok",
+    }
+    return {"trace_id": "e" * 32, "service": "shop", "spans": [span]}
+
+
+#: Per element: its text, whether its content is wider than its box, and whether its box ends inside
+#: the scrolling box that holds it (its right edge at most that box's visible right edge).
+MEASURE_CUT = """(selector) => [...document.querySelectorAll(selector)].map((node) => {
+  const holder = node.closest('.tree, .table-wrap');
+  const right = holder.getBoundingClientRect().left + holder.clientLeft + holder.clientWidth;
+  const inside = node.getBoundingClientRect().right <= right + 0.5;
+  return [node.textContent, node.scrollWidth > node.clientWidth, inside];
+})"""
+
+
+@pytest.fixture(params=[1280, 1920], ids=lambda width: f"{width}px")
+def long_report(request: pytest.FixtureRequest, browser: Any, tmp_path: Path) -> Iterator[Opened]:
+    """A report of long names and tags, with loop-monitor columns, at 1280 and 1920 px wide."""
+    traces = [long_names_trace(), health_trace(), *loop_traces()]
+    opened = open_report(browser, tmp_path / "long.html", traces)
+    opened.page.set_viewport_size({"width": request.param, "height": 1000})
+    opened.page.wait_for_timeout(250)  # the charts redraw 100 ms after the last resize event
+    try:
+        yield opened
+    finally:
+        opened.page.close()
+
+
+class TestLayout:
+    """Names stay whole and every column is in reach at common window widths."""
+
+    def test_tree_names_never_lose_to_tags(self, long_report: Opened) -> None:
+        """In every trace's execution tree each span name is whole and inside the tree's box; the
+        tags are what gets cut, with the whole name and every tag on hover."""
+        page = long_report.page
+        cut_tags = 0
+        for trace_id in ["f" * 32, "e" * 32, *(trace["trace_id"] for trace in loop_traces())]:
+            long_report.pick(trace_id)
+            labels = page.evaluate(MEASURE_CUT, "#tree .label")
+            assert labels, trace_id
+            assert [name for name, cut, inside in labels if cut or not inside] == [], trace_id
+            cut_tags += sum(cut for _, cut, _ in page.evaluate(MEASURE_CUT, "#tree .tags"))
+        assert cut_tags > 0  # the tags did give way
+        long_report.pick("f" * 32)
+        node = page.locator('#tree .node:has(.label:text-is("SELECT orders JOIN customers"))')
+        assert node.locator(".label").get_attribute("title") == "SELECT orders JOIN customers"
+        assert "db.statement=SELECT o.id, o.total, c.name FROM orders o JOIN customers c ON c.id" in (
+            node.locator(".tags").get_attribute("title") or ""
+        )
+        node.hover()
+        assert page.text_content("#details .name") == "SELECT orders JOIN customers"
+        long_report.assert_clean()
+
+    def test_waterfall_labels_are_whole(self, long_report: Opened) -> None:
+        """The waterfall's label column is as wide as its longest label, so no name is cut there."""
+        long_report.pick("f" * 32)
+        labels = long_report.gantt_labels()
+        for name in [span["name"] for span in long_names_trace()["spans"]]:
+            assert any(label.strip() == name for label in labels), (name, labels)
+        long_report.assert_clean()
+
+    def test_every_statistics_column_is_in_view(self, long_report: Opened) -> None:
+        """The statistics table fits its card: every column (the loop ones last) is inside the
+        visible box, no name cell is cut, and the last row ends inside the box once it is scrolled
+        to the bottom (nothing hides under a scroll bar)."""
+        page = long_report.page
+        heads = page.evaluate(MEASURE_CUT, "#stats th")
+        assert [name for name, _, _ in heads][-4:] == ["busy p50", "busy p95", "blocks", "blocked"]
+        assert [name for name, cut, inside in heads if cut or not inside] == []
+        names = page.evaluate(MEASURE_CUT, "#stats td:first-child")
+        assert "HTTP POST inventory.internal:8080/api/v1/reservations" in [name for name, _, _ in names]
+        assert [name for name, cut, inside in names if cut or not inside] == []
+        gap = page.evaluate(
+            """() => {
+              const wrap = document.querySelector('.table-wrap');
+              wrap.scrollTop = wrap.scrollHeight;
+              const rows = wrap.querySelectorAll('tbody tr');
+              const bottom = wrap.getBoundingClientRect().top + wrap.clientTop + wrap.clientHeight;
+              return bottom - rows[rows.length - 1].getBoundingClientRect().bottom;
+            }"""
+        )
+        assert gap >= -0.5
+        long_report.assert_clean()
+
+    def test_narrow_window_scrolls_the_statistics_with_the_name_held(
+        self, browser: Any, tmp_path: Path
+    ) -> None:
+        """Below the width where the table fits, it scrolls sideways: scrolled to the end, the last
+        column is inside the box and the name column is still at its left edge."""
+        opened = open_report(browser, tmp_path / "narrow.html", [long_names_trace(), *loop_traces()])
+        try:
+            opened.page.set_viewport_size({"width": 1000, "height": 900})
+            place = opened.page.evaluate(
+                """() => {
+                  const wrap = document.querySelector('.table-wrap');
+                  const overflow = wrap.scrollWidth - wrap.clientWidth;
+                  wrap.scrollLeft = wrap.scrollWidth;
+                  const box = wrap.getBoundingClientRect();
+                  const heads = wrap.querySelectorAll('th');
+                  return {overflow: overflow, right: box.left + wrap.clientLeft + wrap.clientWidth,
+                          left: box.left + wrap.clientLeft,
+                          last: heads[heads.length - 1].getBoundingClientRect().right,
+                          name: heads[0].getBoundingClientRect().left};
+                }"""
+            )
+            assert place["overflow"] > 0
+            assert place["last"] <= place["right"] + 0.5
+            assert abs(place["name"] - place["left"]) <= 0.5
+            opened.assert_clean()
+        finally:
+            opened.page.close()
+
+    def test_counts_are_spelled_right(self, long_report: Opened) -> None:
+        """One span is "1 span", in the picker and in the trace's line; more are plural."""
+        page = long_report.page
+        assert "· 1 span ·" in page.text_content(f'#trace-list button[data-trace-id="{"e" * 32}"] .sub')
+        assert "· 5 spans ·" in page.text_content(f'#trace-list button[data-trace-id="{"f" * 32}"] .sub')
+        long_report.pick("e" * 32)
+        assert "· 1 span ·" in page.text_content("#trace-meta")
+        assert page.text_content("#summary").startswith("6 traces · 16 spans · ")
+        long_report.assert_clean()
+
+    def test_single_span_trace_is_in_where_time_goes(self, long_report: Opened) -> None:
+        """A trace of one childless span flows from its service in "where time goes"."""
+        nodes = long_report.page.evaluate("() => window.flowtrackerReport.data.sankey.nodes")
+        labels = long_report.page.eval_on_selector_all(
+            "#sankey text", "nodes => nodes.map(n => n.textContent)"
+        )
+        assert "GET /health" in nodes
+        assert "GET /health" in labels
+        assert "shop" in labels
+        long_report.assert_clean()
+
+    def test_screenshot_of_long_names(self, long_report: Opened) -> None:
+        """Saves test-artifacts/long-names-<width>.png: the long-named trace's waterfall and tree."""
+        long_report.pick("f" * 32)
+        long_report.page.locator('#tree .node:has(.label:text-is("SELECT orders JOIN customers"))').hover()
+        width = long_report.page.viewport_size["width"]
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"long-names-{width}.png"
+        long_report.page.locator("#trace-view").screenshot(path=str(path))
+        assert path.stat().st_size > 10_000
+        long_report.assert_clean()
+
+
+class TestReuse:
+    """Another page draws its data with the report's own views (flowtracker.viz.report_page)."""
+
+    def test_empty_page_draws_what_it_is_given_and_keeps_the_open_trace(
+        self, browser: Any, tmp_path: Path
+    ) -> None:
+        """``report_page(None)`` waits for data; ``flowtrackerReport.render(report_data(...))`` draws the
+        list, waterfall, tree, Sankey and statistics; rendering again with more traces keeps the
+        trace that was open and adds the new one to the list."""
+        path = tmp_path / "live.html"
+        path.write_text(viz.report_page(None, title="live"), encoding="utf-8")
+        opened = open_page(browser, path)
+        page = opened.page
+        try:
+            assert page.text_content("#summary") == "Waiting for traces…"
+            assert page.locator("#trace-list button").count() == 0
+            first, later = golden_traces(), [long_names_trace()]
+            page.evaluate("(data) => flowtrackerReport.render(data)", viz.report_data(first))
+            assert page.locator("#trace-list button").count() == len(first)
+            opened.pick("0af7651916cd43dd8448eb211c80319c")
+            assert opened.bars() == 5
+            page.evaluate("(data) => flowtrackerReport.render(data)", viz.report_data(first + later))
+            assert page.get_attribute("#trace-view", "data-trace-id") == "0af7651916cd43dd8448eb211c80319c"
+            assert opened.bars() == 5
+            assert page.locator("#trace-list button").count() == len(first) + 1
+            assert opened.links() == len(viz.report_data(first + later)["sankey"]["links"])
+            assert page.locator('#stats td:text-is("serialize_reservation_request_payload")').count() == 1
+            opened.assert_clean()
+        finally:
+            page.close()
 
 
 class TestTimeAxis:

@@ -340,6 +340,35 @@ class TestRead:
         assert len(merged[0]["spans"]) == 6
         assert "follow_up" not in merged[0]
 
+    def test_merge_across_services_keeps_each_spans_service(self) -> None:
+        """Records of one trace from two services (the callee's usually written first, as it ends
+        first) merge into a trace of the root's service, each span marked with its own; records of one
+        service merge as before, spans unmarked."""
+        shipping = {
+            "trace_id": "ab",
+            "service": "shipping",
+            "spans": [{"span_id": "3", "parent_id": "2", "name": "POST /ship"}],
+        }
+        orders = {
+            "trace_id": "ab",
+            "service": "orders",
+            "spans": [
+                {"span_id": "1", "name": "GET /"},
+                {"span_id": "2", "parent_id": "1", "name": "HTTP POST shipping/ship"},
+            ],
+        }
+        (merged,) = viz.merge_traces([shipping, orders])
+        assert merged["service"] == "orders"
+        assert [(span["name"], span["service"]) for span in merged["spans"]] == [
+            ("POST /ship", "shipping"),
+            ("GET /", "orders"),
+            ("HTTP POST shipping/ship", "orders"),
+        ]
+        assert "service" not in shipping["spans"][0]  # the input is left as it was
+        (alone,) = viz.merge_traces([orders, {**orders, "spans": [{"span_id": "4", "name": "late"}]}])
+        assert alone["service"] == "orders"
+        assert all("service" not in span for span in alone["spans"])
+
 
 class TestSankey:
     """Sankey links and SankeyMATIC escaping."""
@@ -396,6 +425,23 @@ class TestSankey:
         assert len(graph["links"]) == 2
         assert graph["omitted"] > 0
         assert graph["nodes"][graph["links"][0][1]] == "HTTP: Shipping Service"
+
+    def test_roots_flow_from_their_source(self) -> None:
+        """With ``root_source``, every root without a remote parent flows from the node it names,
+        worth its whole duration, so a childless root counts; a remote-parented root keeps "Unknown"."""
+        health = {"span_id": "a", "name": "GET /health", "duration_ms": 1.5}
+        single = {"trace_id": "s", "service": "shop", "spans": [health]}
+        graph = viz.sankey_graph(
+            [*load_golden_traces(), single], root_source=lambda trace, root: trace["service"]
+        )
+        nodes = graph["nodes"]
+        links = {(nodes[source], nodes[target]): ms for source, target, ms, _ in graph["links"]}
+        assert links[("shop", "GET /health")] == 1.5
+        assert ("orders", "GET /") in links
+        assert ("Unknown", "POST /ship") in links
+        assert not any(target == "POST /ship" for source, target in links if source != "Unknown")
+        assert viz.sankey_graph([single])["links"] == []  # without it, as before: parent → child only
+        assert_acyclic(graph["links"])
 
 
 def assert_acyclic(links: list[tuple[int, int, float, int]]) -> None:
@@ -597,6 +643,53 @@ class TestReport:
         rates = data["spans"][3]
         assert [event["name"] for event in rates[0][8]["events"]] == ["cache miss"]
         assert all(len(row) == 9 for row in viz.report_data(load_golden_traces())["stats"])
+
+    def test_single_span_traces_count_in_where_time_goes(self) -> None:
+        """The report's "where time goes" has each root flow from its service (``traces`` when the
+        trace names none), so a trace of one childless span is in it, with its duration."""
+        spans = [{"span_id": "a", "name": "GET /health", "duration_ms": 2.0}]
+        data = viz.report_data(
+            [{"trace_id": "a", "service": "shop", "spans": spans}, {"trace_id": "b", "spans": spans}]
+        )
+        nodes = data["sankey"]["nodes"]
+        links = [(nodes[source], nodes[target], *rest) for source, target, *rest in data["sankey"]["links"]]
+        assert links == [("shop", "GET /health", 2.0, 1), ("traces", "GET /health", 2.0, 1)]
+
+    def test_span_service_when_it_differs_from_the_trace(self) -> None:
+        """A span that names another service than its trace's (a trace joined from several services)
+        carries it to the page; one that repeats the trace's does not."""
+        trace = {
+            "trace_id": "t",
+            "service": "shop",
+            "spans": [
+                {"span_id": "a", "name": "GET /", "duration_ms": 5.0, "service": "shop"},
+                {
+                    "span_id": "b",
+                    "parent_id": "a",
+                    "name": "GET /items",
+                    "duration_ms": 2.0,
+                    "service": "inventory",
+                },
+            ],
+        }
+        rows = viz.report_data([trace])["spans"][0]
+        assert rows[0][8] == 0
+        assert rows[1][8] == {"service": "inventory", "parent_id": "a"}
+
+    def test_page_without_data_waits_for_render(self) -> None:
+        """``report_page(None)`` is the report's page with no data in it (a live page feeds it through
+        ``flowtrackerReport.render``); its script comes after the report's own, and its CSP lets it
+        connect only where it is told."""
+        page = viz.report_page(None, script="window.live = 1;", connect_src="'self'")
+        assert 'id="ft-data"' not in page
+        assert page.index("flowtrackerReport") < page.index("window.live = 1;")
+        assert "connect-src 'self';" in page
+        assert "connect-src 'none';" in viz.render_report(load_golden_traces())
+
+    def test_page_script_cannot_end_its_element(self) -> None:
+        """A ``script`` holding ``</script`` is refused: it would end the page's script early."""
+        with pytest.raises(ValueError, match="</script"):
+            viz.report_page(None, script="x = '</SCRIPT>'")
 
     def test_compressed_page_is_smaller(self) -> None:
         """The default page embeds gzip+base64 blobs and is much smaller than the plain one."""

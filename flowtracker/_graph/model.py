@@ -245,6 +245,16 @@ def as_tree(trace: TraceDict | TraceTree) -> TraceTree:
     return trace if isinstance(trace, TraceTree) else TraceTree(trace)
 
 
+def plural(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless it is one: what every count shown to people goes through.
+
+    Example:
+        >>> plural(1, "span"), plural(2, "trace record"), plural(0, "request")
+        ('1 span', '2 trace records', '0 requests')
+    """
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def format_ms(value: float) -> str:
     """A duration for people: ``0.042 ms``, ``12.3 ms``, ``1.23 s``, ``2m 5.0s``.
 

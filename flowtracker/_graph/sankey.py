@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypedDict
 
 from .model import TraceDict, TraceTree, as_tree, id_key, number, span_name, tags_of, trace_id_of
@@ -199,18 +199,28 @@ class SankeyGraph(TypedDict):
     omitted: int
 
 
-def sankey_graph(traces: Iterable[TraceDict | TraceTree], *, max_links: int = 300) -> SankeyGraph:
+def sankey_graph(
+    traces: Iterable[TraceDict | TraceTree],
+    *,
+    max_links: int = 300,
+    root_source: Callable[[TraceDict, Mapping[str, Any]], str] | None = None,
+) -> SankeyGraph:
     """The aggregate flows as a drawable graph: node labels and ``(source, target, ms, count)`` links.
 
     Names on a cycle (recursion) are split by depth, so the graph has no
     cycle. At most ``max_links`` links are kept, the heaviest; ``omitted``
-    counts the rest.
+    counts the rest. With ``root_source``, each root that has no remote
+    parent flows too, from the node ``root_source(trace, root)`` names (a
+    service, say), worth the root's duration: so a trace of a single span
+    counts, and each root's whole time shows, not only its children's.
 
     Example:
         >>> trace = {"trace_id": "t", "spans": [{"span_id": "a", "name": "fib", "duration_ms": 3.0},
         ...     {"span_id": "b", "parent_id": "a", "name": "fib", "duration_ms": 2.0}]}
         >>> sankey_graph([trace])
         {'nodes': ['fib · 0', 'fib · 1'], 'links': [(0, 1, 2.0, 1)], 'omitted': 0}
+        >>> sankey_graph([trace], root_source=lambda trace, root: "all traces")["links"]
+        [(0, 1, 3.0, 1), (1, 2, 2.0, 1)]
     """
     # (parent name, child name, child depth) -> [ms, count]
     edges: dict[tuple[str, str, int], list[float]] = {}
@@ -224,6 +234,8 @@ def sankey_graph(traces: Iterable[TraceDict | TraceTree], *, max_links: int = 30
                 source = tree.name(parent)
             elif _has_remote_parent(spans[index]):
                 source = UNKNOWN
+            elif root_source is not None:
+                source = root_source(tree.trace, spans[index])
             else:
                 continue
             key = (source, tree.name(index), depth)

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import threading
@@ -41,6 +42,25 @@ __all__ = ("SUPPORTED", "instrument", "uninstrument")
 
 #: The libraries :func:`instrument` knows, in the order it instruments them.
 SUPPORTED: tuple[str, ...] = ("httpx", "asyncpg", "redis", "sqlalchemy")
+
+#: Names people pass to :func:`instrument` that are traced another way: what to use instead.
+_TRACED_ELSEWHERE: dict[str, str] = {
+    "aiohttp": (
+        "aiohttp is traced by flowtracker.aiohttp, not by instrument(): "
+        "the server with web.Application(middlewares=[flowtracker.aiohttp.middleware()]) "
+        "(or flowtracker.aiohttp.setup(app)), client calls with "
+        "aiohttp.ClientSession(trace_configs=[flowtracker.aiohttp.client_trace_config()])"
+    ),
+    **dict.fromkeys(
+        ("asgi", "starlette", "fastapi", "uvicorn"),
+        "ASGI apps (Starlette, FastAPI) are traced by a middleware, not by instrument(): "
+        "app.add_middleware(flowtracker.asgi.FlowTrackerMiddleware)",
+    ),
+    "asyncio": (
+        "the event loop is watched by flowtracker.monitor_event_loop() "
+        "(or the middlewares' monitor_loop=True), not by instrument()"
+    ),
+}
 
 # One lock for every install and uninstall: two threads instrumenting at once
 # must not both see a library unwrapped and wrap it twice.
@@ -55,11 +75,31 @@ def _named(libraries: tuple[str, ...]) -> list[str]:
     """The names given, each once, in order; ``ValueError`` for one not supported."""
     unknown = [name for name in libraries if name not in SUPPORTED]
     if unknown:
-        raise ValueError(
-            f"flowtracker cannot instrument {', '.join(map(repr, unknown))}: "
-            f"the supported libraries are {', '.join(map(repr, SUPPORTED))}"
-        )
+        raise ValueError(_unknown_message(unknown))
     return list(dict.fromkeys(libraries))
+
+
+def _unknown_message(unknown: list[str]) -> str:
+    """Each name with the closest supported one, then what traces the libraries that
+    :func:`instrument` does not (aiohttp, ASGI apps), then the supported names.
+
+    Example:
+        >>> _unknown_message(["Redis", "mongo"]).split(". ")[0]
+        "flowtracker cannot instrument 'Redis' (did you mean 'redis'?), 'mongo'"
+    """
+    named = []
+    elsewhere = []
+    for name in unknown:
+        key = name.lower() if isinstance(name, str) else ""
+        if key in _TRACED_ELSEWHERE:
+            named.append(repr(name))
+            elsewhere.append(_TRACED_ELSEWHERE[key] + ".")
+            continue
+        close = difflib.get_close_matches(key, SUPPORTED, n=1, cutoff=0.6)
+        named.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    supported = f"The supported libraries are {', '.join(map(repr, SUPPORTED))}."
+    head = f"flowtracker cannot instrument {', '.join(named)}."
+    return " ".join([head, *dict.fromkeys(elsewhere), supported])
 
 
 def _not_installed(name: str, cause: ImportError | None) -> ImportError:
@@ -91,7 +131,10 @@ def instrument(*libraries: str) -> list[str]:
         supported library found installed when none were given.
 
     Raises:
-        ValueError: A name is not supported; the message lists those that are.
+        ValueError: A name is not supported; the message lists those that
+            are, suggests the closest, and for a library traced another way
+            (``"aiohttp"``, ``"fastapi"``) names the middleware or client
+            hook that traces it.
         ImportError: A named library is not installed; the message says
             which ``pip install`` fixes it.
 

@@ -45,6 +45,7 @@ from ._read import parse_line as parse_line
 from ._read import read_traces as read_traces
 from ._report import render_report as render_report
 from ._report import report_data as report_data
+from ._report import report_page as report_page
 from ._stats import SpanStats as SpanStats
 from ._stats import span_stats as span_stats
 from ._stats import stats_table as stats_table
@@ -66,6 +67,7 @@ __all__ = (
     "read_traces",
     "render_report",
     "report_data",
+    "report_page",
     "sankey_graph",
     "sankey_links",
     "sankeymatic_label",

@@ -217,7 +217,11 @@ def merge_traces(traces: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Records with the same ``trace_id`` joined into one trace (follow-ups, retries).
 
     Spans are concatenated in order; a span id already seen in that trace is
-    dropped (the same record read twice). The first record's other fields win.
+    dropped (the same record read twice). The first record's other fields win,
+    but for ``service`` when the records come from several services (one
+    trace across two services, each writing its part): then every span keeps
+    its record's service as its own ``service``, and the trace's is the one
+    of the service that holds the root.
 
     Example:
         >>> merged = merge_traces([
@@ -229,6 +233,8 @@ def merge_traces(traces: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """
     out: dict[str, dict[str, Any]] = {}
     seen: dict[str, set[Any]] = {}
+    # per trace: the service of each of its spans (by position), kept only while records disagree
+    services: dict[str, list[Any]] = {}
     for trace in traces:
         trace_id = str(trace.get("trace_id"))
         spans = [span for span in trace.get("spans") or () if isinstance(span, Mapping)]
@@ -240,10 +246,31 @@ def merge_traces(traces: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 ids.add(id_key(span.get("span_id")))
             continue
         ids = seen[trace_id]
+        owners = services.get(trace_id)
+        if owners is None and trace.get("service") != first.get("service"):
+            owners = services[trace_id] = [first.get("service")] * len(first["spans"])
         for span in spans:
             span_id = id_key(span.get("span_id"))
             if span_id not in ids:
                 ids.add(span_id)
                 first["spans"].append(span)
+                if owners is not None:
+                    owners.append(trace.get("service"))
         first.pop("follow_up", None)
+    for trace_id, owners in services.items():
+        _own_services(out[trace_id], owners)
     return list(out.values())
+
+
+def _own_services(trace: dict[str, Any], owners: list[Any]) -> None:
+    """Each span of a trace joined from several services' records gets its record's service
+    (unless it names its own); the trace gets its root's."""
+    spans = trace["spans"]
+    for index, (span, service) in enumerate(zip(spans, owners, strict=True)):
+        if service is not None and "service" not in span:
+            spans[index] = {**span, "service": service}
+    ids = {id_key(span.get("span_id")) for span in spans}
+    for span in spans:
+        if id_key(span.get("parent_id")) not in ids and span.get("service") is not None:
+            trace["service"] = span["service"]
+            break

@@ -56,7 +56,7 @@ MAX_SANKEY_LINKS = 300
 #: Most rows in the report's span statistics table.
 MAX_STATS_ROWS = 500
 
-_MARKER = re.compile(r"@@(?:TITLE|STYLE|LICENSE|DATA|LIBRARY|SCRIPT)@@")
+_MARKER = re.compile(r"@@(?:TITLE|CONNECT|STYLE|LICENSE|DATA|LIBRARY|SCRIPT)@@")
 
 
 def render_report(
@@ -81,26 +81,75 @@ def render_report(
         The page, as one string.
     """
     data = report_data(traces, title=title, skipped_lines=skipped_lines, max_sankey_links=max_sankey_links)
-    payload = encode(data)  # odd values (ints past 64 bits, ...) become readable stand-ins
+    return report_page(data, title=title, compress=compress)
+
+
+def report_page(
+    data: Mapping[str, Any] | None,
+    *,
+    title: str = "flowtracker report",
+    compress: bool = True,
+    script: str = "",
+    connect_src: str = "'none'",
+) -> str:
+    """The report's page around ``data`` (a :func:`report_data` dict), or around none.
+
+    This is how another page reuses the report's views: the page's script
+    exposes ``window.flowtrackerReport.render(data)``, which draws every view
+    (trace list, waterfall, tree, details, "where time goes", statistics)
+    from a :func:`report_data` dict and can be called again with new data
+    (the open trace stays open when it is still there). A live page serves
+    ``report_page(None, script=..., connect_src="'self'")`` and has its
+    ``script`` (run after the report's own) fetch ``report_data(traces)``
+    as JSON and pass it to ``render``.
+
+    Args:
+        data: What to draw at load, or ``None`` for a page that waits for
+            ``flowtrackerReport.render(data)``.
+        title: The page title.
+        compress: Embed library and data gzip+base64 (default) or plain.
+        script: JavaScript run after the report's script, as page code
+            (never put trace data here: data goes through ``render``).
+        connect_src: The Content-Security-Policy ``connect-src`` (default
+            ``'none'``: the page makes no request at all).
+
+    Returns:
+        The page, as one string.
+
+    Raises:
+        ValueError: ``script`` holds ``</script`` (it would end the page's
+            script element early).
+
+    Example:
+        >>> page = report_page(None, script="flowtrackerReport.render(window.fromServer);")
+        >>> 'id="ft-data"' in page, "connect-src 'none'" in page
+        (False, True)
+    """
+    if "</script" in script.lower():
+        raise ValueError("report_page(script=...) cannot hold '</script': it would end the page's script")
     if compress:
-        packed = base64.b64encode(gzip.compress(payload, 6, mtime=0)).decode("ascii")
-        data_tag = _blob_tag("ft-data", packed, "gzip")
-        library = _library_compressed()
-        lib_tag = _blob_tag("ft-lib", library, "gzip")
+        lib_tag = _blob_tag("ft-lib", _library_compressed(), "gzip")
     else:
-        data_tag = _blob_tag("ft-data", _json_for_script(payload), "json")
         lib_tag = f'<script id="ft-lib">{_asset("echarts.min.js")}</script>'
-    page = _asset("report.html")
+    data_tag = ""
+    if data is not None:
+        payload = encode(data)  # odd values (ints past 64 bits, ...) become readable stand-ins
+        if compress:
+            packed = base64.b64encode(gzip.compress(payload, 6, mtime=0)).decode("ascii")
+            data_tag = _blob_tag("ft-data", packed, "gzip")
+        else:
+            data_tag = _blob_tag("ft-data", _json_for_script(payload), "json")
     replacements = {
         "@@TITLE@@": html.escape(title),
+        "@@CONNECT@@": html.escape(connect_src, quote=False).replace('"', "&quot;"),
         "@@STYLE@@": _asset("report.css"),
         "@@LICENSE@@": html.escape(_asset("echarts.LICENSE")),
         "@@DATA@@": data_tag,
         "@@LIBRARY@@": lib_tag,
-        "@@SCRIPT@@": _asset("inflate.js") + _asset("report.js"),
+        "@@SCRIPT@@": _asset("inflate.js") + _asset("report.js") + script,
     }
     # one pass, so a marker-like string inside the data or the title is never replaced
-    return _MARKER.sub(lambda match: replacements[match.group()], page)
+    return _MARKER.sub(lambda match: replacements[match.group()], _asset("report.html"))
 
 
 def report_data(
@@ -148,7 +197,7 @@ def report_data(
             first_start = start if first_start is None else min(first_start, start)
             end = start + round(wall * 1000)
             last_end = end if last_end is None else max(last_end, end)
-    graph = sankey_graph(trees, max_links=max_sankey_links)
+    graph = sankey_graph(trees, max_links=max_sankey_links, root_source=_service_of)
     stats = span_stats(trees)
     from .._core.version import package_version
 
@@ -178,6 +227,13 @@ def report_data(
     }
 
 
+def _service_of(trace: TraceDict, span: Mapping[str, Any]) -> str:
+    """Where a root's time comes from in "where time goes": its service (the span's own, from a
+    store that joins services, else the trace's), or ``traces``."""
+    service = span.get("service") or trace.get("service")
+    return service if isinstance(service, str) and service else "traces"
+
+
 def _stats_row(row: SpanStats) -> list[Any]:
     """``[name, count, p50, p95, p99, max, total, errors, share]``, plus, with loop-monitor data,
     ``busy_p50, busy_p95, blocks, blocked_ms`` (the busy values ``null`` for names that ran off the loop)."""
@@ -205,6 +261,7 @@ def _span_rows(tree: TraceTree, start: int, intern: Any) -> list[list[Any]]:
     row_of: dict[int, int] = {}
     parents = tree.parent_of()
     depths: list[int] = []
+    service = tree.trace.get("service")
     for index, depth in tree.preorder():
         span = tree.spans[index]
         row_of[index] = len(rows)
@@ -220,7 +277,7 @@ def _span_rows(tree: TraceTree, start: int, intern: Any) -> list[list[Any]]:
                 STATUSES.index(span_status(span)),
                 depth,
                 1,
-                _extra(span, start),
+                _extra(span, start, service),
             ]
         )
         depths.append(depth)
@@ -237,8 +294,11 @@ def _span_rows(tree: TraceTree, start: int, intern: Any) -> list[list[Any]]:
     return rows
 
 
-def _extra(span: Mapping[str, Any], trace_start: int) -> dict[str, Any] | int:
+def _extra(span: Mapping[str, Any], trace_start: int, trace_service: Any) -> dict[str, Any] | int:
     """The rarely present fields of a span, or 0.
+
+    ``service`` when the span names one other than its trace's (a trace
+    joined from several services).
 
     Loop-monitor data: ``busy_ms``, and ``blocks`` as
     ``[[offset_ms, duration_ms, frames, own]]`` in place of the
@@ -249,6 +309,9 @@ def _extra(span: Mapping[str, Any], trace_start: int) -> dict[str, Any] | int:
     tags = tags_of(span)
     if tags:
         extra["tags"] = dict(tags)
+    service = span.get("service")
+    if service is not None and service != trace_service:
+        extra["service"] = service
     for key in ("kind", "error", "events", "dropped_tags"):
         value = span.get(key)
         if value:

@@ -5,11 +5,12 @@
  *    traces: [[trace_id, service, start_ms, wall_ms, status, span_count, root_name, errors, notes]],
  *    spans: per trace, in tree order:
  *      [[span_id, parent_row, name, offset_ms, duration_ms, status, depth, subtree_size, extra]],
- *    sankey: {nodes: [label], links: [[source, target, total_ms, count]], omitted},
+ *    sankey: {nodes: [label], links: [[source, target, total_ms, count]], omitted} (each root flows from
+ *      its service, so a single-span trace counts too),
  *    stats: [[name, count, p50, p95, p99, max, total, errors, share(, busy_p50, busy_p95, blocks, blocked_ms)]],
  *    stats_omitted}
  * (service, name and root_name index into strings; status into statuses; extra is 0 or
- *  {tags, kind, error, events, parent_id, dropped_tags, busy_ms, blocks}, blocks being the
+ *  {tags, kind, service, error, events, parent_id, dropped_tags, busy_ms, blocks}, blocks being the
  *  event_loop.blocked events as [[offset_ms or null, duration_ms, frames (innermost first),
  *  positions of the frames of the user's own code]]; notes is 0 or
  *  {dropped_spans, unfinished_spans, follow_up, blocks, blocked_ms}; the stats rows have the four
@@ -20,6 +21,11 @@
  * length is busy_ms / duration_ms of the span's bar (its share, not where in time it ran); each
  * event_loop.blocked event is an amber mark at the time and for the length of the block, the row's
  * label and tree node carry a ⚠, and the details panel lists each block with its stack.
+ *
+ * Reuse: window.flowtrackerReport.render(data) draws every view from a data object of the shape
+ * above (Python's flowtracker.viz.report_data(traces)); call it again with new data and the open
+ * trace stays open if it is still there. The offline report calls it once with #ft-data; a live page
+ * (flowtracker.viz.report_page(None, script=...)) calls it whenever it has fetched new data.
  *
  * Rules: text from traces reaches the screen only through textContent (el() below) or as
  * chart text, never as HTML; no recursion (a trace may nest 10,000 spans deep); aggregate
@@ -38,6 +44,7 @@
   let S = [];
   let current = -1;
   let traceNames = [];
+  let traceServices = [];  // per trace: every service its spans come from
   let gantt = null;
   let ganttRenderer = '';
   let tree = null;
@@ -61,6 +68,15 @@
     return Math.floor(ms / 60000) + 'm ' + ((ms % 60000) / 1000).toFixed(1) + 's';
   }
 
+  // Milliseconds as a bare number, for the statistics table, whose heading gives the unit once (a
+  // unit in every cell would push its last columns out of view).
+  const MS_SMALL = new Intl.NumberFormat('en-US', {minimumFractionDigits: 3, maximumFractionDigits: 3});
+  const MS = new Intl.NumberFormat('en-US', {minimumFractionDigits: 1, maximumFractionDigits: 1});
+  function fmtMsBare(ms) {
+    if (!isFinite(ms)) return '?';
+    return (ms < 1 ? MS_SMALL : MS).format(ms);
+  }
+
   function fmtTime(epochMs) {
     if (epochMs === null || !isFinite(epochMs)) return '?';
     const whole = Math.floor(epochMs);
@@ -74,6 +90,11 @@
     if (!(whole > 0)) return '';
     const value = 100 * part / whole;
     return value > 0 && value < 1 ? '<1%' : Math.round(value) + '%';
+  }
+
+  // "1 span", "2 spans": every count the page prints goes through here.
+  function count(n, singular, plural) {
+    return n + ' ' + (n === 1 ? singular : (plural || singular + 's'));
   }
 
   function text(value) {
@@ -100,7 +121,7 @@
 
   function blocksText(blocks) {
     const total = blocks.reduce((sum, block) => sum + block.duration, 0);
-    return '⚠ blocked the loop ' + fmtMs(total) + (blocks.length > 1 ? ' (' + blocks.length + ' blocks)' : '');
+    return '⚠ blocked the loop ' + fmtMs(total) + (blocks.length > 1 ? ' (' + count(blocks.length, 'block') + ')' : '');
   }
 
   function readBlob(id) {
@@ -124,9 +145,9 @@
   // ---- header ---------------------------------------------------------------------------
   function drawSummary() {
     const m = D.meta;
-    const parts = [m.traces + (m.traces === 1 ? ' trace' : ' traces'), m.spans + (m.spans === 1 ? ' span' : ' spans')];
+    const parts = [count(m.traces, 'trace'), count(m.spans, 'span')];
     if (m.first !== null) parts.push(fmtTime(m.first) + ' → ' + fmtTime(m.last));
-    if (m.skipped) parts.push(m.skipped + ' input lines skipped');
+    if (m.skipped) parts.push(count(m.skipped, 'input line') + ' skipped');
     parts.push('flowtracker ' + m.flowtracker);
     $('summary').textContent = parts.join(' · ');
   }
@@ -135,11 +156,17 @@
   function matching() {
     const query = $('search').value.trim().toLowerCase();
     const status = $('status-filter').value;
+    const service = $('service-filter').value;
+    const slower = Number($('min-duration').value) || 0;
+    const blocked = $('blocked-filter').checked;
     const hits = query ? S.map((name) => name.toLowerCase().includes(query)) : null;
     const out = [];
     for (let i = 0; i < D.traces.length; i++) {
       const t = D.traces[i];
       if (status && D.statuses[t[4]] !== status) continue;
+      if (service && !traceServices[i].has(service)) continue;
+      if (t[3] < slower) continue;
+      if (blocked && !(t[8] && t[8].blocks)) continue;
       if (hits && !t[0].toLowerCase().includes(query)) {
         let hit = false;
         for (const name of traceNames[i]) { if (hits[name]) { hit = true; break; } }
@@ -159,6 +186,30 @@
     return out;
   }
 
+  // The service filter lists every service (shown when there are two or more), keeping the choice
+  // across render() calls; the "blocked the loop" box shows when a trace blocked it.
+  function placeFilters() {
+    traceServices = D.traces.map((t, i) => {
+      const found = new Set(t[1] >= 0 ? [S[t[1]]] : []);
+      for (const r of D.spans[i]) if (r[8] && typeof r[8].service === 'string') found.add(r[8].service);
+      return found;
+    });
+    const all = [...new Set(traceServices.flatMap((found) => [...found]))].sort();
+    const select = $('service-filter');
+    const chosen = select.value;
+    const options = [el('option', null, 'any')];
+    options[0].value = '';
+    for (const name of all) {
+      const option = el('option', null, name);
+      option.value = name;
+      options.push(option);
+    }
+    select.replaceChildren(...options);
+    select.value = all.includes(chosen) ? chosen : '';
+    $('service-field').hidden = all.length < 2;
+    $('blocked-field').hidden = !D.traces.some((t) => t[8] && t[8].blocks) && !$('blocked-filter').checked;
+  }
+
   function rootName(i) { const index = D.traces[i][6]; return index >= 0 ? S[index] : '(no spans)'; }
 
   function drawList() {
@@ -172,7 +223,7 @@
         el('span', 'dot s-' + status),
         el('span', 'name', rootName(i)),
         el('span', 'dur', fmtMs(t[3])),
-        el('span', 'sub', [t[0].slice(0, 12), t[1] >= 0 ? S[t[1]] : null, t[5] + ' spans',
+        el('span', 'sub', [t[0].slice(0, 12), t[1] >= 0 ? S[t[1]] : null, count(t[5], 'span'),
                             status !== 'ok' ? status : null, t[8] && t[8].blocks ? '⚠ blocked the loop' : null,
                             fmtTime(t[2])].filter(Boolean).join(' · ')));
       button.type = 'button';
@@ -183,7 +234,7 @@
       items.append(el('li', null, button));
     }
     list.replaceChildren(items);
-    let note = found.length + ' of ' + D.traces.length + ' traces';
+    let note = found.length + ' of ' + count(D.traces.length, 'trace');
     if (found.length > LIST_LIMIT) note += ' · first ' + LIST_LIMIT + ' shown, refine the search';
     $('match-count').textContent = note;
     return found;
@@ -205,11 +256,11 @@
     $('trace-title').textContent = rootName(i);
     const notes = t[8] || {};
     const meta = ['trace ' + t[0], t[1] >= 0 ? 'service ' + S[t[1]] : null, fmtTime(t[2]), fmtMs(t[3]),
-                  t[5] + (t[5] === 1 ? ' span' : ' spans'), D.statuses[t[4]],
-                  t[7] ? t[7] + ' errors' : null, notes.dropped_spans ? notes.dropped_spans + ' spans dropped' : null,
+                  count(t[5], 'span'), D.statuses[t[4]],
+                  t[7] ? count(t[7], 'error') : null, notes.dropped_spans ? count(notes.dropped_spans, 'span') + ' dropped' : null,
                   notes.unfinished_spans ? notes.unfinished_spans + ' unfinished' : null,
                   notes.follow_up ? 'follow-up record' : null,
-                  notes.blocks ? '⚠ ' + notes.blocks + (notes.blocks === 1 ? ' loop block (' : ' loop blocks (') + fmtMs(notes.blocked_ms) + ')' : null];
+                  notes.blocks ? '⚠ ' + count(notes.blocks, 'loop block') + ' (' + fmtMs(notes.blocked_ms) + ')' : null];
     $('trace-meta').textContent = meta.filter(Boolean).join(' · ');
     drawGantt(i);
     drawTree(i);
@@ -235,11 +286,12 @@
     add('span id', r[0]);
     if (extra.parent_id !== undefined) add('parent id', text(extra.parent_id) + (r[1] < 0 ? ' (not in this trace)' : ''));
     if (extra.kind) add('kind', text(extra.kind));
+    if (extra.service !== undefined) add('service', text(extra.service));
     if (extra.error) add('error', [extra.error.type, extra.error.message].filter((part) => part !== undefined).map(text).join(': '));
     if (extra.dropped_tags) add('dropped tags', text(extra.dropped_tags));
     const tags = extra.tags ? Object.entries(extra.tags) : [];
     for (const [key, value] of tags.slice(0, limit)) add(key, cut(text(value), 500));
-    if (tags.length > limit) add('…', (tags.length - limit) + ' more tags (click the span)');
+    if (tags.length > limit) add('…', count(tags.length - limit, 'more tag') + ' (click the span)');
     const blocks = blocksOf(r);
     for (const block of blocks.slice(0, limit)) {
       // The block's start is its loop step's start, which may come a moment before the span's own.
@@ -253,7 +305,7 @@
       block.frames.slice(0, keep).forEach((frame, k) => {
         stack.append(el('div', k === block.first ? 'frame first' : (block.own.has(k) ? 'frame own' : 'frame lib'), frame));
       });
-      if (block.frames.length > keep) stack.append(el('div', 'frame lib', '… ' + (block.frames.length - keep) + ' more frames'));
+      if (block.frames.length > keep) stack.append(el('div', 'frame lib', '… ' + count(block.frames.length - keep, 'more frame')));
       list.append(el('dt', null, 'stack'), el('dd', null, stack));
     }
     const events = Array.isArray(extra.events) ? extra.events : [];
@@ -261,7 +313,7 @@
       const attributes = event && event.attributes ? ' ' + cut(text(event.attributes), 300) : '';
       add('event', text(event && event.name) + ' @ ' + text(event && event.time) + attributes);
     }
-    if (events.length > limit) add('…', (events.length - limit) + ' more events');
+    if (events.length > limit) add('…', count(events.length - limit, 'more event'));
     box.append(list);
     return box;
   }
@@ -281,6 +333,23 @@
     const depth = r[6];
     const pad = '\u00a0'.repeat(Math.min(depth, INDENT_LIMIT / 2) * 2);
     return pad + (depth > INDENT_LIMIT / 2 ? '[' + depth + '] ' : '') + (blocked[row] ? '⚠ ' : '') + S[r[2]];
+  }
+
+  // The waterfall's label column: as wide as its widest label (the name with its indent), up to 40% of
+  // the chart, so names are cut only when the chart has no room for them (the tooltip has them whole).
+  let measure = null;
+  function textWidth(value) {
+    if (!measure) {
+      measure = document.createElement('canvas').getContext('2d');
+      measure.font = '12px sans-serif';  // echarts' axis label font
+    }
+    return measure.measureText(value).width;
+  }
+
+  function labelColumn(rows, blocked, width) {
+    let widest = 0;
+    for (let k = 0; k < Math.min(rows.length, SVG_LIMIT); k++) widest = Math.max(widest, textWidth(rowLabel(rows, k, blocked)));
+    return Math.round(Math.max(120, Math.min(widest + 6, width * 0.4)));
   }
 
   function drawGantt(i) {
@@ -326,21 +395,33 @@
                  width: 14, right: 8, showDetail: false, zoomLock: true, brushSelect: false});
       zoom.push({type: 'inside', yAxisIndex: 0, filterMode: 'weakFilter', zoomOnMouseWheel: false, moveOnMouseWheel: true});
     }
+    const labels = labelColumn(rows, blocked, box.clientWidth);
+    const grid = {left: labels + 14, right: rows.length > VISIBLE_ROWS ? 36 : 16, top: 8, bottom: 52};
+    // The trace's end is always labelled; a round tick too close to it goes unlabelled rather than
+    // being printed against it ("25.0 ms26.8 ms"): 16 px at least between the two (echarts, which
+    // would hide overlapping labels itself, may hide the end one).
+    const axisEnd = end || 1;
+    const msPerPx = axisEnd / Math.max(1, box.clientWidth - grid.left - grid.right);
+    const endHalf = textWidth(fmtMs(axisEnd)) / 2;
+    const tickLabel = (value) => {
+      const textual = fmtMs(value);
+      if (value === axisEnd) return textual;
+      return (axisEnd - value) / msPerPx < endHalf + textWidth(textual) / 2 + 16 ? '' : textual;
+    };
     gantt.setOption({
       animation: false,
-      grid: {left: 250, right: rows.length > VISIBLE_ROWS ? 36 : 16, top: 8, bottom: 52},
+      grid: grid,
       tooltip: {trigger: 'item', confine: true, enterable: false,
                 formatter: (p) => spanDetails(current, p.value[0], 12)},
-      xAxis: {type: 'value', min: 0, max: end || 1,
-              // the trace's end is always labelled, and a round tick too close to it is hidden rather
-              // than printed against it ("25.0 ms26.8 ms"); textMargin keeps 12 px between labels
-              axisLabel: {formatter: (value) => fmtMs(value), showMaxLabel: true, hideOverlap: true,
+      xAxis: {type: 'value', min: 0, max: axisEnd,
+              // textMargin keeps 12 px between the other labels
+              axisLabel: {formatter: tickLabel, showMaxLabel: true, hideOverlap: true,
                           textMargin: [0, 6]},
               splitLine: {lineStyle: {color: '#eef0f3'}}},
       yAxis: {type: 'category', inverse: true, data: data.map((item) => String(item[0])),
               axisTick: {show: false}, axisLine: {show: false},
-              axisLabel: {formatter: (value) => rowLabel(rows, Number(value), blocked), width: 236, overflow: 'truncate',
-                          align: 'left', margin: 242, color: '#374151'}},
+              axisLabel: {formatter: (value) => rowLabel(rows, Number(value), blocked), width: labels, overflow: 'truncate',
+                          align: 'left', margin: labels + 6, color: '#374151'}},
       dataZoom: zoom,
       series: [{
         type: 'custom',
@@ -406,7 +487,11 @@
         node.append(el('span', 'toggle'));
       }
       if (depth > INDENT_LIMIT) node.append(el('span', 'depth', '[' + depth + ']'));
-      node.append(el('span', 'label', S[r[2]]), el('span', 'dur', fmtMs(r[4])));
+      // The name never gives way to the tags: it keeps its width (and wraps only when the row
+      // cannot hold it alone); the tags take what is left and are cut first (see report.css).
+      const label = el('span', 'label', S[r[2]]);
+      label.title = S[r[2]];
+      node.append(label, el('span', 'dur', fmtMs(r[4])));
       if (r[1] >= 0) node.append(el('span', 'share', pct(r[4], rows[r[1]][4])));
       const busy = busyOf(r);
       if (busy !== null) node.append(el('span', 'busy', 'busy ' + fmtMs(busy)));
@@ -414,9 +499,14 @@
       if (blocks.length) node.append(el('span', 'badge b-blocked', blocksText(blocks)));
       const status = D.statuses[r[5]];
       if (status !== 'ok') node.append(el('span', 'badge b-' + status, status));
+      if (r[8] && r[8].service !== undefined) node.append(el('span', 'service', text(r[8].service)));
       const tags = r[8] && r[8].tags ? Object.entries(r[8].tags) : [];
       if (tags.length) {
-        node.append(el('span', 'tags', tags.slice(0, 8).map(([key, value]) => key + '=' + cut(text(value), 60)).join(' ')));
+        const shown = tags.slice(0, 8).map(([key, value]) => key + '=' + cut(text(value), 60)).join(' ');
+        const more = tags.length > 8 ? ' … ' + count(tags.length - 8, 'more tag') : '';
+        const tagsNode = el('span', 'tags', shown + more);
+        tagsNode.title = tags.map(([key, value]) => key + '=' + cut(text(value), 200)).join('\n');
+        node.append(tagsNode);
       }
       nodes[k] = node;
       items.append(node);
@@ -445,11 +535,12 @@
     const box = $('sankey');
     const note = [];
     if (!sankey.links.length) {
-      $('sankey-note').textContent = 'No parent → child flows in these traces (every trace is a single span).';
+      $('sankey-note').textContent = D.traces.length ? 'No spans in these traces.' : 'No traces yet.';
       box.style.display = 'none';
       return;
     }
-    if (sankey.omitted) note.push('The ' + sankey.links.length + ' heaviest links are drawn; ' + sankey.omitted + ' lighter ones are left out.');
+    box.style.display = '';
+    if (sankey.omitted) note.push('The ' + sankey.links.length + ' heaviest links are drawn; ' + sankey.omitted + ' lighter ' + (sankey.omitted === 1 ? 'one is' : 'ones are') + ' left out.');
     if (sankey.nodes.some((label) => label.includes(' · '))) note.push('Recursive names are split by depth (name · depth).');
     $('sankey-note').textContent = note.join(' ');
     box.style.height = Math.max(260, Math.min(900, sankey.nodes.length * 24)) + 'px';
@@ -478,6 +569,8 @@
   function drawSankey() {
     const sankey = D.sankey;
     const box = $('sankey');
+    const previous = echarts.getInstanceByDom(box);
+    if (previous) previous.dispose();  // render() again: the renderer may change with the data
     if (!sankey.links.length) return;
     const chart = echarts.init(box, null, {renderer: sankey.links.length <= 400 ? 'svg' : 'canvas'});
     const opacity = Number(box.dataset.linkOpacity);
@@ -488,7 +581,7 @@
         if (p.dataType === 'edge') {
           const link = sankey.links[p.dataIndex];
           return el('div', 'tip', el('p', 'name', labels[link[0]] + ' → ' + labels[link[1]]),
-                    el('div', null, fmtMs(link[2]) + ' in total over ' + link[3] + ' spans (mean ' + fmtMs(link[2] / link[3]) + ')'));
+                    el('div', null, fmtMs(link[2]) + ' in total over ' + count(link[3], 'span') + ' (mean ' + fmtMs(link[2] / link[3]) + ')'));
         }
         return el('div', 'tip', el('p', 'name', labels[Number(p.name.slice(1))]), el('div', null, fmtMs(p.value) + ' in total'));
       }},
@@ -520,17 +613,17 @@
       const name = el('td', null, row[0]);
       name.title = row[0];
       tr.append(name, el('td', null, String(row[1])));
-      for (const value of row.slice(2, 7)) tr.append(el('td', null, fmtMs(value)));
+      for (const value of row.slice(2, 7)) tr.append(el('td', null, fmtMsBare(value)));
       tr.append(el('td', null, pct(row[7], row[1]) || '0%'), el('td', null, pct(row[8], 1) || '0%'));
       if (loop) {
-        for (const value of [row[9], row[10]]) tr.append(el('td', null, value === null || value === undefined ? '–' : fmtMs(value)));
+        for (const value of [row[9], row[10]]) tr.append(el('td', null, value === null || value === undefined ? '–' : fmtMsBare(value)));
         const blocks = row[11] || 0;
-        tr.append(el('td', blocks ? 'blocked' : null, String(blocks)), el('td', null, blocks ? fmtMs(row[12]) : '–'));
+        tr.append(el('td', blocks ? 'blocked' : null, String(blocks)), el('td', null, blocks ? fmtMsBare(row[12]) : '–'));
       }
       body.append(tr);
     }
     table.replaceChildren(el('thead', null, head), body);
-    if (D.stats_omitted) $('stats-note').textContent = D.stats_omitted + ' more span names not shown.';
+    $('stats-note').textContent = D.stats_omitted ? count(D.stats_omitted, 'more span name') + ' not shown.' : '';
   }
 
   // ---- wiring ---------------------------------------------------------------------------
@@ -538,8 +631,8 @@
     let timer = 0;
     const refresh = () => { clearTimeout(timer); timer = setTimeout(drawList, 120); };
     $('search').addEventListener('input', refresh);
-    $('status-filter').addEventListener('change', drawList);
-    $('sort').addEventListener('change', drawList);
+    $('min-duration').addEventListener('input', refresh);
+    for (const id of ['status-filter', 'service-filter', 'blocked-filter', 'sort']) $(id).addEventListener('change', drawList);
     $('trace-list').addEventListener('click', (event) => {
       const button = event.target.closest('button');
       if (button) select(Number(button.dataset.index));
@@ -577,29 +670,55 @@
     throw error;  // and on the console
   }
 
-  // The first paint: everything but the charts, drawn while this script runs (it is the last
-  // element of the page), so the browser's first frame, and a plain headless screenshot, shows the
-  // trace list, the selected trace's tree and the statistics.
-  function main() {
-    D = JSON.parse(readBlob('ft-data'));
+  // Draws every view from `data` (see the top of this file); the open trace stays open if it is
+  // still there. The charts are drawn too once the charting library is loaded (charts() below).
+  function render(data) {
+    const open = current >= 0 && D ? D.traces[current][0] : null;
+    D = data;
     S = D.strings;
     traceNames = D.spans.map((rows) => { const names = new Set(); for (const r of rows) names.add(r[2]); return names; });
+    current = -1;
+    tree = null;
     drawSummary();
-    wire();
+    placeFilters();
     const found = drawList();
     placeSankey();
     drawStats();
-    if (found.length) select(found[0]);
-    else $('trace-title').textContent = 'No traces';
-    window.flowtrackerReport = {data: D, select: select};
+    const kept = open === null ? -1 : D.traces.findIndex((t) => t[0] === open);
+    if (kept >= 0) select(kept);
+    else if (found.length) select(found[0]);
+    else clearTrace();
+    if (window.echarts) drawSankey();
+    window.flowtrackerReport.data = D;
+  }
+
+  function clearTrace() {
+    $('trace-title').textContent = 'No traces';
+    $('trace-meta').textContent = '';
+    $('tree').replaceChildren();
+    $('details').replaceChildren(el('p', 'muted', 'Hover or click a span.'));
+    if (gantt) gantt.clear();
+  }
+
+  // The first paint: everything but the charts, drawn while this script runs (it is the last
+  // element of the page), so the browser's first frame, and a plain headless screenshot, shows the
+  // trace list, the selected trace's tree and the statistics. A page without #ft-data (a live page)
+  // waits for its own script to call render().
+  function main() {
+    window.flowtrackerReport = {render: render, select: select, data: null};
+    wire();
+    if ($('ft-data')) render(JSON.parse(readBlob('ft-data')));
+    else $('summary').textContent = 'Waiting for traces…';
   }
 
   // The charts follow the first paint: unpacking and starting the 1 MB charting library is the
   // slow part, so it waits for the frame after the one that shows the rest.
   function charts() {
     loadLibrary();
-    drawSankey();
-    if (current >= 0) drawGantt(current);
+    if (D) {
+      drawSankey();
+      if (current >= 0) drawGantt(current);
+    }
     document.body.dataset.ready = 'true';
   }
 
