@@ -1,15 +1,18 @@
 """Helpers shared by the event-loop monitor's test files."""
 
+# ruff: noqa: ASYNC251  (blocking the loop is the point)
+
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import flowtracker as ft
 from flowtracker._core import Span
 from flowtracker.loop_monitor import BLOCKED_EVENT
 
@@ -77,3 +80,29 @@ def nothing_left_patched() -> Iterator[None]:
 async def settle() -> None:
     """Lets the callback that started a monitor end: accounting starts with the next one."""
     await asyncio.sleep(0)
+
+
+def recorded_run(path: Path, run: Callable[[Coroutine[Any, Any, Any]], Any]) -> ft.LoopMonitorStats:
+    """A real run (``run``: ``asyncio.run`` or ``uvloop.run``) with the monitor on: ``GET /users``
+    awaits a query while ``GET /report`` renders a PDF for 0.3 s; traces go to the file ``path``."""
+
+    async def users() -> None:
+        async with ft.span("GET /users"), ft.span("SELECT users"):
+            await asyncio.sleep(0.5)
+
+    async def report() -> None:
+        await asyncio.sleep(0.1)
+        async with ft.span("GET /report"):
+            with ft.span("render_pdf"):
+                time.sleep(0.3)  # renders the PDF
+
+    async def main() -> ft.LoopMonitorStats:
+        async with ft.Tracker(exporters=[ft.FileExporter(path)], service="shop"):
+            with ft.monitor_event_loop(0.1) as monitor:
+                await asyncio.sleep(0.02)
+                await asyncio.gather(users(), report())
+                await asyncio.sleep(0.02)
+        return monitor.stats
+
+    stats: ft.LoopMonitorStats = run(main())
+    return stats

@@ -5,7 +5,7 @@ call while another awaits), exported to a file, then read by the command
 line as a user would (``flowtracker tree``, ``flowtracker stats --json``).
 """
 
-# ruff: noqa: ASYNC251  (blocking the loop is the point)
+
 from __future__ import annotations
 
 import asyncio
@@ -13,45 +13,21 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvloop
-from loop_helpers import line_in, nothing_left_patched  # noqa: F401  (an autouse fixture)
+from loop_helpers import (  # noqa: F401  (nothing_left_patched: an autouse fixture)
+    HELPERS_FILE,
+    line_in,
+    nothing_left_patched,
+    recorded_run,
+)
 
-import flowtracker as ft
-
-THIS_FILE = Path(__file__).resolve()
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
 LOOPS: dict[str, tuple[Runner, str]] = {"asyncio": (asyncio.run, "full"), "uvloop": (uvloop.run, "blocks")}
-
-
-def recorded_run(path: Path, run: Runner) -> ft.LoopMonitorStats:
-    """``GET /users`` awaits a query while ``GET /report`` renders a PDF for 0.3 s; traces go to ``path``."""
-
-    async def users() -> None:
-        async with ft.span("GET /users"), ft.span("SELECT users"):
-            await asyncio.sleep(0.5)
-
-    async def report() -> None:
-        await asyncio.sleep(0.1)
-        async with ft.span("GET /report"):
-            with ft.span("render_pdf"):
-                time.sleep(0.3)  # renders the PDF
-
-    async def main() -> ft.LoopMonitorStats:
-        async with ft.Tracker(exporters=[ft.FileExporter(path)], service="shop"):
-            with ft.monitor_event_loop(0.1) as monitor:
-                await asyncio.sleep(0.02)
-                await asyncio.gather(users(), report())
-                await asyncio.sleep(0.02)
-        return monitor.stats
-
-    stats: ft.LoopMonitorStats = run(main())
-    return stats
 
 
 def command(*args: str) -> str:
@@ -79,7 +55,7 @@ class TestTree:
         path = tmp_path / "traces.jsonl"
         recorded_run(path, run)
         text = command("tree", str(path), "--no-tags")
-        line = f"{THIS_FILE.name}:{line_in(THIS_FILE, 'renders the PDF')}"
+        line = f"{HELPERS_FILE.name}:{line_in(HELPERS_FILE, 'renders the PDF')}"
         stalled = rf"⧗ stalled \d+\.\d ms by GET /report › render_pdf \({line}\)"
         assert re.search(rf"└─ SELECT users  .*  {stalled}", text)
         blocks = [block.splitlines() for block in text.split("\n\n")]
