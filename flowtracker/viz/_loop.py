@@ -79,20 +79,29 @@ def _milliseconds(value: Any) -> float | None:
 
 def blocks(span: Mapping[str, Any]) -> list[Block]:
     """The span's ``event_loop.blocked`` events, in the order written."""
+    out: list[Block] = []
+    for time, duration, attributes in _events(span, BLOCKED_EVENT):
+        stack = attributes.get("stack")
+        frames = tuple(line for line in stack.splitlines() if line.strip()) if isinstance(stack, str) else ()
+        out.append(Block(time, duration, frames))
+    return out
+
+
+def _events(span: Mapping[str, Any], name: str) -> list[tuple[str | None, float, Mapping[str, Any]]]:
+    """``(time, duration_ms, attributes)`` of the span's events called ``name``, malformed parts
+    read as absent (``None``, 0, ``{}``)."""
     events = span.get("events")
     if not isinstance(events, list):
         return []
-    out: list[Block] = []
+    out: list[tuple[str | None, float, Mapping[str, Any]]] = []
     for event in events:
-        if not isinstance(event, Mapping) or event.get("name") != BLOCKED_EVENT:
+        if not isinstance(event, Mapping) or event.get("name") != name:
             continue
         attributes = event.get("attributes")
         attributes = attributes if isinstance(attributes, Mapping) else {}
-        duration = _milliseconds(attributes.get("duration_ms")) or 0.0
-        stack = attributes.get("stack")
-        frames = tuple(line for line in stack.splitlines() if line.strip()) if isinstance(stack, str) else ()
         time = event.get("time")
-        out.append(Block(time if isinstance(time, str) else None, duration, frames))
+        duration = _milliseconds(attributes.get("duration_ms")) or 0.0
+        out.append((time if isinstance(time, str) else None, duration, attributes))
     return out
 
 
@@ -103,23 +112,11 @@ def stalled_ms(span: Mapping[str, Any]) -> float | None:
 
 def stalls(span: Mapping[str, Any]) -> list[Stall]:
     """The span's ``event_loop.stalled`` events, the longest first."""
-    events = span.get("events")
-    if not isinstance(events, list):
-        return []
-    out: list[Stall] = []
-    for event in events:
-        if not isinstance(event, Mapping) or event.get("name") != STALLED_EVENT:
-            continue
-        attributes = event.get("attributes")
-        attributes = attributes if isinstance(attributes, Mapping) else {}
-        time = event.get("time")
-        out.append(
-            Stall(
-                time if isinstance(time, str) else None,
-                _milliseconds(attributes.get("duration_ms")) or 0.0,
-                *(_text(attributes.get(key)) for key in ("by_trace_id", "by_span_id", "by_name", "at")),
-            )
-        )
+    keys = ("by_trace_id", "by_span_id", "by_name", "at")
+    out = [
+        Stall(time, duration, *(_text(attributes.get(key)) for key in keys))
+        for time, duration, attributes in _events(span, STALLED_EVENT)
+    ]
     out.sort(key=lambda stall: -stall.duration_ms)
     return out
 
