@@ -477,7 +477,7 @@ class TestReportPage:
             page.select_option("#service-filter", "shop")
             expect(buttons).to_have_count(len(loop_traces()))
             page.check("#blocked-filter")
-            blocked = [trace for trace in loop_traces() if "loop block" in viz.tree_text(trace)]
+            blocked = [trace for trace in loop_traces() if "⚠ blocked the loop" in viz.tree_text(trace)]
             expect(buttons).to_have_count(len(blocked))
             page.fill("#min-duration", "300")
             slow = [trace for trace in blocked if viz.TraceTree(trace).wall_ms() >= 300]
@@ -1070,7 +1070,7 @@ class TestLayout:
         to the bottom (nothing hides under a scroll bar)."""
         page = long_report.page
         heads = page.evaluate(MEASURE_CUT, "#stats th")
-        assert [name for name, _, _ in heads][-4:] == ["busy p50", "busy p95", "blocks", "blocked"]
+        assert [name for name, _, _ in heads][-5:] == ["busy p50", "busy p95", "blocks", "blocked", "stalled"]
         assert [name for name, cut, inside in heads if cut or not inside] == []
         names = page.evaluate(MEASURE_CUT, "#stats td:first-child")
         assert "HTTP POST inventory.internal:8080/api/v1/reservations" in [name for name, _, _ in names]

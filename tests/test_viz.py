@@ -623,7 +623,9 @@ class TestReport:
         assert page.count("<script") == 3  # data, library, report code
 
     def test_loop_data(self) -> None:
-        """busy_ms and blocks (offset, duration, frames, the user's frames) per span; loop stats columns."""
+        """busy_ms and blocks (offset, duration, frames, the user's frames) per span, stalls (offset,
+        duration, the guilty span, its line) in place of their events; the trace notes and the header's
+        monitor mode and block count; loop stats columns."""
         data = viz.report_data(load_loop_traces())
         rows = data["spans"][0]
         assert [data["strings"][row[2]] for row in rows] == [
@@ -638,8 +640,13 @@ class TestReport:
         # reports.py, views.py and __main__.py are the user's; the other frames are libraries
         assert block[3] == [0, 2, 12]
         assert "events" not in rows[2][8]  # the blocks replace their events, the stack is sent once
-        assert data["traces"][0][8] == {"blocks": 1, "blocked_ms": 300.412}
-        assert all(len(row) == 13 for row in data["stats"])
+        assert data["traces"][0][8] == {"blocks": 1, "blocked_ms": 300.412, "loop_monitor": "full"}
+        assert data["traces"][1][8] == {"stalled_ms": 300.412, "loop_monitor": "full"}
+        (stall,) = data["spans"][1][1][8]["stalls"]
+        guilty = [data["traces"][0][0], "00000000000000a3", "GET /reports/{id} › render_pdf"]
+        assert stall == [9.1, 300.412, *guilty, "/srv/shop/shop/reports.py:41 in render_pdf"]
+        assert data["meta"]["loop"] == {"modes": ["full"], "blocks": 3}
+        assert all(len(row) == 14 for row in data["stats"])
         rates = data["spans"][3]
         assert [event["name"] for event in rates[0][8]["events"]] == ["cache miss"]
         assert all(len(row) == 9 for row in viz.report_data(load_golden_traces())["stats"])
