@@ -18,7 +18,7 @@ from ._harness import RESULTS_DIR, Settings, default_cpu, pin, use_clock, write_
 
 SUITES = (
     "span", "sampling", "pipeline", "scale", "profile", "ablate", "request",
-    "otel-api", "instrument", "instrument-db", "serve",
+    "otel-api", "instrument", "instrument-db", "monitor", "serve",
 )
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in suites:
         module = importlib.import_module(f"benchmarks.{name.replace('-', '_')}")  # otel-api: otel_api.py
         started = time.monotonic()
-        if name != "request":  # the request suite pins its subprocesses instead
+        if name not in ("request", "monitor"):  # these pin their server subprocesses instead
             pin(settings.cpu)
         accepted = {k: v for k, v in options.items() if k in module.run.__code__.co_varnames}
         result = module.run(settings, **accepted)

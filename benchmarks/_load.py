@@ -42,6 +42,10 @@ class LoadResult:
     requests: int
     errors: int
     gc: dict[str, Any] | None = None
+    #: The server process's CPU time (all threads) per request during the
+    #: measured run, in µs (NaN where /proc is missing): its capacity, which a
+    #: shared machine's noise moves far less than the request rate.
+    cpu_us_per_request: float = float("nan")
 
 
 def _ms(value: str, unit: str) -> float:
@@ -97,6 +101,15 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, timeout: float = 20.
     raise RuntimeError("server did not start listening in time")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) the process ``pid`` used so far; NaN without /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(port: int, seconds: int, connections: int, cpu: str) -> dict[str, Any]:
     """Runs wrk (one thread) against ``http://127.0.0.1:port/``; its parsed output."""
     command = [WRK, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"]
@@ -140,7 +153,9 @@ def run_server_load(
         wait_ready(process, port)
         if warmup:
             wrk(port, warmup, connections, wrk_cpu)
+        used = cpu_seconds(process.pid)  # taskset execs the server: same pid
         parsed = wrk(port, seconds, connections, wrk_cpu)
+        used = cpu_seconds(process.pid) - used
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -165,4 +180,5 @@ def run_server_load(
         requests=parsed["requests"],
         errors=parsed["errors"],
         gc=gc_info,
+        cpu_us_per_request=used * 1e6 / parsed["requests"] if parsed["requests"] else float("nan"),
     )

@@ -9,6 +9,9 @@ Usage::
 
     python -m benchmarks._servers aiohttp flowtracker 8080 [--no-gc] [--gc-stats FILE]
     python -m benchmarks._servers asgi floor 8081
+    python -m benchmarks._servers asgi ft-monitor 8082 --loop uvloop
+
+``--loop uvloop`` serves on a uvloop loop (default: asyncio's own);
 
 ``--no-gc`` disables the cyclic garbage collector once the app is built;
 ``--gc-stats FILE`` writes, at exit, how many collections of each generation
@@ -207,12 +210,23 @@ def aiohttp_app(variant: str) -> Any:
     return app
 
 
-def serve_aiohttp(variant: str, port: int, after_build: Callable[[], None]) -> None:
+def serve_aiohttp(variant: str, port: int, after_build: Callable[[], None], loop: str = "asyncio") -> None:
+    import asyncio
+
     from aiohttp import web
 
     app = aiohttp_app(variant)
     after_build()
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, handle_signals=True)
+    event_loop: asyncio.AbstractEventLoop
+    if loop == "uvloop":
+        import uvloop
+
+        event_loop = uvloop.new_event_loop()
+    else:
+        event_loop = asyncio.new_event_loop()
+    web.run_app(
+        app, host="127.0.0.1", port=port, access_log=None, print=None, handle_signals=True, loop=event_loop
+    )
 
 
 # -- ASGI --------------------------------------------------------------------
@@ -344,13 +358,13 @@ def asgi_app(variant: str) -> ASGIApp:
     raise SystemExit(f"unknown ASGI variant {variant!r}")
 
 
-def serve_asgi(variant: str, port: int, after_build: Callable[[], None]) -> None:
+def serve_asgi(variant: str, port: int, after_build: Callable[[], None], loop: str = "asyncio") -> None:
     import uvicorn
 
     app = asgi_app(variant)
     after_build()
     uvicorn.run(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on", loop="asyncio"
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on", loop=loop
     )
 
 
@@ -448,6 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--gc-stats", type=Path, default=None)
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the server, stats to FILE")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the event loop")
     args = parser.parse_args(argv)
     os.environ.setdefault("FLOWTRACKER_EXPORTERS", "none")
     stats = GCStats()
@@ -472,9 +487,9 @@ def main(argv: list[str] | None = None) -> None:
         profiler.enable()
     try:
         if args.kind == "aiohttp":
-            serve_aiohttp(args.variant, args.port, after_build)
+            serve_aiohttp(args.variant, args.port, after_build, args.loop)
         else:
-            serve_asgi(args.variant, args.port, after_build)
+            serve_asgi(args.variant, args.port, after_build, args.loop)
     finally:
         if profiler is not None:
             profiler.disable()

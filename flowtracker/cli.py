@@ -5,7 +5,7 @@ Commands::
     flowtracker tree    FILE... [--trace ID] [--slowest N] [--tag KEY]...
     flowtracker report  FILE... [-o report.html] [--title T] [--no-compress]
     flowtracker convert FILE... --to chrome|sankey|mermaid|otlp-json [-o OUT]
-    flowtracker stats   FILE... [--sort total|count|p50|p95|p99|max|errors|busy|blocks|name] [--json]
+    flowtracker stats   FILE... [--sort total|count|p50|p95|p99|max|errors|busy|blocks|stalled|name] [--json]
     flowtracker demo    [--requests N] [--serve] [--raw] [--traces traces.jsonl] [--report report.html]
     flowtracker serve   [FILE...] [--host 127.0.0.1] [--port 4318] [--grpc-port 4317] [--no-grpc]
                         [--db PATH] [--max-traces N] [--open]
@@ -176,9 +176,12 @@ def _parser() -> argparse.ArgumentParser:
     _inputs(stats)
     stats.add_argument(
         "--sort",
-        choices=("total", "count", "p50", "p95", "p99", "max", "errors", "busy", "blocks", "name"),
+        choices=("total", "count", "p50", "p95", "p99", "max", "errors", "busy", "blocks", "stalled", "name"),
         default="total",
-        help="busy: p95 of the own time on the event loop; blocks: times a span blocked the loop",
+        help=(
+            "busy: p95 of the own time on the event loop; blocks: times a span blocked the loop; "
+            "stalled: time spans waited while another span blocked it"
+        ),
     )
     stats.add_argument("--limit", type=_positive, help="only the first N rows")
     stats.add_argument("--json", action="store_true", help="JSON rows instead of a table")
@@ -434,6 +437,7 @@ _SORT_KEYS = {
     "errors": "error_rate",
     "busy": "busy_p95_ms",
     "blocks": "blocks",
+    "stalled": "stalled_ms",
 }
 
 

@@ -108,6 +108,18 @@ class TestSuites:
                 assert entry["median_rps"] > 0
                 assert entry["http_errors"] == 0
 
+    def test_monitor_suite_measures_requests_on_both_loops_spans_and_completion(self, tmp_path: Path) -> None:
+        """The monitor suite serves aiohttp and uvicorn on asyncio and on uvloop, monitor off and on,
+        measures the per-span cost and the stalled-time hook per trace, and prints its tables."""
+        result, output = run_suite(tmp_path, "monitor")
+        assert set(result["requests"]) == {"aiohttp/asyncio", "aiohttp/uvloop", "asgi/asyncio", "asgi/uvloop"}
+        for entry in result["requests"].values():
+            assert entry["on_vs_off"] > 0
+        assert set(result["span"]) == {"async", "sync"}
+        assert result["completion"]["ns_per_trace"][0] > 0
+        assert "monitor / requests" in output
+        assert "on / off" in output
+
     def test_instrument_db_suite_compares_flowtracker_with_opentelemetry(self, tmp_path: Path) -> None:
         """The instrument-db suite measures asyncpg and SQLAlchemy calls under every variant, with
         the added-cost ratio (the suite itself fails when a span does not reach its exporter)."""

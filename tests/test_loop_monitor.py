@@ -25,6 +25,18 @@ from typing import Any
 import anyio
 import pytest
 from aiohttp import web
+from loop_helpers import (  # noqa: F401  (nothing_left_patched: an autouse fixture)
+    PLAIN_ENTER,
+    PLAIN_EXIT,
+    blocked_events,
+    by_name,
+    line_in,
+    nothing_left_patched,
+    patched,
+    settle,
+    spin,
+    spin_frames,
+)
 from web_helpers import collected, fetch, serve, uvicorn_serve
 
 import flowtracker as ft
@@ -34,57 +46,11 @@ from flowtracker.asgi import FlowTrackerMiddleware
 from flowtracker.loop_monitor import BLOCKED_EVENT, MAX_FRAMES, monitor_threshold
 
 THIS_FILE = Path(__file__).resolve()
-SOURCE = THIS_FILE.read_text().splitlines()
-PLAIN_HANDLE_RUN = asyncio.events.Handle.__dict__["_run"]
-PLAIN_ENTER = Span.__dict__["__enter__"]
-PLAIN_EXIT = Span.__dict__["__exit__"]
 
 
 def line_of(marker: str) -> int:
-    """The line number of the one source line ending with ``# <marker>``."""
-    found = [number for number, text in enumerate(SOURCE, 1) if text.rstrip().endswith(f"# {marker}")]
-    assert len(found) == 1, marker
-    return found[0]
-
-
-def spin(seconds: float) -> None:
-    """Holds the loop (and the CPU) for at least ``seconds``."""
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:  # spins here
-        pass
-
-
-def by_name(traces: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {span["name"]: span for trace in traces for span in trace["spans"]}
-
-
-def blocked_events(traces: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """``(span name, event)`` for every ``event_loop.blocked`` event in ``traces``."""
-    return [
-        (span["name"], event)
-        for trace in traces
-        for span in trace["spans"]
-        for event in span.get("events", ())
-        if event["name"] == BLOCKED_EVENT
-    ]
-
-
-def patched() -> bool:
-    return asyncio.events.Handle.__dict__["_run"] is not PLAIN_HANDLE_RUN
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_patched() -> Iterator[None]:
-    """Every test leaves asyncio and the span class as it found them."""
-    yield
-    assert not patched()
-    assert Span.__dict__["__enter__"] is PLAIN_ENTER
-    assert Span.__dict__["__exit__"] is PLAIN_EXIT
-
-
-async def settle() -> None:
-    """Lets the callback that started a monitor end: accounting starts with the next one."""
-    await asyncio.sleep(0)
+    """The line number of the one line of this file ending with ``# <marker>``."""
+    return line_in(THIS_FILE, marker)
 
 
 class TestOff:
@@ -444,10 +410,7 @@ class TestBlocksOnServers:
         found = blocked_events(traces)
         assert [name for name, _ in found] == ["GET /crunch"]
         lines = found[0][1]["attributes"]["stack"].splitlines()
-        assert lines[0] in (
-            f"{THIS_FILE}:{line_of('spins here')} in spin",
-            f"{THIS_FILE}:{line_of('spins here') + 1} in spin",
-        )
+        assert lines[0] in spin_frames()
         assert lines[1] == f"{THIS_FILE}:{line_of('crunches here')} in crunch"
         assert len(lines) <= MAX_FRAMES
 
@@ -562,6 +525,26 @@ class TestBlocks:
         assert len(records) == 1
         assert f"{THIS_FILE}:{line_of('unowned block')}" in records[0].getMessage()
 
+    async def test_block_outside_spans_logged_as_one_line_naming_user_and_library_frames(self, caplog):
+        """A block outside spans deep in the standard library is one log line: the duration, the
+        user's line and the innermost library frame; the full stack rides in the record's ``stack``."""
+        caplog.set_level(logging.WARNING, "flowtracker.loop_monitor")
+        with ft.monitor_event_loop(0.05):
+            await settle()
+            threading.Event().wait(0.08)  # waits in the standard library
+            await settle()
+        [record] = [r for r in caplog.records if r.name == "flowtracker.loop_monitor"]
+        message = record.getMessage()
+        assert "\n" not in message
+        assert message.startswith("the event loop was blocked for ")
+        user = f"{THIS_FILE}:{line_of('waits in the standard library')} in "
+        assert f" outside any span, at {user}" in message
+        assert message.endswith(" in wait)")
+        assert f"(innermost: {threading.__file__}:" in message
+        stack = record.stack  # type: ignore[attr-defined]
+        assert stack.splitlines()[0].startswith(f"{threading.__file__}:")
+        assert user in stack
+
     async def test_exceptions_in_callbacks_propagate_as_before(self):
         """A callback that raises reaches the loop's exception handler; a task's error stays the task's."""
         loop = asyncio.get_running_loop()
@@ -665,27 +648,6 @@ class TestLoops:
             time.sleep(0.01)
         assert not monitor.running
         assert not patched()
-
-    def test_uvloop_cannot_be_watched_and_says_so(self):
-        """On uvloop the monitor warns at start and reports watching=False; nothing is patched."""
-        uvloop = pytest.importorskip("uvloop")
-
-        async def main() -> ft.LoopMonitorStats:
-            with pytest.warns(RuntimeWarning, match="cannot watch .*uvloop"):
-                monitor = ft.monitor_event_loop(0.05)
-            assert not patched()
-            time.sleep(0.06)
-            await asyncio.sleep(0)
-            monitor.stop()
-            return monitor.stats
-
-        loop = uvloop.new_event_loop()
-        try:
-            stats = loop.run_until_complete(main())
-        finally:
-            loop.close()
-        assert not stats.watching
-        assert stats.blocks == 0
 
 
 class TestWatchdog:

@@ -477,7 +477,7 @@ class TestReportPage:
             page.select_option("#service-filter", "shop")
             expect(buttons).to_have_count(len(loop_traces()))
             page.check("#blocked-filter")
-            blocked = [trace for trace in loop_traces() if "loop block" in viz.tree_text(trace)]
+            blocked = [trace for trace in loop_traces() if "⚠ blocked the loop" in viz.tree_text(trace)]
             expect(buttons).to_have_count(len(blocked))
             page.fill("#min-duration", "300")
             slow = [trace for trace in blocked if viz.TraceTree(trace).wall_ms() >= 300]
@@ -654,18 +654,18 @@ class TestLoopMonitor:
         loop_report.assert_clean()
 
     def test_statistics_gain_the_loop_columns(self, loop_report: Opened) -> None:
-        """The span statistics table has busy p50/p95, blocks and blocked."""
+        """The span statistics table has busy p50/p95, blocks, blocked and stalled."""
         page = loop_report.page
         heads = page.eval_on_selector_all("#stats th", "nodes => nodes.map(node => node.textContent)")
-        assert heads[-4:] == ["busy p50", "busy p95", "blocks", "blocked"]
+        assert heads[-5:] == ["busy p50", "busy p95", "blocks", "blocked", "stalled"]
         row = page.eval_on_selector_all(
             '#stats tr:has(td:text-is("fetch rates")) td', "nodes => nodes.map(node => node.textContent)"
         )
-        assert row[-4:] == ["256.8", "256.8", "2", "256.1"]  # the heading says "times in ms"
+        assert row[-5:] == ["256.8", "256.8", "2", "256.1", "–"]  # the heading says "times in ms"
         worker = page.eval_on_selector_all(
             '#stats tr:has(td:text-is("parse csv")) td', "nodes => nodes.map(node => node.textContent)"
         )
-        assert worker[-4:] == ["–", "–", "0", "–"]
+        assert worker[-5:] == ["–", "–", "0", "–", "–"]
         loop_report.assert_clean()
 
     def test_first_paint_shows_the_block(self, tmp_path: Path) -> None:
@@ -1106,7 +1106,7 @@ class TestLayout:
         to the bottom (nothing hides under a scroll bar)."""
         page = long_report.page
         heads = page.evaluate(MEASURE_CUT, "#stats th")
-        assert [name for name, _, _ in heads][-4:] == ["busy p50", "busy p95", "blocks", "blocked"]
+        assert [name for name, _, _ in heads][-5:] == ["busy p50", "busy p95", "blocks", "blocked", "stalled"]
         assert [name for name, cut, inside in heads if cut or not inside] == []
         names = page.evaluate(MEASURE_CUT, "#stats td:first-child")
         assert "HTTP POST inventory.internal:8080/api/v1/reservations" in [name for name, _, _ in names]

@@ -373,4 +373,7 @@ class TestExtras:
             "events": {("_core/span.py", "record_event")},
             "dropped_tags": {("_core/span.py", "set_tag")},
             "busy_ns": {("loop_monitor/_callbacks.py", "add_busy")},
+            "stalled_ns": {("loop_monitor/_stalled.py", "stall")},
+            "stalled_dropped": {("loop_monitor/_stalled.py", "stall")},
+            "off_loop": {("loop_monitor/_observers.py", "mark_off_loop")},
         }

@@ -170,13 +170,22 @@ class TestLoopMonitorData:
         assert line.endswith("← shop/rates.py:18 in fetch_rates")
 
     def test_header_counts_blocks(self) -> None:
-        """The trace header says how many times the loop was blocked."""
+        """The trace header says that a monitor watched the trace and how many times the loop was
+        blocked, so "no blocks" reads apart from "not watched"; without loop_monitor, only blocks."""
         headers = [viz.tree_text(trace).splitlines()[0] for trace in load_loop_traces()]
-        assert [header.endswith("loop block") or header.endswith("loop blocks") for header in headers] == [
+        assert [header.rpartition("  ")[2] for header in headers] == [
+            "loop monitor: full, 1 block",
+            "loop monitor: full, no blocks",
+            "loop monitor: full, no blocks",
+            "loop monitor: full, 2 blocks",
+        ]
+        unwatched = [
+            {key: value for key, value in trace.items() if key != "loop_monitor"}
+            for trace in load_loop_traces()
+        ]
+        assert [viz.tree_text(trace).splitlines()[0].endswith(" loop block") for trace in unwatched[:2]] == [
             True,
             False,
-            False,
-            True,
         ]
 
     def test_malformed_fields_are_ignored(self) -> None:
@@ -224,8 +233,8 @@ class TestLoopStats:
         assert "busy_p50_ms" not in rows["worker"]
         assert rows["worker"]["blocks"] == 0
         table = viz.stats_table(list(rows.values())).splitlines()
-        assert table[0].split()[-6:] == ["busy", "p50", "busy", "p95", "blocks", "blocked"]
-        assert table[2].split()[-4:] == ["–", "–", "0", "–"]
+        assert table[0].split()[-7:] == ["busy", "p50", "busy", "p95", "blocks", "blocked", "stalled"]
+        assert table[2].split()[-5:] == ["–", "–", "0", "–", "–"]
 
 
 class TestTree:
@@ -614,7 +623,9 @@ class TestReport:
         assert page.count("<script") == 3  # data, library, report code
 
     def test_loop_data(self) -> None:
-        """busy_ms and blocks (offset, duration, frames, the user's frames) per span; loop stats columns."""
+        """busy_ms and blocks (offset, duration, frames, the user's frames) per span, stalls (offset,
+        duration, the guilty span, its line) in place of their events; the trace notes and the header's
+        monitor mode and block count; loop stats columns."""
         data = viz.report_data(load_loop_traces())
         rows = data["spans"][0]
         assert [data["strings"][row[2]] for row in rows] == [
@@ -629,8 +640,13 @@ class TestReport:
         # reports.py, views.py and __main__.py are the user's; the other frames are libraries
         assert block[3] == [0, 2, 12]
         assert "events" not in rows[2][8]  # the blocks replace their events, the stack is sent once
-        assert data["traces"][0][8] == {"blocks": 1, "blocked_ms": 300.412}
-        assert all(len(row) == 13 for row in data["stats"])
+        assert data["traces"][0][8] == {"blocks": 1, "blocked_ms": 300.412, "loop_monitor": "full"}
+        assert data["traces"][1][8] == {"stalled_ms": 300.412, "loop_monitor": "full"}
+        (stall,) = data["spans"][1][1][8]["stalls"]
+        guilty = [data["traces"][0][0], "00000000000000a3", "GET /reports/{id} › render_pdf"]
+        assert stall == [9.1, 300.412, *guilty, "/srv/shop/shop/reports.py:41 in render_pdf"]
+        assert data["meta"]["loop"] == {"modes": ["full"], "blocks": 3}
+        assert all(len(row) == 14 for row in data["stats"])
         rates = data["spans"][3]
         assert [event["name"] for event in rates[0][8]["events"]] == ["cache miss"]
         assert all(len(row) == 9 for row in viz.report_data(load_golden_traces())["stats"])

@@ -73,9 +73,14 @@ class SpanExtras:
     #: ``loop_monitor._callbacks.add_busy`` only.
     busy_ns: int | None = None
     #: Time the span waited while another span's code blocked the loop, in ns
-    #: (``stalled_ms`` on the wire); ``None`` when not known. Its writer is the
-    #: monitor's block record, at the trace's completion.
+    #: (``stalled_ms`` on the wire); ``None`` when not known. Written at the
+    #: trace's completion by ``loop_monitor._stalled.stall`` only.
     stalled_ns: int | None = None
     #: ``event_loop.stalled`` events not kept because of the monitor's
-    #: per-span bound on them (the kept ones are in :attr:`events`).
+    #: per-span bound on them (the kept ones are in :attr:`events`;
+    #: ``stalled_dropped`` on the wire). Written by ``loop_monitor._stalled.stall`` only.
     stalled_dropped: int = 0
+    #: True when the span ended on a thread that runs no watched loop while a
+    #: monitor observed spans (a worker thread): the loop's blocks never stalled
+    #: it. Written by ``loop_monitor._observers.mark_off_loop`` only.
+    off_loop: bool = False

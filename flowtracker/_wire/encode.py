@@ -190,8 +190,10 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
     if busy is not None:  # set only while an event-loop monitor watched this span's loop
         out["busy_ms"] = busy / 1e6
     stalled = extras.stalled_ns
-    if stalled is not None:
+    if stalled is not None:  # set at completion when another span's code blocked the loop meanwhile
         out["stalled_ms"] = stalled / 1e6
+        if extras.stalled_dropped:  # event_loop.stalled events past the kept ones
+            out["stalled_dropped"] = extras.stalled_dropped
     if tags:
         out["tags"] = safe_tags(tags, policy)
     dropped = extras.dropped_tags

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .completion import COMPLETION_HOOKS, run_completion_hooks
 from .encode import encode, encoded, trace_to_dict
 from .policy import DEFAULT_POLICY
 
@@ -78,6 +79,8 @@ class Trace:
             self.follow_up = follow_up
         if unfinished:
             self.unfinished = unfinished
+        if COMPLETION_HOOKS:  # what is known only once the trace is finished (stalled time)
+            run_completion_hooks(spans)
 
     @property
     def trace_id(self) -> str:

@@ -17,21 +17,31 @@
   counted in :attr:`LoopMonitor.stats` and logged (at most once per code
   location per minute).
 
+On a loop that does not run its callbacks through ``asyncio.Handle``
+(uvloop), callbacks cannot be timed one by one: there blocks are found by a
+heartbeat (a timer that reschedules itself) running late, with the same
+watchdog sampling the stack and reading the span current in the loop's
+running task. Blocks are pinned the same way; ``busy_ms`` is not recorded
+(``stats.busy_time`` is False), and a one-line message says so at start. On
+every loop the heartbeat measures the loop's lag (``stats.lag_p50_ms``, ...).
+
 One job per module:
 
 * ``_callbacks``: the hook on ``asyncio.Handle._run`` (installed only while a
-  loop is watched) and the busy accounting, with the core's switch observer;
-* ``_watchdog``: the thread that samples the loop thread's stack during a
-  long callback;
+  loop is watched) and the busy accounting;
+* ``_heartbeat``: the self-rescheduling timer and the loop's lag;
+* ``_stalls``: blocks found from the heartbeat where callbacks cannot be hooked;
+* ``_observers``: which loop's block finder hears of span switches and ends
+  (the core's switch observer);
+* ``_watchdog``: the thread that samples the loop thread's stack, and the
+  running task's span, while the loop is held;
 * ``_blocks``: the block record (counting each block once, the
   ``event_loop.blocked`` event, stack formatting, logging blocks outside spans);
-* ``_monitor``: :class:`LoopMonitor`, which puts the three together for one
+* ``_monitor``: :class:`LoopMonitor`, which puts them together for one
   loop, and :func:`monitor_event_loop`.
 
 With no monitor running, nothing is patched and the span hot path is the
-plain one. Loops that do not run their callbacks through ``asyncio.Handle``
-(uvloop) cannot be watched: starting a monitor on one warns, and its
-``stats.watching`` is False.
+plain one.
 
 Example:
     >>> import asyncio, time, flowtracker as ft
@@ -49,6 +59,7 @@ Example:
 from __future__ import annotations
 
 from .._wire.names import BLOCKED_EVENT as BLOCKED_EVENT
+from .._wire.names import STALLED_EVENT as STALLED_EVENT
 from ._blocks import LOG_INTERVAL as LOG_INTERVAL
 from ._blocks import MAX_FRAMES as MAX_FRAMES
 from ._blocks import format_stack as format_stack
@@ -61,6 +72,7 @@ __all__ = (
     "BLOCKED_EVENT",
     "LOG_INTERVAL",
     "MAX_FRAMES",
+    "STALLED_EVENT",
     "LoopMonitor",
     "LoopMonitorStats",
     "format_stack",

@@ -11,9 +11,9 @@ A :class:`CallbackTimer` times each callback and splits its time between
 the spans whose code ran in it, exactly at child-span boundaries (self time,
 ``busy_ns`` on each span). Which span runs when is learnt from the context's
 current span as each callback starts and ends, and from the core's switch
-observer (``flowtracker._core.set_switch_observer``), installed only while a
-loop is watched: it is told when a span is about to end and when
-``activate``/``deactivate`` switch spans. A callback that runs for the
+observer (the timer is its loop's observer, see ``_observers``), installed
+only while a loop is watched: it is told when a span is about to end and
+when ``activate``/``deactivate`` switch spans. A callback that runs for the
 threshold or more goes to the :class:`~._blocks.BlockRecord`, with the span
 whose code the watchdog caught running.
 
@@ -39,20 +39,22 @@ from asyncio import events
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .._core import Span, current_span, set_switch_observer
+from .._core import Span, current_span
 from .._core import clock as _clock
 from .._core.patches import Patch, patch_attribute
+from .._wire.names import MONITOR_FULL
 from ._blocks import NOT_SAMPLED, Block, BlockRecord, pin
+from ._observers import mark_off_loop
+from ._tasks import loop_traces
 
 if TYPE_CHECKING:
     from ._watchdog import Sample
 
 __all__ = ("CallbackTimer", "add_busy", "run_watched", "unwatch", "watch")
 
-# loop -> its timer, and loop thread id -> its timer. Written under _lock,
-# read lock-free on the hot path (dict reads are atomic under the GIL).
+# loop -> its timer. Written under _lock, read lock-free on the hot path
+# (dict reads are atomic under the GIL).
 _by_loop: dict[asyncio.AbstractEventLoop, CallbackTimer] = {}
-_by_thread: dict[int, CallbackTimer] = {}
 _lock = threading.Lock()
 _plain_run: Callable[[events.Handle], None] | None = None
 _handle_patch: Patch | None = None
@@ -103,9 +105,21 @@ class CallbackTimer:
         self._culprit: Span | None = None
         self._culprit_of: Sample | None = None
         self._pinned = 0
+        #: False once unwatched: the callback that stopped the monitor is not a block then.
+        self.watching = False
         #: Callbacks run, and their total time (ns).
         self.callbacks = 0
         self.busy_ns = 0
+
+    #: Never idle while ``started`` is set: it is set only while a callback runs.
+    idle_frame = None
+
+    def offer(self, sample: Sample) -> None:
+        """The watchdog's latest look at the running callback (its thread): the loop thread reads it."""
+        self.sample = sample
+
+    def idle(self, started: int) -> None:
+        """Never called: ``started`` is set only while a callback runs (see ``idle_frame``)."""
 
     # -- one callback ------------------------------------------------------------
 
@@ -141,7 +155,7 @@ class CallbackTimer:
             duration = end - start
             self.callbacks += 1
             self.busy_ns += duration
-            if duration >= self.threshold_ns:
+            if duration >= self.threshold_ns and self.watching:
                 self._blocked(start, duration, span)
             elif self.sample is not None:
                 self.sample = self._culprit = None
@@ -182,8 +196,15 @@ class CallbackTimer:
         self._span = span if span is not None and span.recording and span.end_ns is None else None
 
     def closing(self, span: Span) -> None:
-        """``span`` ends on the loop thread: its busy time (and a block in progress) go on it now."""
-        if _get_ident() != self._active:
+        """``span`` ends on the loop thread: its busy time (and a block in progress) go on it now.
+
+        A root that ends here marks its trace as watched (``loop_monitor``); a
+        span that ends on another thread (a worker's) is marked off the loop.
+        """
+        ident = _get_ident()
+        if ident != self._active:
+            if ident != self.thread and self.thread is not None:
+                mark_off_loop(span)
             return
         now = _now()
         if span is self._span:  # current since _since (its code ran before its children's)
@@ -191,7 +212,11 @@ class CallbackTimer:
             own = now - start - self._take_kids(span)
             # What runs next is the parent's code: the rest of its `with` block.
             parent = span.parent
-            self._span = parent if parent is not None and parent.recording and parent.end_ns is None else None
+            if parent is None:
+                span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
+                self._span = None
+            else:
+                self._span = parent if parent.recording and parent.end_ns is None else None
             self._since = now
         else:
             start = span.start_ns
@@ -205,7 +230,9 @@ class CallbackTimer:
             if self._kids:
                 own -= self._kids.pop(span, 0)
             parent = span.parent
-            if parent is not None:
+            if parent is None:
+                span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
+            else:
                 waiting = self._kid_parent
                 if parent is waiting:
                     self._kid_sum += took
@@ -222,6 +249,8 @@ class CallbackTimer:
         """``span`` ends on the loop thread without having run since ``_since``: 0 ns of its own here."""
         if not span.recording:
             return
+        if span.parent is None:
+            span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
         add_busy(span, 0)
         if self.sample is not None:
             self._pin_if_guilty(span, None, now)
@@ -324,42 +353,12 @@ class CallbackTimer:
         culprit, self._culprit = self._culprit, None
         if sample is not None and sample.started == start:
             span = culprit if self._culprit_of is sample else first
-            stack = sample.stack
+            stack, traces = sample.stack, sample.traces
         else:  # the watchdog never got to look (C code holding the GIL)
             span = first
-            stack = NOT_SAMPLED
+            stack, traces = NOT_SAMPLED, loop_traces(self.loop)
         # Pinned already: on the span that ended in this callback (see _pin_if_guilty).
-        self.blocks.add(Block(start, duration, span, stack), pinned=self._pinned == start)
-
-
-class _Dispatch:
-    """The switch observer while several loops are watched: forwards to the thread's timer, if any."""
-
-    __slots__ = ()
-
-    def switched(self, span: Span | None) -> None:
-        timer = _by_thread.get(_get_ident())
-        if timer is not None:
-            timer.switched(span)
-
-    def closing(self, span: Span) -> None:
-        timer = _by_thread.get(_get_ident())
-        if timer is not None:
-            timer.closing(span)
-
-
-def _observe() -> None:
-    """Installs the switch observer for the timers registered now (under ``_lock``).
-
-    One timer (the common case) observes directly; several share a dispatcher.
-    """
-    timers = list(_by_loop.values())
-    if not timers:
-        set_switch_observer(None)
-    elif len(timers) == 1:
-        set_switch_observer(timers[0])
-    else:
-        set_switch_observer(_Dispatch())
+        self.blocks.add(Block(start, duration, span, stack, traces), pinned=self._pinned == start)
 
 
 def run_watched(handle: events.Handle) -> None:
@@ -395,44 +394,21 @@ def _unpatch() -> None:
 
 
 def watch(timer: CallbackTimer) -> None:
-    """Starts timing ``timer.loop``'s callbacks (and patches, for the first loop watched).
-
-    Learns the loop's thread now when called on it, else from the loop's next callback.
-    """
-    loop = timer.loop
+    """Starts timing ``timer.loop``'s callbacks (and patches, for the first loop watched)."""
     with _lock:
-        _by_loop[loop] = timer
+        _by_loop[timer.loop] = timer
+        timer.watching = True
         _patch()
-        _observe()
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            timer.thread = _get_ident()
-            _by_thread[timer.thread] = timer
-            return
-    # The loop runs (or will run) in another thread: learn which from there.
-    loop.call_soon_threadsafe(_bind_thread, timer)
-
-
-def _bind_thread(timer: CallbackTimer) -> None:
-    with _lock:
-        if _by_loop.get(timer.loop) is timer:
-            timer.thread = _get_ident()
-            _by_thread[timer.thread] = timer
 
 
 def unwatch(timer: CallbackTimer) -> None:
-    """Stops timing ``timer.loop``'s callbacks; with no loop left watched, undoes every patch."""
+    """Stops timing ``timer.loop``'s callbacks; with no loop left watched, undoes the patch."""
     with _lock:
+        timer.watching = False
         if _by_loop.get(timer.loop) is timer:
             del _by_loop[timer.loop]
-        if timer.thread is not None and _by_thread.get(timer.thread) is timer:
-            del _by_thread[timer.thread]
         if not _by_loop:
             _unpatch()
-        _observe()
 
 
 def add_busy(span: Span, ns: int) -> None:

@@ -1,10 +1,13 @@
 """``LoopMonitor`` and ``monitor_event_loop()``: one monitor per loop, started and stopped as a whole.
 
-A monitor puts the three parts of the package together for one loop: the
-:class:`~._callbacks.CallbackTimer` (callback hook and busy accounting), the
-:class:`~._watchdog.Watchdog` (stack samples of long callbacks) and the
-:class:`~._blocks.BlockRecord` (what became of each block), and reports their
-counters as :class:`LoopMonitorStats`.
+A monitor puts the parts of the package together for one loop: a block
+finder (on an asyncio loop the :class:`~._callbacks.CallbackTimer`, which
+also splits busy time between spans; on a loop whose callbacks cannot be
+hooked, uvloop, the :class:`~._stalls.StallWatch`), the
+:class:`~._heartbeat.Heartbeat` (the loop's lag, and what the stall watch
+reads), the :class:`~._watchdog.Watchdog` (stack samples while the loop is
+held) and the :class:`~._blocks.BlockRecord` (what became of each block),
+and reports their counters as :class:`LoopMonitorStats`.
 
 Example:
     >>> import asyncio, flowtracker as ft
@@ -19,16 +22,22 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-import warnings
 from types import TracebackType
 from typing import NamedTuple
 
 from ._blocks import BlockRecord
 from ._callbacks import CallbackTimer, unwatch, watch
+from ._heartbeat import Heartbeat, interval_for
+from ._observers import observe, observe_thread, unobserve
+from ._stalled import keep
+from ._stalls import StallWatch
 from ._watchdog import Watchdog
 
 __all__ = ("LoopMonitor", "LoopMonitorStats", "monitor_event_loop", "monitor_threshold")
+
+logger = logging.getLogger("flowtracker.loop_monitor")
 
 # loop -> its monitor: a loop is never watched twice. Written under _lock.
 _monitors: dict[asyncio.AbstractEventLoop, LoopMonitor] = {}
@@ -39,17 +48,21 @@ class LoopMonitorStats(NamedTuple):
     """An immutable snapshot of what a :class:`LoopMonitor` saw.
 
     Example:
-        >>> LoopMonitorStats(True, 0, 0.0, 0, 0.0, 0.0, 0).blocks
+        >>> LoopMonitorStats(True, True, 0, 0.0, 0, 0.0, 0.0, 0, 0.0, 0.0, 0.0).blocks
         0
     """
 
-    #: False when the loop cannot be watched (uvloop): nothing is recorded.
+    #: True while blocks are watched for (every kind of loop).
     watching: bool
+    #: Whether ``busy_ms`` is recorded on spans: True on asyncio loops, False
+    #: where callbacks cannot be hooked (uvloop), where ``callbacks`` and
+    #: ``busy_ms`` stay 0.
+    busy_time: bool
     #: Callbacks the loop ran while watched.
     callbacks: int
     #: Milliseconds the loop spent running them.
     busy_ms: float
-    #: Callbacks that held the loop for at least ``block_threshold``.
+    #: Times the loop was held for at least ``block_threshold``.
     blocks: int
     #: Their total, in milliseconds.
     blocked_ms: float
@@ -57,6 +70,12 @@ class LoopMonitorStats(NamedTuple):
     max_block_ms: float
     #: Blocks while no span's code was running (logged, not in any trace).
     blocks_outside_spans: int
+    #: How late the heartbeat ran, in ms (median over the last 4096 beats): the loop's lag.
+    lag_p50_ms: float
+    #: The same, 99th percentile.
+    lag_p99_ms: float
+    #: The longest lag since the monitor started.
+    lag_max_ms: float
 
 
 class LoopMonitor:
@@ -80,26 +99,39 @@ class LoopMonitor:
     def __init__(self, loop: asyncio.AbstractEventLoop, block_threshold: float) -> None:
         self.loop = loop
         self.block_threshold = block_threshold
-        self._watching = isinstance(loop, asyncio.BaseEventLoop)
+        threshold_ns = int(block_threshold * 1e9)
+        #: False where callbacks cannot be hooked (uvloop): blocks are found from the heartbeat.
+        self.busy_time = isinstance(loop, asyncio.BaseEventLoop)
         self._running = False
         self._blocks = BlockRecord()
-        self._timer = CallbackTimer(loop, int(block_threshold * 1e9), self._blocks)
-        self._watchdog = Watchdog(self._timer, on_closed=self.stop)
+        self._heartbeat = Heartbeat(loop, interval_for(threshold_ns), on_thread=self._bind_thread)
+        self._finder: CallbackTimer | StallWatch
+        if self.busy_time:
+            self._finder = CallbackTimer(loop, threshold_ns, self._blocks)
+        else:
+            self._finder = StallWatch(self._heartbeat, threshold_ns, self._blocks)
+        self._watchdog = Watchdog(self._finder, on_closed=self.stop)
 
     # -- public ----------------------------------------------------------------
 
     @property
     def stats(self) -> LoopMonitorStats:
         """An immutable snapshot of the counters; see :class:`LoopMonitorStats`."""
-        timer, blocks = self._timer, self._blocks
+        blocks = self._blocks
+        timer = self._finder if isinstance(self._finder, CallbackTimer) else None
+        lag_p50, lag_p99, lag_max = self._heartbeat.lag_percentiles()
         return LoopMonitorStats(
-            watching=self._watching,
-            callbacks=timer.callbacks,
-            busy_ms=timer.busy_ns / 1e6,
+            watching=True,
+            busy_time=self.busy_time,
+            callbacks=0 if timer is None else timer.callbacks,
+            busy_ms=0.0 if timer is None else timer.busy_ns / 1e6,
             blocks=blocks.blocks,
             blocked_ms=blocks.blocked_ns / 1e6,
             max_block_ms=blocks.max_block_ns / 1e6,
             blocks_outside_spans=blocks.outside,
+            lag_p50_ms=lag_p50,
+            lag_p99_ms=lag_p99,
+            lag_max_ms=lag_max,
         )
 
     @property
@@ -115,7 +147,10 @@ class LoopMonitor:
             self._running = False
             if _monitors.get(self.loop) is self:
                 del _monitors[self.loop]
-            unwatch(self._timer)
+            if isinstance(self._finder, CallbackTimer):
+                unwatch(self._finder)
+            unobserve(self._finder)
+            self._heartbeat.stop()
         self._watchdog.stop()
 
     def __enter__(self) -> LoopMonitor:
@@ -147,15 +182,36 @@ class LoopMonitor:
     # -- under _lock -------------------------------------------------------------
 
     def _start(self) -> None:
-        """Registers this monitor, starts timing its loop's callbacks, and starts its watchdog."""
+        """Registers this monitor, and starts its block finder, heartbeat and watchdog.
+
+        The loop's thread is learnt now when called on it, else from the first heartbeat.
+        """
         self._running = True
         _monitors[self.loop] = self
-        watch(self._timer)
+        keep(self._blocks)  # for stalled time, as long as traces complete, after stop() too
+        if isinstance(self._finder, CallbackTimer):
+            watch(self._finder)
+        observe(self._finder)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self._heartbeat.thread = threading.get_ident()
+            observe_thread(self._finder, self._heartbeat.thread)
+        self._heartbeat.start()
         self._watchdog.start()
+
+    def _bind_thread(self, thread: int) -> None:
+        """The first heartbeat ran on ``thread``: the loop's thread."""
+        if self._finder.thread != thread:
+            observe_thread(self._finder, thread)
 
     def _set_threshold(self, block_threshold: float) -> None:
         self.block_threshold = block_threshold
-        self._timer.threshold_ns = int(block_threshold * 1e9)
+        threshold_ns = int(block_threshold * 1e9)
+        self._finder.threshold_ns = threshold_ns
+        self._heartbeat.interval_ns = interval_for(threshold_ns)
 
 
 def monitor_event_loop(
@@ -203,15 +259,13 @@ def monitor_event_loop(
             monitor._set_threshold(block_threshold)
             return monitor
         monitor = LoopMonitor(loop, block_threshold)
-        if monitor._watching:
-            monitor._start()
-    if not monitor._watching:
-        warnings.warn(
-            f"flowtracker cannot watch {type(loop).__module__}.{type(loop).__qualname__}: it does not "
-            "run its callbacks through asyncio.Handle (uvloop does not). No busy_ms and no "
-            "event_loop.blocked events will be recorded; LoopMonitor.stats.watching is False.",
-            RuntimeWarning,
-            stacklevel=2,
+        monitor._start()
+    if not monitor.busy_time:  # a new monitor (a watched loop's was returned above)
+        # One line, no warning machinery: it is how this loop is watched, not a fault.
+        logger.warning(
+            "%s: blocking calls are watched; busy time per span needs the asyncio loop%s",
+            type(loop).__module__.partition(".")[0],
+            " (uvicorn --loop asyncio)" if type(loop).__module__.startswith("uvloop") else "",
         )
     return monitor
 

@@ -48,7 +48,16 @@ from typing import Any
 from .._graph.model import STATUSES, TraceDict, TraceTree, as_tree, span_status, tags_of, time_us, trace_id_of
 from .._graph.sankey import sankey_graph
 from .._wire.encode import encode
-from ._loop import BLOCKED_EVENT, blocks, busy_ms, is_library_frame
+from ._loop import (
+    BLOCKED_EVENT,
+    STALLED_EVENT,
+    blocks,
+    busy_ms,
+    is_library_frame,
+    loop_monitor,
+    stalled_ms,
+    stalls,
+)
 from ._stats import SpanStats, span_stats
 
 #: Most Sankey links drawn (the heaviest); more make an unreadable picture.
@@ -198,6 +207,8 @@ def report_data(
             first_start = start if first_start is None else min(first_start, start)
             end = start + round(wall * 1000)
             last_end = end if last_end is None else max(last_end, end)
+    modes = sorted({mode for tree in trees if (mode := loop_monitor(tree.trace)) is not None})
+    held = sum(notes.get("blocks", 0) for *_, notes, _services in summaries if notes)
     from .._core.version import package_version
 
     return {
@@ -211,6 +222,8 @@ def report_data(
             "first": None if first_start is None else first_start / 1000.0,
             "last": None if last_end is None else last_end / 1000.0,
             "skipped": skipped_lines,
+            # the loop monitors' modes over these traces (none: not watched) and their blocks
+            "loop": {"modes": modes, "blocks": held} if modes or held else None,
         },
         "statuses": list(STATUSES),
         "strings": list(strings),
@@ -274,7 +287,8 @@ def _service_of(trace: TraceDict, span: Mapping[str, Any]) -> str:
 
 def _stats_row(row: SpanStats) -> list[Any]:
     """``[name, count, p50, p95, p99, max, total, errors, share]``, plus, with loop-monitor data,
-    ``busy_p50, busy_p95, blocks, blocked_ms`` (the busy values ``null`` for names that ran off the loop)."""
+    ``busy_p50, busy_p95, blocks, blocked_ms, stalled_ms`` (the busy values ``null`` for names that
+    ran off the loop, or under uvloop)."""
     out: list[Any] = [
         row["name"],
         row["count"],
@@ -288,7 +302,8 @@ def _stats_row(row: SpanStats) -> list[Any]:
     ]
     if "blocks" in row:
         busy = [round(row[key], 3) if key in row else None for key in ("busy_p50_ms", "busy_p95_ms")]
-        out += [*busy, row["blocks"], round(row.get("blocked_ms", 0.0), 3)]
+        blocked = round(row.get("blocked_ms", 0.0), 3)
+        out += [*busy, row["blocks"], blocked, round(row.get("stalled_ms", 0.0), 3)]
     return out
 
 
@@ -340,7 +355,10 @@ def _extra(span: Mapping[str, Any], trace_start: int, trace_service: Any) -> dic
     Loop-monitor data: ``busy_ms``, and ``blocks`` as
     ``[[offset_ms, duration_ms, frames, own]]`` in place of the
     ``event_loop.blocked`` events (``own``: the positions of the frames of
-    the user's code, outside the standard library and installed packages).
+    the user's code, outside the standard library and installed packages);
+    ``stalled_ms``, ``stalled_dropped`` and ``stalls`` as ``[[offset_ms,
+    duration_ms, by_trace_id, by_span_id, by_name, at]]`` (the ``by_*`` and
+    ``at`` ``null`` when absent) in place of the ``event_loop.stalled`` events.
     """
     extra: dict[str, Any] = {}
     tags = tags_of(span)
@@ -356,13 +374,33 @@ def _extra(span: Mapping[str, Any], trace_start: int, trace_service: Any) -> dic
     busy = busy_ms(span)
     if busy is not None:
         extra["busy_ms"] = round(busy, 3)
+    waited = stalled_ms(span)
+    if waited is not None:
+        extra["stalled_ms"] = round(waited, 3)
+        dropped = span.get("stalled_dropped")
+        if dropped:
+            extra["stalled_dropped"] = dropped
     held = blocks(span) if "events" in extra else []
-    if held:
-        others = [event for event in extra["events"] if not _is_block(event)]
+    found = stalls(span) if "events" in extra else []
+    if held or found:
+        others = [event for event in extra["events"] if not _is_loop_event(event)]
         if others:
             extra["events"] = others
         else:
             del extra["events"]
+    if found:
+        extra["stalls"] = [
+            [
+                round((at - trace_start) / 1000.0, 3) if (at := time_us(stall.time)) is not None else None,
+                round(stall.duration_ms, 3),
+                stall.by_trace_id,
+                stall.by_span_id,
+                stall.by_name,
+                stall.at,
+            ]
+            for stall in found
+        ]
+    if held:
         extra["blocks"] = [
             [
                 round((at - trace_start) / 1000.0, 3) if (at := time_us(block.time)) is not None else None,
@@ -378,8 +416,8 @@ def _extra(span: Mapping[str, Any], trace_start: int, trace_service: Any) -> dic
     return extra or 0
 
 
-def _is_block(event: Any) -> bool:
-    return isinstance(event, Mapping) and event.get("name") == BLOCKED_EVENT
+def _is_loop_event(event: Any) -> bool:
+    return isinstance(event, Mapping) and event.get("name") in (BLOCKED_EVENT, STALLED_EVENT)
 
 
 def _trace_notes(tree: TraceTree) -> dict[str, Any] | int:
@@ -389,6 +427,12 @@ def _trace_notes(tree: TraceTree) -> dict[str, Any] | int:
     if held:
         notes["blocks"] = len(held)
         notes["blocked_ms"] = round(sum(held), 3)
+    waited = sum(stalled_ms(span) or 0.0 for span in tree.spans if "stalled_ms" in span)
+    if waited:
+        notes["stalled_ms"] = round(waited, 3)
+    mode = loop_monitor(trace)
+    if mode is not None:
+        notes["loop_monitor"] = mode
     return notes or 0
 
 

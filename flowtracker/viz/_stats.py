@@ -5,12 +5,15 @@ spans (the traced wall time): "the database takes 31% of request time".
 Concurrent children can add up to more than their parent, so shares can pass
 100%. Percentiles interpolate linearly between the two nearest durations.
 
-When a loop monitor ran (some span has ``busy_ms`` or an
-``event_loop.blocked`` event), each row also has ``busy_p50_ms`` and
-``busy_p95_ms`` (over the name's spans that have ``busy_ms``; absent when
-none has, as for work in worker threads), ``blocks`` (how many times the name's spans blocked the loop) and
-``blocked_ms`` (for how long in all), and the table gains those columns.
-Without monitor data, rows and table are as before.
+When a loop monitor ran (a trace says ``loop_monitor``, or some span has
+``busy_ms``, an ``event_loop.blocked`` event or ``stalled_ms``), each row also
+has ``busy_p50_ms`` and ``busy_p95_ms`` (over the name's spans that have
+``busy_ms``; absent when none has, as for work in worker threads and under
+uvloop), ``blocks`` (how many times the name's spans blocked the loop),
+``blocked_ms`` (for how long in all) and ``stalled_ms`` (how long in all
+they waited while another span's code blocked it), and the table gains those
+columns: a watched run with no block reads ``0``, not nothing. Without
+monitor data, rows and table are as before.
 
 Example:
     >>> trace = {"trace_id": "t", "spans": [
@@ -27,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from typing import TypedDict
 
 from .._graph.model import TraceDict, TraceTree, as_tree, format_ms, printable, span_status
-from ._loop import blocks, busy_ms
+from ._loop import blocks, busy_ms, loop_monitor, stalled_ms
 
 
 class _TimeStats(TypedDict):
@@ -46,12 +49,14 @@ class _TimeStats(TypedDict):
 
 
 class SpanStats(_TimeStats, total=False):
-    """One row of :func:`span_stats` (the ``busy_*`` and ``block*`` keys only with loop-monitor data)."""
+    """One row of :func:`span_stats` (the ``busy_*``, ``block*`` and ``stalled_ms`` keys only with
+    loop-monitor data)."""
 
     busy_p50_ms: float
     busy_p95_ms: float
     blocks: int
     blocked_ms: float
+    stalled_ms: float
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
@@ -75,11 +80,14 @@ def span_stats(traces: Iterable[TraceDict | TraceTree]) -> list[SpanStats]:
     errors: dict[str, int] = {}
     busy: dict[str, list[float]] = {}
     held: dict[str, list[float]] = {}  # block durations per name
+    stalled: dict[str, float] = {}
     monitored = False
     wall = 0.0
     for trace in traces:
         tree = as_tree(trace)
         roots = set(tree.roots)
+        if loop_monitor(tree.trace) is not None:
+            monitored = True
         for index, span in enumerate(tree.spans):
             name = tree.name(index)
             duration = tree.duration(index)
@@ -97,6 +105,10 @@ def span_stats(traces: Iterable[TraceDict | TraceTree]) -> list[SpanStats]:
                 if found:
                     held.setdefault(name, []).extend(block.duration_ms for block in found)
                     monitored = True
+            waited = stalled_ms(span)
+            if waited is not None:
+                stalled[name] = stalled.get(name, 0.0) + waited
+                monitored = True
     rows: list[SpanStats] = []
     for name, values in durations.items():
         values.sort()
@@ -121,6 +133,7 @@ def span_stats(traces: Iterable[TraceDict | TraceTree]) -> list[SpanStats]:
                 row["busy_p95_ms"] = percentile(own_times, 0.95)
             row["blocks"] = len(held.get(name, ()))
             row["blocked_ms"] = sum(held.get(name, ()))
+            row["stalled_ms"] = stalled.get(name, 0.0)
         rows.append(row)
     rows.sort(key=lambda row: (-row["total_ms"], row["name"]))
     return rows
@@ -138,7 +151,7 @@ def stats_table(rows: Sequence[SpanStats], *, max_name: int = 48) -> str:
     header: tuple[str, ...] = ("name", "count", "p50", "p95", "p99", "max", "errors", "share")
     loop = any("blocks" in row for row in rows)
     if loop:
-        header += ("busy p50", "busy p95", "blocks", "blocked")
+        header += ("busy p50", "busy p95", "blocks", "blocked", "stalled")
     table = [header]
     for row in rows:
         name = printable(row["name"])
@@ -161,6 +174,7 @@ def stats_table(rows: Sequence[SpanStats], *, max_name: int = 48) -> str:
                 format_ms(row["busy_p95_ms"]) if "busy_p95_ms" in row else "–",
                 str(held),
                 format_ms(row.get("blocked_ms", 0.0)) if held else "–",
+                format_ms(row.get("stalled_ms", 0.0)) if row.get("stalled_ms") else "–",
             )
         table.append(line)
     widths = [max(len(line[column]) for line in table) for column in range(len(header))]

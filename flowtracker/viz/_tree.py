@@ -3,8 +3,12 @@
 One line per span, indented by parent, with its duration, its share of the
 parent's duration, its own time on the event loop (``busy 12.3 ms``, when a
 loop monitor ran), a ``⚠ blocked the loop`` marker with the offending frame on
-spans whose code held the loop, its status when it is not ``ok`` (errors with
-type and message), and tags. Colour is opt-in (the CLI turns it on for terminals only).
+spans whose code held the loop, a ``⧗ stalled 300.2 ms by GET /report ›
+render_pdf (app.py:107)`` marker on spans that waited while another span's
+code held it, its status when it is not ``ok`` (errors with type and
+message), and tags. The header says whether a loop monitor watched the
+trace (``loop monitor: full`` or ``blocks``) and how many blocks it saw, so
+"no blocks" reads apart from "not watched". Colour is opt-in (the CLI turns it on for terminals only).
 Names and tag values have control characters escaped, so a span name cannot
 move the cursor or clear the screen, and every span stays on one line.
 
@@ -30,7 +34,7 @@ from typing import Any
 import orjson
 
 from .._graph.model import TraceDict, TraceTree, format_ms, printable, span_status, tags_of, trace_id_of
-from ._loop import blocks, busy_ms, culprit, short_frame
+from ._loop import blocks, busy_ms, culprit, line_of, loop_monitor, short_frame, stalled_ms, stalls
 
 _RESET = "\x1b[0m"
 _STYLES = {
@@ -42,6 +46,7 @@ _STYLES = {
     "duration": "\x1b[36m",
     "busy": "\x1b[34m",
     "blocked": "\x1b[1;93m",
+    "stalled": "\x1b[95m",
 }
 _MARKS = {"error": "✗ error", "cancelled": "⊘ cancelled", "unfinished": "◌ unfinished"}
 _BARE = re.compile(r"[\w.:/@+-]{1,60}")
@@ -102,13 +107,16 @@ def tree_text(
                 parts.append(paint("<1%" if 0 < share < 0.01 else f"{share:.0%}", "dim"))
         elif span.get("parent_id") is not None:
             parts.append(paint(f"↖ parent {printable(str(span.get('parent_id')))} not in this trace", "dim"))
-        if "busy_ms" in span or "events" in span:  # loop-monitor data; most traces have none
+        if "busy_ms" in span or "events" in span or "stalled_ms" in span:  # loop-monitor data
             busy = busy_ms(span)
             if busy is not None:
                 parts.append(paint(f"busy {format_ms(busy)}", "busy"))
             blocked = _blocked_text(span)
             if blocked:
                 parts.append(paint(blocked, "blocked"))
+            stalled = _stalled_text(span)
+            if stalled:
+                parts.append(paint(stalled, "stalled"))
         status = span_status(span)
         if status != "ok":
             parts.append(paint(_status_text(span, status), status))
@@ -145,7 +153,10 @@ def _header(trace: TraceDict, tree: TraceTree) -> str:
     if trace.get("follow_up"):
         parts.append("follow-up")
     held = sum(len(blocks(span)) for span in tree.spans if "events" in span)
-    if held:
+    mode = loop_monitor(trace)
+    if mode is not None:
+        parts.append(f"loop monitor: {mode}, {held or 'no'} block{'' if held == 1 else 's'}")
+    elif held:
         parts.append(f"{held} loop block{'' if held == 1 else 's'}")
     return "  ".join(parts)
 
@@ -165,6 +176,29 @@ def _blocked_text(span: Mapping[str, Any]) -> str:
     if own:
         text += f" ← {printable(short_frame(own))}"
     return text
+
+
+def _stalled_text(span: Mapping[str, Any]) -> str:
+    """``⧗ stalled 300.2 ms by GET /report › render_pdf (app.py:107)``: the longest stall's culprit."""
+    total = stalled_ms(span)
+    if not total:
+        return ""
+    text = f"⧗ stalled {format_ms(total)}"
+    found = stalls(span)
+    if not found:
+        return text
+    longest = found[0]
+    text += f" by {printable(longest.by_name)}" if longest.by_name else " by code outside spans"
+    if longest.at:
+        text += f" ({printable(line_of(longest.at))})"
+    others = len(found) - 1 + _count(span.get("stalled_dropped"))
+    if others:
+        text += f" and {others} other block{'' if others == 1 else 's'}"
+    return text
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _status_text(span: Mapping[str, Any], status: str) -> str:

@@ -7,17 +7,20 @@
  *      [[span_id, parent_row, name, offset_ms, duration_ms, status, depth, subtree_size, extra]],
  *    sankey: {nodes: [label], links: [[source, target, total_ms, count]], omitted} (each root flows from
  *      its service, so a single-span trace counts too),
- *    stats: [[name, count, p50, p95, p99, max, total, errors, share(, busy_p50, busy_p95, blocks, blocked_ms)]],
+ *    stats: [[name, count, p50, p95, p99, max, total, errors, share(, busy_p50, busy_p95, blocks, blocked_ms,
+ *             stalled_ms)]],
  *    stats_omitted}
  * (service, name and root_name index into strings, services is a list of such indices (every service
  *  with a span in the trace, its own first); status into statuses; extra is 0 or
- *  {tags, kind, service, error, events, parent_id, dropped_tags, busy_ms, blocks}, blocks being the
- *  event_loop.blocked events as [[offset_ms or null, duration_ms, frames (innermost first),
- *  positions of the frames of the user's own code]]; notes is 0 or
- *  {dropped_spans, unfinished_spans, follow_up, blocks, blocked_ms} (or {blocked: true} from a summary
- *  that knows no more); the stats rows have the four
- *  loop columns only when a loop monitor wrote busy_ms or event_loop.blocked events, and busy_p50/95
- *  are null for names that never ran on the loop). A page that makes its own data may add to meta:
+ *  {tags, kind, service, error, events, parent_id, dropped_tags, busy_ms, blocks, stalled_ms,
+ *  stalled_dropped, stalls}, blocks being the event_loop.blocked events as [[offset_ms or null,
+ *  duration_ms, frames (innermost first), positions of the frames of the user's own code]] and stalls
+ *  the event_loop.stalled events as [[offset_ms or null, duration_ms, by_trace_id, by_span_id,
+ *  by_name, at]] (null where absent); notes is 0 or {dropped_spans, unfinished_spans, follow_up,
+ *  blocks, blocked_ms, stalled_ms, loop_monitor} (or {blocked: true} from a summary that knows no
+ *  more); meta.loop is null or {modes, blocks}; the stats rows have the five loop columns only when a
+ *  loop monitor watched, and busy_p50/95 are null for names that never ran on the loop or ran on
+ *  uvloop). A page that makes its own data may add to meta:
  *  note (shown at the end of the header line), scope (what "where time goes" and the statistics
  *  cover, "all traces" when absent), services (offered by the service filter besides the
  *  traces' own) and partial (true: the traces are a page of more, so every filter is offered).
@@ -25,7 +28,9 @@
  * Loop-monitor data: a span's own time on the event loop (busy_ms) is a darker inner bar whose
  * length is busy_ms / duration_ms of the span's bar (its share, not where in time it ran); each
  * event_loop.blocked event is an amber mark at the time and for the length of the block, the row's
- * label and tree node carry a ⚠, and the details panel lists each block with its stack.
+ * label and tree node carry a ⚠, and the details panel lists each block with its stack. A span that
+ * waited while another span's code held the loop (stalled_ms) has that stretch hatched, a ◷ badge,
+ * and in the details panel the guilty span, with a link to it when its trace is in the data.
  *
  * Reuse: window.flowtrackerReport.render(data) draws every view from a data object of the shape
  * above (Python's flowtracker.viz.report_data(traces)); call it again with new data and the open
@@ -123,6 +128,39 @@
                                own: new Set(b[3]), first: b[3].length ? b[3][0] : -1}));
   }
 
+  // The times a span row waited while another span's code held the loop:
+  // [{offset, duration, trace (the guilty trace's id or null), span, name, at}].
+  function stallsOf(r) {
+    const stalls = r[8] && Array.isArray(r[8].stalls) ? r[8].stalls : [];
+    return stalls.map((s) => ({offset: s[0] === null ? r[3] : s[0], duration: s[1], trace: s[2], span: s[3],
+                               name: s[4], at: s[5]}));
+  }
+
+  function stalledOf(r) {
+    const stalled = r[8] ? r[8].stalled_ms : undefined;
+    return typeof stalled === 'number' && isFinite(stalled) ? stalled : null;
+  }
+
+  // "◷ stalled 300.4 ms by GET /report › render_pdf (app.py:107)": the longest stall's culprit (the
+  // terminal tree's ⧗ is missing from common fonts; ◷ is in DejaVu's).
+  function stalledText(r) {
+    const stalled = stalledOf(r);
+    if (stalled === null) return '';
+    const stalls = stallsOf(r).sort((a, b) => b.duration - a.duration);
+    let line = '◷ stalled ' + fmtMs(stalled);
+    if (stalls.length) {
+      line += stalls[0].name ? ' by ' + stalls[0].name : ' by code outside spans';
+      if (stalls[0].at) line += ' (' + shortLine(stalls[0].at) + ')';
+    }
+    return line;
+  }
+
+  // "/srv/app/app.py:107 in render_pdf" -> "app.py:107"
+  function shortLine(frame) {
+    const location = frame.includes(' in ') ? frame.slice(0, frame.lastIndexOf(' in ')) : frame;
+    return location.split(/[\/\\]/).pop();
+  }
+
   function busyOf(r) {
     const busy = r[8] ? r[8].busy_ms : undefined;
     return typeof busy === 'number' && isFinite(busy) ? busy : null;
@@ -157,6 +195,10 @@
     const parts = [count(m.traces, 'trace'), count(m.spans, 'span')];
     if (m.first !== null && m.first !== undefined) parts.push(fmtTime(m.first) + ' → ' + fmtTime(m.last));
     if (m.skipped) parts.push(count(m.skipped, 'input line') + ' skipped');
+    if (m.loop) {
+      parts.push('loop monitor: ' + (m.loop.modes.length ? m.loop.modes.join(', ') : 'off') + ', ' +
+                 (m.loop.blocks ? count(m.loop.blocks, 'loop block') : 'no loop blocks'));
+    }
     parts.push('flowtracker ' + m.flowtracker);
     if (m.note) parts.push(m.note);
     $('summary').textContent = parts.join(' · ');
@@ -169,15 +211,19 @@
   // notes.blocks counts the blocks; a summary that only knows the trace blocked says blocked: true.
   function blockedTrace(t) { return Boolean(t[8] && (t[8].blocks || t[8].blocked)); }
 
+  // A trace with a span that waited while other code blocked the loop (event_loop.stalled).
+  function stalledTrace(t) { return Boolean(t[8] && t[8].stalled_ms); }
+
   // The picker's filters, as the controls hold them.
   function filters() {
     const least = parseFloat($('min-duration').value);
     return {name: $('search').value.trim(), service: $('service-filter').value, status: $('status-filter').value,
-            min_duration_ms: isFinite(least) && least > 0 ? least : null, blocked: $('blocked-filter').checked};
+            min_duration_ms: isFinite(least) && least > 0 ? least : null, blocked: $('blocked-filter').checked,
+            stalled: $('stalled-filter').checked};
   }
 
   // A test of one trace summary against the filters `f`: its status, length, whether it blocked the
-  // loop, whether a span of it is from the service, and whether the search is in its trace id or in
+  // loop or was stalled by other code, whether a span of it is from the service, and whether the search is in its trace id or in
   // a name of it (every span's name, or only the root's while the trace's spans are not loaded).
   function matcher(f) {
     const query = f.name.toLowerCase();
@@ -187,6 +233,7 @@
       if (f.status && D.statuses[t[4]] !== f.status) return false;
       if (f.min_duration_ms !== null && !(t[3] >= f.min_duration_ms)) return false;
       if (f.blocked && !blockedTrace(t)) return false;
+      if (f.stalled && !stalledTrace(t)) return false;
       if (f.service && (service < 0 || !servicesOf(t).includes(service))) return false;
       if (!hits || t[0].toLowerCase().includes(query)) return true;
       if (!names) return t[6] >= 0 && hits[t[6]] === true;
@@ -233,6 +280,8 @@
     $('service-field').hidden = sorted.length < 2;
     const blocked = $('blocked-filter');
     $('blocked-field').hidden = !(D.meta.partial || blocked.checked || D.traces.some(blockedTrace));
+    const stalled = $('stalled-filter');
+    $('stalled-field').hidden = !(D.meta.partial || stalled.checked || D.traces.some(stalledTrace));
   }
 
   function rootName(i) { const index = D.traces[i][6]; return index >= 0 ? S[index] : '(no spans)'; }
@@ -247,6 +296,7 @@
     const services = servicesOf(t).map((index) => S[index]);
     const sub = [t[0].slice(0, 12), services.length ? services.join(' + ') : null, count(t[5], 'span'),
                  status !== 'ok' ? status : null, blockedTrace(t) ? '⚠ blocked the loop' : null,
+                 stalledTrace(t) ? '◷ stalled ' + fmtMs(t[8].stalled_ms) : null,
                  fmtTime(t[2])].filter(Boolean).join(' · ');
     const name = rootName(i);
     const duration = fmtMs(t[3]);
@@ -285,6 +335,16 @@
     return found;
   }
 
+  // Opens the trace with id `traceId` and shows its span `spanId` (the guilty one of a stall).
+  function openSpan(traceId, spanId) {
+    const i = D.traces.findIndex((t) => t[0] === traceId);
+    if (i < 0) return;
+    select(i);
+    if (!D.spans[i]) return;  // a live page loads the trace's spans first: its waterfall opens then
+    const row = D.spans[i].findIndex((r) => r[0] === spanId);
+    if (row >= 0) showDetails(i, row);
+  }
+
   function markCurrent() {
     for (const button of $('trace-list').querySelectorAll('button')) {
       button.setAttribute('aria-current', Number(button.dataset.index) === current ? 'true' : 'false');
@@ -304,7 +364,9 @@
                   notes.unfinished_spans ? notes.unfinished_spans + ' unfinished' : null,
                   notes.follow_up ? 'follow-up record' : null,
                   notes.blocks ? '⚠ ' + count(notes.blocks, 'loop block') + ' (' + fmtMs(notes.blocked_ms) + ')'
-                    : (notes.blocked ? '⚠ blocked the loop' : null)];
+                    : (notes.blocked ? '⚠ blocked the loop' : null),
+                  notes.stalled_ms ? '◷ stalled ' + fmtMs(notes.stalled_ms) + ' by other code' : null,
+                  notes.loop_monitor ? 'loop monitor: ' + notes.loop_monitor : null];
     $('trace-meta').textContent = meta.filter(Boolean).join(' · ');
   }
 
@@ -349,6 +411,8 @@
     add('end', fmtTime(start + r[4]));
     const busy = busyOf(r);
     if (busy !== null) add('busy', fmtMs(busy) + ' on the event loop' + (r[4] > 0 ? ' (' + pct(busy, r[4]) + ' of the span)' : ''));
+    const stalled = stalledOf(r);
+    if (stalled !== null) add('stalled', fmtMs(stalled) + ' waiting while other code held the loop' + (r[4] > 0 ? ' (' + pct(stalled, r[4]) + ' of the span)' : ''));
     add('span id', r[0]);
     if (extra.parent_id !== undefined) add('parent id', text(extra.parent_id) + (r[1] < 0 ? ' (not in this trace)' : ''));
     if (extra.kind) add('kind', text(extra.kind));
@@ -374,6 +438,21 @@
       if (block.frames.length > keep) stack.append(el('div', 'frame lib', '… ' + count(block.frames.length - keep, 'more frame')));
       list.append(el('dt', null, 'stack'), el('dd', null, stack));
     }
+    for (const stall of stallsOf(r).slice(0, limit)) {
+      // The guilty span, and a link to it when its trace is in this report.
+      const line = el('span', null, '◷ ' + fmtMs(stall.duration) + ' from +' + fmtMs(stall.offset) + ' by ' +
+                      (stall.name || 'code outside spans') + (stall.at ? ' at ' + stall.at : ''));
+      const target = stall.trace ? D.traces.findIndex((t) => t[0] === stall.trace) : -1;
+      if (target >= 0 && limit === Infinity) {
+        const link = el('button', 'stall-link', 'open the guilty trace');
+        link.type = 'button';
+        link.dataset.traceId = stall.trace;
+        link.dataset.spanId = stall.span || '';
+        line.append(' ', link);
+      }
+      add('stalled by', line);
+    }
+    if (extra.stalled_dropped) add('…', count(extra.stalled_dropped, 'shorter stall') + ' not listed');
     const events = Array.isArray(extra.events) ? extra.events : [];
     for (const event of events.slice(0, limit)) {
       const attributes = event && event.attributes ? ' ' + cut(text(event.attributes), 300) : '';
@@ -438,18 +517,22 @@
     let end = D.traces[i][3];
     const data = new Array(rows.length);
     const blocked = new Array(rows.length);
+    const stalled = new Array(rows.length);
     for (let k = 0; k < rows.length; k++) {
       const r = rows[k];
       const busy = busyOf(r);
       // [row, start, end, status, busy share (-1: none)]
       data[k] = [k, r[3], r[3] + r[4], r[5], busy === null ? -1 : (r[4] > 0 ? Math.min(1, busy / r[4]) : 0)];
       blocked[k] = r[8] && r[8].blocks ? blocksOf(r) : null;
+      stalled[k] = r[8] && r[8].stalls ? stallsOf(r) : null;
       if (r[3] + r[4] > end) end = r[3] + r[4];
     }
     const stroke = box.dataset.barStroke;
     const busyFill = box.dataset.busyFill;
     const blockFill = box.dataset.blockFill;
     const blockStroke = box.dataset.blockStroke;
+    const stallFill = box.dataset.stallFill;
+    const stallStroke = box.dataset.stallStroke;
     const statuses = D.statuses;
     const zoom = [
       {type: 'inside', xAxisIndex: 0, filterMode: 'weakFilter', zoomOnMouseWheel: 'ctrl', moveOnMouseWheel: false},
@@ -506,7 +589,8 @@
                        style: {fill: COLORS[statuses[api.value(3)]] || COLORS.ok, stroke: stroke, lineWidth: 0.5}};
           const share = api.value(4);
           const marks = blocked[row];
-          if (share < 0 && !marks) return bar;
+          const waits = stalled[row];
+          if (share < 0 && !marks && !waits) return bar;
           const children = [bar];
           if (share > 0) {
             const inner = echarts.graphic.clipRectByRect(
@@ -522,6 +606,23 @@
             if (mark) {
               children.push({type: 'rect', shape: mark,
                              style: {fill: blockFill, fillOpacity: 0.2, stroke: blockStroke, lineWidth: 2}});
+            }
+          }
+          for (const stall of waits || []) {
+            // hatched over the time this span waited while other code held the loop
+            const left = api.coord([stall.offset, row])[0];
+            const right = api.coord([stall.offset + stall.duration, row])[0];
+            const top = from[1] - height / 2;
+            const area = {x: left, y: top, width: Math.max(right - left, 2), height: height};
+            const shade = echarts.graphic.clipRectByRect(area, clip);
+            if (!shade) continue;
+            children.push({type: 'rect', shape: shade, style: {fill: stallFill, opacity: 0.18}});
+            for (let x = area.x - height; x < area.x + area.width; x += 6) {
+              const points = echarts.graphic.clipPointsByRect([[x, top + height], [x + height, top]], shade);
+              if (points && points.length === 2) {
+                children.push({type: 'line', shape: {x1: points[0][0], y1: points[0][1], x2: points[1][0], y2: points[1][1]},
+                               style: {stroke: stallStroke, lineWidth: 1}});
+              }
             }
           }
           return {type: 'group', children: children};
@@ -563,6 +664,8 @@
       if (busy !== null) node.append(el('span', 'busy', 'busy ' + fmtMs(busy)));
       const blocks = blocksOf(r);
       if (blocks.length) node.append(el('span', 'badge b-blocked', blocksText(blocks)));
+      const waited = stalledText(r);
+      if (waited) node.append(el('span', 'badge b-stalled', waited));
       const status = D.statuses[r[5]];
       if (status !== 'ok') node.append(el('span', 'badge b-' + status, status));
       if (r[8] && r[8].service !== undefined) node.append(el('span', 'service', text(r[8].service)));
@@ -671,7 +774,7 @@
     const head = el('tr', null);
     const loop = D.stats.some((row) => row.length > 9);
     const titles = ['name', 'count', 'p50', 'p95', 'p99', 'max', 'total', 'errors', 'share'];
-    if (loop) titles.push('busy p50', 'busy p95', 'blocks', 'blocked');
+    if (loop) titles.push('busy p50', 'busy p95', 'blocks', 'blocked', 'stalled');
     for (const title of titles) head.append(el('th', null, title));
     const body = el('tbody', null);
     for (const row of D.stats) {
@@ -685,6 +788,7 @@
         for (const value of [row[9], row[10]]) tr.append(el('td', null, value === null || value === undefined ? '–' : fmtMsBare(value)));
         const blocks = row[11] || 0;
         tr.append(el('td', blocks ? 'blocked' : null, String(blocks)), el('td', null, blocks ? fmtMsBare(row[12]) : '–'));
+        tr.append(el('td', null, row[13] ? fmtMsBare(row[13]) : '–'));
       }
       body.append(tr);
     }
@@ -706,8 +810,12 @@
     const typed = () => { clearTimeout(timer); timer = setTimeout(changed, 120); };
     $('search').addEventListener('input', typed);
     $('min-duration').addEventListener('input', typed);
-    for (const id of ['service-filter', 'status-filter', 'blocked-filter']) $(id).addEventListener('change', changed);
+    for (const id of ['service-filter', 'status-filter', 'blocked-filter', 'stalled-filter']) $(id).addEventListener('change', changed);
     $('sort').addEventListener('change', () => { if (D) drawList(); });
+    $('details').addEventListener('click', (event) => {
+      const link = event.target.closest('.stall-link');
+      if (link) openSpan(link.dataset.traceId, link.dataset.spanId);
+    });
     $('trace-list').addEventListener('click', (event) => {
       const button = event.target.closest('button');
       if (button) select(Number(button.dataset.index));
