@@ -42,6 +42,7 @@ import contextlib
 import contextvars
 import dataclasses
 import gc
+import random
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -447,7 +448,14 @@ async def _block(live: _Live, requests: int) -> Block:
 
 
 async def _rounds(
-    kind: str, names: Sequence[str], transport: str, block: int, rounds: int, warmup: int, connections: int
+    kind: str,
+    names: Sequence[str],
+    transport: str,
+    block: int,
+    rounds: int,
+    warmup: int,
+    connections: int,
+    seed: int,
 ) -> Rounds:
     serve = aiohttp_server if kind == "aiohttp" else asgi_server
     protocol = ""
@@ -468,9 +476,10 @@ async def _rounds(
         gc.collect()
         blocks: dict[str, list[Block]] = {name: [] for name in names}
         order = list(names)
-        for index in range(rounds):
-            shift = index % len(order)
-            for name in order[shift:] + order[:shift]:
+        shuffle = random.Random(seed).shuffle
+        for _ in range(rounds):
+            shuffle(order)
+            for name in order:
                 blocks[name].append(await _block(live[name], block))
     return Rounds(blocks, protocol)
 
@@ -484,15 +493,19 @@ def run_rounds(
     rounds: int,
     warmup: int,
     connections: int,
+    seed: int = 0,
 ) -> Rounds:
     """Serves every variant in ``names`` side by side on one fresh event loop; times ``rounds`` rounds.
 
-    Each variant's server (and tracer) is built and started once, with its
-    own ``connections``; each round runs one block of ``block`` requests per
-    variant, in an order rotated per round, so that a change of the machine's
-    speed reaches every variant within one round. A block's clock stops once
-    its traces reached the exporter (the variant's flush).
+    Each variant's server (and tracer) is built and started once, in the
+    order of ``names``, with its own ``connections``; each round runs one
+    block of ``block`` requests per variant, so that a change of the
+    machine's speed reaches every variant within one round. The order within
+    a round is shuffled (``random.Random(seed)``): a block runs measurably
+    faster after a block of the same library's code (warm caches), so no
+    variant may always follow the same one. A block's clock stops once its
+    traces reached the exporter (the variant's flush).
     """
     if kind not in KINDS or transport not in TRANSPORTS:
         raise ValueError(f"unknown kind {kind!r} or transport {transport!r}")
-    return asyncio.run(_rounds(kind, names, transport, block, rounds, warmup, connections))
+    return asyncio.run(_rounds(kind, names, transport, block, rounds, warmup, connections, seed))

@@ -5,11 +5,16 @@ The apps of the ``request`` suite (``_servers``: a middleware root span and
 protocols, aiohttp's ``RequestHandler`` and uvicorn's own HTTP protocol
 class for the ASGI app, and loaded by a client in the same process over an
 in-memory transport (``_inproc``): 50 keep-alive connections, one request in
-flight on each, as wrk runs them. Every variant is built once and served side
-by side on one event loop; the suite alternates between them in blocks of
-requests, the order rotated per round, and each ratio is taken inside one
-round before the median over rounds: the variants of a round see the same
-machine. Each block stops its clock once its traces reached the exporter.
+flight on each, as wrk runs them. Every variant is served side by side on one
+event loop; the suite alternates between them in blocks of ~25 ms of CPU
+(the order shuffled per round) and takes each ratio inside one round before
+the median over all rounds: the variants of a round see the same machine,
+whose speed changes from one second to the next when it is shared. Each
+block stops its clock once its traces reached the exporter (the variant's
+flush, which costs every block the same ~0.5%). The servers are rebuilt for
+each *epoch* in a rotated order (by default as many epochs as variants):
+the instance built first measured a few percent slower than an identical
+one built later, and the rotation spreads that over every variant.
 
 Variants: ``untraced``; ``floor`` (the hand-written floor tracer's
 middleware); ``ft-core`` (a 10-line middleware on ``ft.start_root_span``);
@@ -102,30 +107,43 @@ def run_workload(settings: Settings, workload: str, variants: tuple[str, ...]) -
     kind, _, transport = workload.partition("-")
     errors = {name: reason for name in variants if (reason := _missing(name)) is not None}
     names = [name for name in variants if name not in errors]
-    block = settings.scaled(500, 300, 20)
-    rounds = settings.reps if settings.reps is not None else settings.scaled(60, 20, 2)
+    # Blocks of ~25 ms of CPU (an ASGI request under h11 costs about twice an aiohttp one).
+    block = settings.scaled(500, 300, 20) // (2 if kind == "asgi" else 1)
+    # One epoch per build position by default: which instance is built first
+    # measurably changes its cost (a few percent, memory layout), so each
+    # epoch builds every server afresh, in an order rotated per epoch.
+    epochs = settings.reps if settings.reps is not None else settings.scaled(len(names), 3, 1)
+    rounds = settings.scaled(20, 8, 2)
     warmup = settings.scaled(2000, 1000, 20)
     connections = CONNECTIONS if not settings.smoke else 5
-    measured = run_rounds(
-        kind,
-        names,
-        transport=transport or "memory",
-        block=block,
-        rounds=rounds,
-        warmup=warmup,
-        connections=connections,
-    )
-    blocks = measured.blocks
+    blocks: dict[str, list[Block]] = {name: [] for name in names}
+    protocol = ""
+    for epoch in range(epochs):
+        shift = epoch % len(names)
+        measured = run_rounds(
+            kind,
+            names[shift:] + names[:shift],
+            transport=transport or "memory",
+            block=block,
+            rounds=rounds,
+            warmup=warmup,
+            connections=connections,
+            seed=epoch,
+        )
+        protocol = measured.protocol
+        for name, values in measured.blocks.items():
+            blocks[name].extend(values)
     # A request's cost is its block's time per request; X's req/s relative to
     # Y's in a round is Y's cost over X's.
     cpu = _per_round(blocks, lambda b: b.cpu_ns / b.requests)
     wall = _per_round(blocks, lambda b: b.wall_ns / b.requests)
     p99 = _per_round(blocks, lambda b: _percentile(b.latencies_ns, 0.99))
     entry: dict[str, Any] = {
-        "protocol": measured.protocol,
+        "protocol": protocol,
         "transport": transport or "memory",
         "block": block,
-        "rounds": rounds,
+        "epochs": epochs,
+        "rounds_per_epoch": rounds,
         "connections": connections,
         "variants": {},
     }
@@ -138,10 +156,10 @@ def run_workload(settings: Settings, workload: str, variants: tuple[str, ...]) -
         own = blocks[name]
         latencies = [latency for b in own for latency in b.latencies_ns]
         requests = sum(b.requests for b in own)
-        statuses: dict[int, int] = {}
+        statuses: dict[str, int] = {}  # str keys: as they come back from the JSON
         for b in own:
             for status, count in b.statuses.items():
-                statuses[status] = statuses.get(status, 0) + count
+                statuses[str(status)] = statuses.get(str(status), 0) + count
         traced = name != "untraced"
         delivered = sum(b.delivered for b in own)
 
@@ -182,7 +200,7 @@ def run_workload(settings: Settings, workload: str, variants: tuple[str, ...]) -
                 result["p99_vs_floor"],
                 result["young_gc_per_10k"],
                 "n/a" if result["delivered_share"] is None else f"{100 * result['delivered_share']:.1f}%",
-                sum(count for status, count in statuses.items() if status != 200),
+                sum(count for status, count in statuses.items() if status != "200"),
             )
         )
     control = _spread(_same_round(cpu, "control", "ft-core"))
@@ -190,8 +208,8 @@ def run_workload(settings: Settings, workload: str, variants: tuple[str, ...]) -
     entry["control_cost_ratio"] = control
     entry["flowtracker_cost_over_ft_core"] = ft_vs_core
     table = format_table(
-        f"inproc / {workload} ({measured.protocol}, {transport or 'memory'} transport): {rounds} rounds of "
-        f"{block} requests per variant on {connections} connections; medians of same-round ratios",
+        f"inproc / {workload} ({protocol}, {transport or 'memory'} transport): {epochs} epochs x {rounds} "
+        f"rounds of {block} requests per variant on {connections} connections; medians of same-round ratios",
         (
             "variant", "CPU µs/req", "req/s (CPU)", "vs floor", "vs ft-core", "req/s (wall)", "wall vs floor",
             "p50 ms", "p99 ms", "p99 x floor", "young GC /10k", "delivered", "non-200",

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks._inproc import Responses
 from benchmarks._load import parse_wrk
 from benchmarks.floor import FloorSpan, FloorTracer
 
@@ -108,6 +109,35 @@ class TestSuites:
                 assert entry["median_rps"] > 0
                 assert entry["http_errors"] == 0
 
+    def test_inproc_suite_serves_both_apps_through_their_real_protocols(self, tmp_path: Path) -> None:
+        """The inproc suite serves the aiohttp app through aiohttp's ``RequestHandler`` and the ASGI
+        app through uvicorn's own protocol class, in process: every request gets a 200, every
+        variant delivers one trace per request (a request whose context leaked from the previous
+        one would nest its root under it and deliver fewer), and the control row is reported."""
+        result, output = run_suite(tmp_path, "inproc")
+        assert result["workloads"]["aiohttp"]["protocol"] == "aiohttp.web_protocol.RequestHandler"
+        assert result["workloads"]["asgi"]["protocol"].startswith("uvicorn.protocols.http.")
+        for workload, entry in result["workloads"].items():
+            assert set(entry["variants"]) == {"untraced", "floor", "ft-core", "flowtracker", "control"}
+            for variant, measured in entry["variants"].items():
+                assert measured["error"] is None, (workload, variant)
+                assert set(measured["statuses"]) == {"200"}, (workload, variant)
+                if variant != "untraced":
+                    assert measured["delivered_share"] == 1.0, (workload, variant)
+            assert entry["control_cost_ratio"]["median"] > 0  # timings are never asserted
+        assert "control (`ft-core` served twice)" in output
+
+    def test_inproc_suite_runs_over_a_socketpair(self, tmp_path: Path) -> None:
+        """The inproc suite's socketpair workloads serve both apps over asyncio's own socket
+        transports, with every request answered and every trace delivered."""
+        result, _ = run_suite(tmp_path, "inproc", "--workloads", "aiohttp-socketpair,asgi-socketpair")
+        for workload in ("aiohttp-socketpair", "asgi-socketpair"):
+            entry = result["workloads"][workload]
+            assert entry["transport"] == "socketpair"
+            for variant, measured in entry["variants"].items():
+                assert set(measured["statuses"]) == {"200"}, (workload, variant)
+                assert variant == "untraced" or measured["delivered_share"] == 1.0, (workload, variant)
+
     def test_instrument_db_suite_compares_flowtracker_with_opentelemetry(self, tmp_path: Path) -> None:
         """The instrument-db suite measures asyncpg and SQLAlchemy calls under every variant, with
         the added-cost ratio (the suite itself fails when a span does not reach its exporter)."""
@@ -160,6 +190,20 @@ class TestFloor:
                     pass
             assert tracer.dropped == 2
             await asyncio.sleep(0)
+
+
+class TestResponseParser:
+    def test_splits_fixed_length_and_chunked_responses_fed_in_pieces(self) -> None:
+        """The in-process client finds each response's end, whether its body has a
+        ``Content-Length`` or is chunked, however the bytes are split between reads."""
+        stream = (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n2\r\nno\r\n0\r\n\r\n"
+            b"HTTP/1.1 204 No Content\r\n\r\n"
+        )
+        for cut in range(1, len(stream)):
+            reader = Responses()
+            assert reader.feed(stream[:cut]) + reader.feed(stream[cut:]) == [200, 404, 204], cut
 
 
 class TestWrkParser:
