@@ -42,13 +42,13 @@ import contextlib
 import contextvars
 import dataclasses
 import gc
-import random
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from email.utils import formatdate
 from typing import Any
 
+from ._harness import shuffled_rounds
 from ._servers import Pipeline, build_aiohttp, build_asgi
 
 __all__ = (
@@ -474,13 +474,7 @@ async def _rounds(
         for name in names:
             await _block(live[name], warmup)
         gc.collect()
-        blocks: dict[str, list[Block]] = {name: [] for name in names}
-        order = list(names)
-        shuffle = random.Random(seed).shuffle
-        for _ in range(rounds):
-            shuffle(order)
-            for name in order:
-                blocks[name].append(await _block(live[name], block))
+        blocks = await shuffled_rounds(names, rounds, seed, lambda name: _block(live[name], block))
     return Rounds(blocks, protocol)
 
 
@@ -499,12 +493,9 @@ def run_rounds(
 
     Each variant's server (and tracer) is built and started once, in the
     order of ``names``, with its own ``connections``; each round runs one
-    block of ``block`` requests per variant, so that a change of the
-    machine's speed reaches every variant within one round. The order within
-    a round is shuffled (``random.Random(seed)``): a block runs measurably
-    faster after a block of the same library's code (warm caches), so no
-    variant may always follow the same one. A block's clock stops once its
-    traces reached the exporter (the variant's flush).
+    block of ``block`` requests per variant, in a shuffled order
+    (``_harness.shuffled_rounds``). A block's clock stops once its traces
+    reached the exporter (the variant's flush).
     """
     if kind not in KINDS or transport not in TRANSPORTS:
         raise ValueError(f"unknown kind {kind!r} or transport {transport!r}")

@@ -43,7 +43,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from ._harness import Settings, format_table, median, percent
+from ._harness import Settings, format_table, median, percent, same_round, spread
 from ._inproc import Block, app_of, run_rounds
 
 CONNECTIONS = 50
@@ -78,28 +78,6 @@ def _percentile(values: list[int], share: float) -> float:
 
 def _per_round(blocks: dict[str, list[Block]], of: Any) -> dict[str, list[float]]:
     return {name: [float(of(block)) for block in values] for name, values in blocks.items()}
-
-
-def _same_round(values: dict[str, list[float]], numerator: str, denominator: str) -> list[float]:
-    """``numerator / denominator`` for each round (both measured in it)."""
-    if numerator not in values or denominator not in values:
-        return []
-    return [a / b for a, b in zip(values[numerator], values[denominator], strict=False) if b]
-
-
-def _spread(ratios: list[float]) -> dict[str, float]:
-    """Median, quartiles and each half's median of a list of same-round ratios."""
-    if not ratios:
-        return {}
-    ordered = sorted(ratios)
-    half = len(ratios) // 2
-    return {
-        "median": median(ratios),
-        "q1": ordered[len(ordered) // 4],
-        "q3": ordered[(3 * len(ordered)) // 4],
-        "first_half": median(ratios[:half]) if half else float("nan"),
-        "second_half": median(ratios[half:]),
-    }
 
 
 def run_workload(settings: Settings, workload: str, variants: tuple[str, ...]) -> tuple[dict[str, Any], str]:
@@ -164,7 +142,7 @@ def run_workload(settings: Settings, workload: str, variants: tuple[str, ...]) -
         delivered = sum(b.delivered for b in own)
 
         def vs(reference: str, values: dict[str, list[float]], name: str = name) -> float:
-            return median(_same_round(values, reference, name)) if reference in values else float("nan")
+            return median(same_round(values, reference, name)) if reference in values else float("nan")
 
         result: dict[str, Any] = {
             "cpu_us_per_request": [value / 1000 for value in cpu[name]],
@@ -179,7 +157,7 @@ def run_workload(settings: Settings, workload: str, variants: tuple[str, ...]) -
             "rps_wall_vs_ft_core": vs("ft-core", wall),
             "p50_ms": _percentile(latencies, 0.5) / 1e6,
             "p99_ms": _percentile(latencies, 0.99) / 1e6,
-            "p99_vs_floor": median(_same_round(p99, name, "floor")),
+            "p99_vs_floor": median(same_round(p99, name, "floor")),
             "young_gc_per_10k": 10_000 * sum(b.young_gc for b in own) / max(1, requests),
             "statuses": statuses,
             "delivered_share": delivered / requests if traced and requests else None,
@@ -203,8 +181,8 @@ def run_workload(settings: Settings, workload: str, variants: tuple[str, ...]) -
                 sum(count for status, count in statuses.items() if status != "200"),
             )
         )
-    control = _spread(_same_round(cpu, "control", "ft-core"))
-    ft_vs_core = _spread(_same_round(cpu, "flowtracker", "ft-core"))
+    control = spread(same_round(cpu, "control", "ft-core"))
+    ft_vs_core = spread(same_round(cpu, "flowtracker", "ft-core"))
     entry["control_cost_ratio"] = control
     entry["flowtracker_cost_over_ft_core"] = ft_vs_core
     table = format_table(

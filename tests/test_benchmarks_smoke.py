@@ -138,6 +138,19 @@ class TestSuites:
                 assert set(measured["statuses"]) == {"200"}, (workload, variant)
                 assert variant == "untraced" or measured["delivered_share"] == 1.0, (workload, variant)
 
+    def test_otel_published_suite_runs_every_case_for_both_tracers(self, tmp_path: Path) -> None:
+        """The otel-published suite runs OpenTelemetry's five published span cases with OpenTelemetry
+        (its benchmark's set-up, and with a BatchSpanProcessor) and with flowtracker, side by side,
+        and every span of the exporting variants reaches its exporter."""
+        result, output = run_suite(tmp_path, "otel-published")
+        assert set(result["cases"]) == {"start-end", "attr-event", "attrs10", "current", "attrs128"}
+        for case, entry in result["cases"].items():
+            assert entry["flowtracker"]["delivered_share"] == 1.0, case
+            assert entry["otel-batch"]["delivered_share"] == 1.0, case
+            assert entry["otel"]["delivered_share"] is None, case  # the published set-up exports nothing
+            assert isinstance(entry["ratios"]["otel-batch_over_flowtracker_wall"], float)
+        assert "OTel / ft" in output
+
     def test_instrument_db_suite_compares_flowtracker_with_opentelemetry(self, tmp_path: Path) -> None:
         """The instrument-db suite measures asyncpg and SQLAlchemy calls under every variant, with
         the added-cost ratio (the suite itself fails when a span does not reach its exporter)."""
