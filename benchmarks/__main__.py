@@ -18,7 +18,7 @@ from ._harness import RESULTS_DIR, Settings, default_cpu, pin, use_clock, write_
 
 SUITES = (
     "span", "sampling", "pipeline", "scale", "profile", "ablate", "request", "inproc",
-    "otel-api", "otel-published", "instrument", "instrument-db",
+    "otel-api", "otel-published", "sparse", "instrument", "instrument-db",
 )
 
 

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,32 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, timeout: float = 20.
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("server did not start listening in time")
+
+
+@contextmanager
+def peer(module: str, *args: str) -> Iterator[int]:
+    """``python -m <module> <args...> PORT`` in a subprocess pinned away from this one; yields PORT.
+
+    Stopped with SIGINT (killed if it does not exit within 15 s).
+    """
+    port = free_port()
+    command = [sys.executable, "-m", module, *args, str(port)]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", cpus()[0], *command]
+    env = {**os.environ, "FLOWTRACKER_EXPORTERS": "none", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_ready(process, port)
+        yield port
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 def wrk(port: int, seconds: int, connections: int, cpu: str) -> dict[str, Any]:

@@ -151,6 +151,17 @@ class TestSuites:
             assert isinstance(entry["ratios"]["otel-batch_over_flowtracker_wall"], float)
         assert "OTel / ft" in output
 
+    def test_sparse_suite_spaces_traces_by_round_trips_and_times_idle_flushes(self, tmp_path: Path) -> None:
+        """The sparse suite runs each tracer's traces between loopback round trips and in a tight
+        loop, delivers every trace of both, and reports the idle flush's cost."""
+        result, output = run_suite(tmp_path, "sparse")
+        for tracer in ("floor", "flowtracker"):
+            entry = result["tracers"][tracer]
+            assert entry["delivered_share"] == {"sparse": 1.0, "dense": 1.0}, tracer
+            assert entry["round_trip_us"] > 0
+        assert all(value > 0 for value in result["flush"]["idle_cpu_ns"])
+        assert "idle `await tracker.flush()`" in output
+
     def test_instrument_db_suite_compares_flowtracker_with_opentelemetry(self, tmp_path: Path) -> None:
         """The instrument-db suite measures asyncpg and SQLAlchemy calls under every variant, with
         the added-cost ratio (the suite itself fails when a span does not reach its exporter)."""
@@ -194,6 +205,17 @@ class TestFloor:
                 gc.garbage.clear()
                 gc.enable()
         assert leftovers == {False: 0, True: 20}
+
+    async def test_floor_flush_waits_for_a_trace_handed_straight_to_the_consumer(self) -> None:
+        """``flush()`` returns only once the consumer counted every trace offered, including one
+        handed directly to the consumer while it waited (never in the buffer)."""
+        async with FloorTracer() as tracer:
+            for _ in range(3):  # the consumer gets to wait in receive()
+                await asyncio.sleep(0)
+            with tracer.span("root"):
+                pass
+            await tracer.flush()
+            assert tracer.received == 1
 
     async def test_floor_drops_and_counts_when_the_stream_is_full(self) -> None:
         """A full stream drops the trace and counts it; the span still ends normally."""
