@@ -40,11 +40,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import cProfile
 import dataclasses
 import gc
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from email.utils import formatdate
 from typing import Any
 
@@ -421,6 +422,7 @@ class _Live:
     connections: list[_Connection]
     pipeline: Pipeline
     monitored: bool
+    profiler: cProfile.Profile | None = None  # on during the timed blocks only
 
 
 async def _block(live: _Live, requests: int) -> Block:
@@ -433,12 +435,16 @@ async def _block(live: _Live, requests: int) -> Block:
     pipeline = live.pipeline
     before = pipeline.delivered()
     collections = gc.get_stats()[0]["collections"]
+    if live.profiler is not None:
+        live.profiler.enable()
     cpu = time.process_time_ns()
     wall = time.perf_counter_ns()
     load = await _run_load(live.connections, requests)
     await pipeline.flush()
     wall = time.perf_counter_ns() - wall
     cpu = time.process_time_ns() - cpu
+    if live.profiler is not None:
+        live.profiler.disable()
     young = gc.get_stats()[0]["collections"] - collections
     if monitor is not None:
         monitor.stop()
@@ -456,6 +462,7 @@ async def _rounds(
     warmup: int,
     connections: int,
     seed: int,
+    profilers: Mapping[str, cProfile.Profile],
 ) -> Rounds:
     serve = aiohttp_server if kind == "aiohttp" else asgi_server
     protocol = ""
@@ -473,6 +480,7 @@ async def _rounds(
             live[name] = _Live(opened, pipeline, monitored)
         for name in names:
             await _block(live[name], warmup)
+            live[name].profiler = profilers.get(name)
         gc.collect()
         blocks = await shuffled_rounds(names, rounds, seed, lambda name: _block(live[name], block))
     return Rounds(blocks, protocol)
@@ -488,6 +496,7 @@ def run_rounds(
     warmup: int,
     connections: int,
     seed: int = 0,
+    profilers: Mapping[str, cProfile.Profile] | None = None,
 ) -> Rounds:
     """Serves every variant in ``names`` side by side on one fresh event loop; times ``rounds`` rounds.
 
@@ -495,8 +504,11 @@ def run_rounds(
     order of ``names``, with its own ``connections``; each round runs one
     block of ``block`` requests per variant, in a shuffled order
     (``_harness.shuffled_rounds``). A block's clock stops once its traces
-    reached the exporter (the variant's flush).
+    reached the exporter (the variant's flush). ``profilers``: a cProfile
+    profiler per variant, on during that variant's timed blocks only.
     """
     if kind not in KINDS or transport not in TRANSPORTS:
         raise ValueError(f"unknown kind {kind!r} or transport {transport!r}")
-    return asyncio.run(_rounds(kind, names, transport, block, rounds, warmup, connections, seed))
+    return asyncio.run(
+        _rounds(kind, names, transport, block, rounds, warmup, connections, seed, profilers or {})
+    )

@@ -86,6 +86,9 @@ class TestSuites:
         names = [row[0] for row in result["span_path_flowtracker"]["rows"]]
         assert any("flowtracker/_core/span.py" in name for name in names)
         assert result["primitives_ns"]["ContextVar.set + reset"] > 0
+        for kind in ("aiohttp", "asgi"):  # where the integration costs more than the core, in process
+            diff = result[f"inproc_{kind}_flowtracker_vs_ft_core"]["rows"]
+            assert any(row[0].startswith("flowtracker/") and row[2] == 0 for row in diff), kind
 
     def test_instrument_suite_compares_with_opentelemetry(self, tmp_path: Path) -> None:
         """The instrument suite times httpx and redis calls in each mode of both tracers; no trace is lost."""
