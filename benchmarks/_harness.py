@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -250,6 +251,15 @@ def write_result(name: str, payload: dict[str, Any], out: Path) -> Path:
     document = {"suite": name, "machine": machine(), **payload}
     path.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
     return path
+
+
+def missing(module: str) -> str | None:
+    """Why ``module`` cannot be imported (``"unavailable: ..."``), or None when it can."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    return None if found else f"unavailable: {module} is not importable"
 
 
 def unavailable(error: BaseException) -> str:

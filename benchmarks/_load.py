@@ -100,29 +100,37 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, timeout: float = 20.
 
 
 @contextmanager
-def peer(module: str, *args: str) -> Iterator[int]:
-    """``python -m <module> <args...> PORT`` in a subprocess pinned away from this one; yields PORT.
+def _serving(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Runs ``command`` (a server on ``port``) pinned to the server CPU until the block ends.
 
-    Stopped with SIGINT (killed if it does not exit within 15 s).
+    Yields once it accepts connections; stopped with SIGINT (killed if it
+    does not exit within 15 s).
     """
-    port = free_port()
-    command = [sys.executable, "-m", module, *args, str(port)]
     if shutil.which("taskset"):
         command = ["taskset", "-c", cpus()[0], *command]
     env = {**os.environ, "FLOWTRACKER_EXPORTERS": "none", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_ready(process, port)
-        yield port
+        yield process
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+@contextmanager
+def peer(module: str, *args: str) -> Iterator[int]:
+    """``python -m <module> <args...> PORT`` in a subprocess pinned away from this one; yields PORT."""
+    port = free_port()
+    with _serving([sys.executable, "-m", module, *args, str(port)], port):
+        yield port
 
 
 def wrk(port: int, seconds: int, connections: int, cpu: str) -> dict[str, Any]:
@@ -149,7 +157,7 @@ def run_server_load(
     extra: tuple[str, ...] = (),
 ) -> LoadResult:
     """Starts ``kind``/``variant`` pinned, warms it up, measures one wrk run, stops it."""
-    server_cpu, wrk_cpu = cpus()
+    wrk_cpu = cpus()[1]
     port = free_port()
     stats_file = Path(tempfile.mkstemp(prefix="ft-gc-", suffix=".json")[1]) if gc_stats else None
     command = [sys.executable, "-m", "benchmarks._servers", kind, variant, str(port)]
@@ -160,25 +168,10 @@ def run_server_load(
     if profile is not None:
         command += ["--profile", str(profile)]
     command += list(extra)
-    if shutil.which("taskset"):
-        command = ["taskset", "-c", server_cpu, *command]
-    env = {**os.environ, "FLOWTRACKER_EXPORTERS": "none", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_ready(process, port)
+    with _serving(command, port):
         if warmup:
             wrk(port, warmup, connections, wrk_cpu)
         parsed = wrk(port, seconds, connections, wrk_cpu)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
     gc_info = None
     if stats_file is not None:
         try:

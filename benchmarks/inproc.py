@@ -40,10 +40,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
-from ._harness import Settings, format_table, median, percent, same_round, spread
+from ._harness import Settings, format_table, median, missing, percent, same_round, spread
 from ._inproc import Block, app_of, run_rounds
 
 CONNECTIONS = 50
@@ -60,13 +59,7 @@ NEEDS = {"otel": "opentelemetry.instrumentation.aiohttp_server"}
 
 def _missing(variant: str) -> str | None:
     module = NEEDS.get(app_of(variant)[0])
-    if module is None:
-        return None
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        found = False
-    return None if found else f"unavailable: {module} is not importable"
+    return None if module is None else missing(module)
 
 
 def _percentile(values: list[int], share: float) -> float:
