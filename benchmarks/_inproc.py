@@ -42,10 +42,11 @@ import contextlib
 import contextvars
 import cProfile
 import dataclasses
+import functools
 import gc
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from email.utils import formatdate
 from typing import Any
 
@@ -174,6 +175,11 @@ class _Connection:
     def close(self) -> None:
         raise NotImplementedError
 
+    @property
+    def closed(self) -> bool:
+        """The connection is gone (a server closes one idle past its keep-alive timeout)."""
+        raise NotImplementedError
+
     def deliver(self, data: bytes) -> None:
         if self.load is not None:
             self.load.received(self, data)
@@ -278,6 +284,10 @@ class _MemoryConnection(_Connection):
     def close(self) -> None:
         self.transport.close()
 
+    @property
+    def closed(self) -> bool:
+        return self.transport.is_closing()
+
 
 class _ClientProtocol(asyncio.Protocol):
     def __init__(self, connection: _SocketConnection) -> None:
@@ -296,6 +306,10 @@ class _SocketConnection(_Connection):
     def close(self) -> None:
         self.transport.close()
 
+    @property
+    def closed(self) -> bool:
+        return self.transport.is_closing()
+
 
 async def _open(transport: str, factory: ProtocolFactory, index: int) -> _Connection:
     if transport == "memory":
@@ -310,13 +324,27 @@ async def _open(transport: str, factory: ProtocolFactory, index: int) -> _Connec
     return connection
 
 
+#: A block that takes longer than this has lost a response: an error, not a hang.
+BLOCK_TIMEOUT = 600.0
+
+
 async def _run_load(connections: list[_Connection], total: int) -> _Load:
     load = _Load(total)
     for connection in connections:
         connection.load = load
         load.next_request(connection)
-    await load.done
+    try:
+        await asyncio.wait_for(load.done, BLOCK_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise RuntimeError(
+            f"{load.outstanding} of {total} requests got no response within {BLOCK_TIMEOUT:.0f} s"
+        ) from None
     return load
+
+
+def _close_all(connections: list[_Connection]) -> None:
+    for connection in connections:
+        connection.close()
 
 
 # -- servers -----------------------------------------------------------------------
@@ -422,10 +450,16 @@ class _Live:
     connections: list[_Connection]
     pipeline: Pipeline
     monitored: bool
+    reopen: Callable[[int], Awaitable[_Connection]]
     profiler: cProfile.Profile | None = None  # on during the timed blocks only
 
 
 async def _block(live: _Live, requests: int) -> Block:
+    # While the other variants ran, the server may have closed connections idle
+    # past its keep-alive timeout (uvicorn's is 5 s): a client reconnects, as wrk does.
+    for index, connection in enumerate(live.connections):
+        if connection.closed:
+            live.connections[index] = await live.reopen(index)
     monitor = None
     if live.monitored:
         import flowtracker as ft
@@ -475,9 +509,8 @@ async def _rounds(
             # Closed before the server's cleanup (the stack unwinds last-in first-out),
             # and connection_lost runs before it.
             stack.push_async_callback(asyncio.sleep, 0)
-            for connection in opened:
-                stack.callback(connection.close)
-            live[name] = _Live(opened, pipeline, monitored)
+            stack.callback(_close_all, opened)
+            live[name] = _Live(opened, pipeline, monitored, functools.partial(_open, transport, factory))
         for name in names:
             await _block(live[name], warmup)
             live[name].profiler = profilers.get(name)
