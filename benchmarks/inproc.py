@@ -84,7 +84,7 @@ def run_workload(settings: Settings, workload: str, variants: tuple[str, ...]) -
     # measurably changes its cost (a few percent, memory layout), so each
     # epoch builds every server afresh, in an order rotated per epoch.
     epochs = settings.reps if settings.reps is not None else settings.scaled(len(names), 3, 1)
-    rounds = settings.scaled(12, 8, 2)
+    rounds = settings.scaled(20, 8, 2)
     warmup = settings.scaled(500, 300, 20)
     connections = CONNECTIONS if not settings.smoke else 5
     blocks: dict[str, list[Block]] = {name: [] for name in names}
