@@ -10,7 +10,8 @@
   variant, i.e. ``flowtracker.aiohttp.setup``) under wrk; per request. And in
   process (``_inproc``, aiohttp and ASGI): the functions where ``setup()`` /
   ``FlowTrackerMiddleware`` spend more own time per request than ``ft-core``
-  (the core alone), with both call counts: where the integration's cost is.
+  (the core alone), with both call counts and the GC off: where the
+  integration's cost is.
 * **Primitives**: what the building blocks cost here (``timeit``, best of 5),
   to price each extra operation flowtracker does compared with the floor.
 
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import contextvars
 import cProfile
+import gc
 import itertools
 import pstats
 import random
@@ -137,7 +139,10 @@ def profile_diff(
 
     Both are served in process (``_inproc``) side by side, in 10 shuffled
     rounds of ``requests / 10``, each under its own profiler (on during its
-    blocks only): both profiles see the same machine.
+    blocks only): both profiles see the same machine. The cyclic GC is off
+    meanwhile: cProfile charges a collection to whichever allocation crossed
+    the threshold (both variants run as many young collections: ``inproc``'s
+    column), which would put the GC's time on one line of one variant.
 
     Rows: (function, calls in variant, calls in reference, own us in variant,
     own us in reference, own us difference), largest difference first.
@@ -148,7 +153,11 @@ def profile_diff(
     block = max(1, requests // 10)
     warmup = min(1000, requests)
     names = list(profilers)
-    run_rounds(kind, names, block=block, rounds=10, warmup=warmup, connections=50, profilers=profilers)
+    gc.disable()
+    try:
+        run_rounds(kind, names, block=block, rounds=10, warmup=warmup, connections=50, profilers=profilers)
+    finally:
+        gc.enable()
     requests = block * 10
     profiles = {name: pstats.Stats(profiler) for name, profiler in profilers.items()}
     tables = {
