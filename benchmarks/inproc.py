@@ -11,7 +11,7 @@ event loop; the suite alternates between them in blocks of ~25 ms of CPU
 the median over all rounds: the variants of a round see the same machine,
 whose speed changes from one second to the next when it is shared. Each
 block stops its clock once its traces reached the exporter (the variant's
-flush, which costs every block the same ~0.5%). The servers are rebuilt for
+flush: an idle one costs 10-20 µs, under 0.1% of a block). The servers are rebuilt for
 each *epoch* in a rotated order (by default as many epochs as variants):
 the instance built first measured a few percent slower than an identical
 one built later, and the rotation spreads that over every variant.
