@@ -17,8 +17,8 @@ from typing import Any
 from ._harness import RESULTS_DIR, Settings, default_cpu, pin, use_clock, write_result
 
 SUITES = (
-    "span", "sampling", "pipeline", "scale", "profile", "ablate", "request",
-    "otel-api", "instrument", "instrument-db", "monitor", "serve",
+    "span", "sampling", "pipeline", "scale", "profile", "ablate", "request", "inproc",
+    "otel-api", "otel-published", "sparse", "instrument", "instrument-db", "monitor", "serve",
 )
 
 
@@ -35,8 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--clock", choices=("cpu", "wall"), default="cpu", help="in-process suites: process CPU or wall time"
     )
-    parser.add_argument("--tracers", default=None, help="comma-separated subset (span, request suites)")
-    parser.add_argument("--workloads", default=None, help="comma-separated subset (span suite)")
+    parser.add_argument(
+        "--tracers", default=None, help="comma-separated subset (span tracers, request/inproc variants)"
+    )
+    parser.add_argument(
+        "--workloads", default=None, help="comma-separated subset (span; inproc: aiohttp, asgi, *-socketpair)"
+    )
     args = parser.parse_args(argv)
     suites = [s for s in args.suites if s] or ["all"]
     if "all" in suites:

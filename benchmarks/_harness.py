@@ -17,16 +17,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import importlib.util
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -98,6 +102,49 @@ def interleaved(
             gc.collect()
             samples[name].append(measure(name, rep))
     return samples
+
+
+async def shuffled_rounds(
+    names: Sequence[str], rounds: int, seed: int, run_block: Callable[[str], Awaitable[_T]]
+) -> dict[str, list[_T]]:
+    """Runs ``await run_block(name)`` once per name per round, the order shuffled per round.
+
+    For variants that live side by side in one process: a round takes a
+    fraction of a second, so every variant of a round sees the same machine.
+    The order is shuffled (``random.Random(seed)``), not rotated: a block runs
+    measurably faster after a block of the same library's code (warm caches),
+    so no variant may always follow the same one.
+    """
+    results: dict[str, list[_T]] = {name: [] for name in names}
+    order = list(names)
+    shuffle = random.Random(seed).shuffle
+    for _ in range(rounds):
+        shuffle(order)
+        for name in order:
+            results[name].append(await run_block(name))
+    return results
+
+
+def same_round(values: dict[str, list[float]], numerator: str, denominator: str) -> list[float]:
+    """``numerator / denominator`` in each round (or repetition) where both were measured."""
+    if numerator not in values or denominator not in values:
+        return []
+    return [a / b for a, b in zip(values[numerator], values[denominator], strict=False) if b and a == a]
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, quartiles, and the median of each half (in order) of a list of same-round ratios."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    half = len(values) // 2
+    return {
+        "median": median(values),
+        "q1": ordered[len(ordered) // 4],
+        "q3": ordered[(3 * len(ordered)) // 4],
+        "first_half": median(values[:half]) if half else float("nan"),
+        "second_half": median(values[half:]),
+    }
 
 
 def ratios(samples: dict[str, list[float]], reference: str) -> dict[str, float]:
@@ -204,6 +251,15 @@ def write_result(name: str, payload: dict[str, Any], out: Path) -> Path:
     document = {"suite": name, "machine": machine(), **payload}
     path.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
     return path
+
+
+def missing(module: str) -> str | None:
+    """Why ``module`` cannot be imported (``"unavailable: ..."``), or None when it can."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    return None if found else f"unavailable: {module} is not importable"
 
 
 def unavailable(error: BaseException) -> str:

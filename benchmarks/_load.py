@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +112,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@contextmanager
+def _serving(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Runs ``command`` (a server on ``port``) pinned to the server CPU until the block ends.
+
+    Yields once it accepts connections; stopped with SIGINT (killed if it
+    does not exit within 15 s).
+    """
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", cpus()[0], *command]
+    env = {**os.environ, "FLOWTRACKER_EXPORTERS": "none", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_ready(process, port)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+@contextmanager
+def peer(module: str, *args: str) -> Iterator[int]:
+    """``python -m <module> <args...> PORT`` in a subprocess pinned away from this one; yields PORT."""
+    port = free_port()
+    with _serving([sys.executable, "-m", module, *args, str(port)], port):
+        yield port
+
+
 def wrk(port: int, seconds: int, connections: int, cpu: str) -> dict[str, Any]:
     """Runs wrk (one thread) against ``http://127.0.0.1:port/``; its parsed output."""
     command = [WRK, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"]
@@ -134,7 +170,7 @@ def run_server_load(
     extra: tuple[str, ...] = (),
 ) -> LoadResult:
     """Starts ``kind``/``variant`` pinned, warms it up, measures one wrk run, stops it."""
-    server_cpu, wrk_cpu = cpus()
+    wrk_cpu = cpus()[1]
     port = free_port()
     stats_file = Path(tempfile.mkstemp(prefix="ft-gc-", suffix=".json")[1]) if gc_stats else None
     command = [sys.executable, "-m", "benchmarks._servers", kind, variant, str(port)]
@@ -145,27 +181,12 @@ def run_server_load(
     if profile is not None:
         command += ["--profile", str(profile)]
     command += list(extra)
-    if shutil.which("taskset"):
-        command = ["taskset", "-c", server_cpu, *command]
-    env = {**os.environ, "FLOWTRACKER_EXPORTERS": "none", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_ready(process, port)
+    with _serving(command, port) as process:
         if warmup:
             wrk(port, warmup, connections, wrk_cpu)
         used = cpu_seconds(process.pid)  # taskset execs the server: same pid
         parsed = wrk(port, seconds, connections, wrk_cpu)
         used = cpu_seconds(process.pid) - used
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
     gc_info = None
     if stats_file is not None:
         try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -49,14 +50,43 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+#: Spans per traced request: the middleware's root and the handler's 3.
+SPANS_PER_REQUEST = 4
+
+
+async def _nothing_to_flush() -> None:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """How an in-process benchmark reaches a variant's tracer: flush it, count what arrived.
+
+    Attributes:
+        flush: Waits until every finished trace reached the (dropping) exporter.
+        delivered: Traces that reached the exporter so far (0 when untraced).
+    """
+
+    flush: Callable[[], Awaitable[object]] = _nothing_to_flush
+    delivered: Callable[[], int] = lambda: 0
+
+
+UNTRACED = Pipeline()
+
 
 # -- aiohttp -----------------------------------------------------------------
 
 
 def aiohttp_app(variant: str) -> Any:
     """The aiohttp application for ``variant`` (see ``AIOHTTP_VARIANTS``)."""
+    return build_aiohttp(variant)[0]
+
+
+def build_aiohttp(variant: str) -> tuple[Any, Pipeline]:
+    """The aiohttp application for ``variant`` and its tracer's :class:`Pipeline`."""
     from aiohttp import web
 
+    pipeline = UNTRACED
     if variant == "untraced":
 
         async def handler(request: web.Request) -> web.Response:
@@ -69,6 +99,7 @@ def aiohttp_app(variant: str) -> Any:
 
         tracer = FloorTracer(cyclic=variant == "floor-cyclic")
         span = tracer.span
+        pipeline = Pipeline(tracer.flush, lambda: tracer.received)
 
         @web.middleware
         async def floor_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -100,7 +131,9 @@ def aiohttp_app(variant: str) -> Any:
     elif variant in ("flowtracker", "ft-monitor", "ft-middleware", "ft-noheader", "ft-core"):
         import flowtracker as ft
 
-        tracker = ft.Tracker(exporters=[DropExporter()], service="bench")
+        sink = DropExporter()
+        tracker = ft.Tracker(exporters=[sink], service="bench")
+        pipeline = Pipeline(tracker.flush, lambda: sink.traces)
         ft_span = ft.span
         middlewares: list[Any] = []
         if variant == "ft-core":
@@ -163,11 +196,14 @@ def aiohttp_app(variant: str) -> Any:
         from opentelemetry import trace
         from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 
-        provider, _ = otel_provider()
-        trace.set_tracer_provider(provider)
-        # The documented way: the instrumentor patches web.Application so every
-        # app gets OpenTelemetry's middleware first.
-        AioHttpServerInstrumentor().instrument(tracer_provider=provider)
+        provider, exporter = otel_provider()
+        if not isinstance(trace.get_tracer_provider(), type(provider)):  # settable once per process
+            trace.set_tracer_provider(provider)
+
+        async def force_flush() -> None:
+            provider.force_flush()
+
+        pipeline = Pipeline(force_flush, lambda: exporter.spans // SPANS_PER_REQUEST)
         start = provider.get_tracer("bench").start_as_current_span
 
         async def handler(request: web.Request) -> web.Response:
@@ -178,7 +214,15 @@ def aiohttp_app(variant: str) -> Any:
                         pass
             return web.Response(text="ok")
 
-        app = web.Application()
+        # The documented way: the instrumentor patches web.Application so every
+        # app gets OpenTelemetry's middleware first. Undone once this app is
+        # built, so the in-process suite's other variants stay untouched.
+        instrumentor = AioHttpServerInstrumentor()
+        instrumentor.instrument(tracer_provider=provider)
+        try:
+            app = web.Application()
+        finally:
+            instrumentor.uninstrument()
 
         async def stop_otel(app: web.Application) -> None:
             provider.shutdown()
@@ -188,7 +232,8 @@ def aiohttp_app(variant: str) -> Any:
     elif variant == "aiozipkin":
         import aiozipkin as az
 
-        tracer, _ = zipkin_tracer()
+        tracer, transport = zipkin_tracer()
+        pipeline = Pipeline(delivered=lambda: transport.spans // SPANS_PER_REQUEST)  # sent synchronously
 
         async def handler(request: web.Request) -> web.Response:
             root = az.request_span(request)
@@ -207,7 +252,7 @@ def aiohttp_app(variant: str) -> Any:
     else:
         raise SystemExit(f"unknown aiohttp variant {variant!r}")
     app.router.add_get("/", handler)
-    return app
+    return app, pipeline
 
 
 def serve_aiohttp(variant: str, port: int, after_build: Callable[[], None], loop: str = "asyncio") -> None:
@@ -253,6 +298,11 @@ async def _lifespan(receive: Receive, send: Send, startup: Any = None, shutdown:
 
 def asgi_app(variant: str) -> ASGIApp:
     """The ASGI application for ``variant`` (see ``ASGI_VARIANTS``)."""
+    return build_asgi(variant)[0]
+
+
+def build_asgi(variant: str) -> tuple[ASGIApp, Pipeline]:
+    """The ASGI application for ``variant`` and its tracer's :class:`Pipeline`."""
     if variant == "untraced":
 
         async def untraced(scope: Scope, receive: Receive, send: Send) -> None:
@@ -261,7 +311,7 @@ def asgi_app(variant: str) -> ASGIApp:
             elif scope["type"] == "http":
                 await _respond(send)
 
-        return untraced
+        return untraced, UNTRACED
 
     if variant == "floor":
         from .floor import FloorTracer
@@ -295,11 +345,13 @@ def asgi_app(variant: str) -> ASGIApp:
 
                 await floor_handler(scope, receive, send_status)
 
-        return floor_app
+        return floor_app, Pipeline(tracer.flush, lambda: tracer.received)
 
     import flowtracker as ft
 
-    tracker = ft.Tracker(exporters=[DropExporter()], service="bench")
+    sink = DropExporter()
+    tracker = ft.Tracker(exporters=[sink], service="bench")
+    pipeline = Pipeline(tracker.flush, lambda: sink.traces)
     ft_span = ft.span
 
     async def inner(scope: Scope, receive: Receive, send: Send) -> None:
@@ -320,12 +372,13 @@ def asgi_app(variant: str) -> ASGIApp:
 
         # ft-noheader: without the traceresponse header (the floor sends none);
         # ft-monitor: with the event-loop monitor on (issue 13).
-        return FlowTrackerMiddleware(
+        middleware = FlowTrackerMiddleware(
             inner,
             tracker=tracker,
             traceresponse=variant != "ft-noheader",
             monitor_loop=variant == "ft-monitor",
         )
+        return middleware, pipeline
 
     if variant == "ft-core":
         start_root_span = ft.start_root_span
@@ -353,9 +406,15 @@ def asgi_app(variant: str) -> ASGIApp:
             with root:
                 await inner(scope, receive, send_status)
 
-        return core_app
+        return core_app, pipeline
 
     raise SystemExit(f"unknown ASGI variant {variant!r}")
+
+
+#: How the ASGI apps run under uvicorn, here and in the in-process suite (``_inproc``).
+UVICORN_OPTIONS: dict[str, Any] = {
+    "log_level": "warning", "access_log": False, "lifespan": "on", "loop": "asyncio",
+}
 
 
 def serve_asgi(variant: str, port: int, after_build: Callable[[], None], loop: str = "asyncio") -> None:
@@ -363,9 +422,7 @@ def serve_asgi(variant: str, port: int, after_build: Callable[[], None], loop: s
 
     app = asgi_app(variant)
     after_build()
-    uvicorn.run(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on", loop=loop
-    )
+    uvicorn.run(app, host="127.0.0.1", port=port, **{**UVICORN_OPTIONS, "loop": loop})
 
 
 # -- GC accounting -------------------------------------------------------------

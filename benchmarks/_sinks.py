@@ -51,14 +51,9 @@ class StalledExporter:
         pass
 
 
-def otel_provider() -> tuple[Any, Any]:
-    """An OpenTelemetry TracerProvider with a BatchSpanProcessor into a dropping exporter.
-
-    Returns the provider and the exporter (whose ``spans`` counts what arrived).
-    """
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+def otel_drop_exporter() -> Any:
+    """An OpenTelemetry SpanExporter that counts the spans it gets (``spans``) and drops them."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     class DropSpanExporter(SpanExporter):
         def __init__(self) -> None:
@@ -71,7 +66,19 @@ def otel_provider() -> tuple[Any, Any]:
         def shutdown(self) -> None:
             pass
 
-    exporter = DropSpanExporter()
+    return DropSpanExporter()
+
+
+def otel_provider() -> tuple[Any, Any]:
+    """An OpenTelemetry TracerProvider with a BatchSpanProcessor into a dropping exporter.
+
+    Returns the provider and the exporter (whose ``spans`` counts what arrived).
+    """
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    exporter = otel_drop_exporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider, exporter

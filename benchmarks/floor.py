@@ -218,6 +218,14 @@ class FloorTracer:
         await future
         self._waiter = None
 
+    async def flush(self) -> None:
+        """Waits until the consumer has taken every trace offered so far."""
+        # A trace offered while the consumer waited went straight to it, not to the
+        # buffer: let the consumer (already scheduled) count it first.
+        await asyncio.sleep(0)
+        queued = self._receive.statistics().current_buffer_used if self._receive is not None else 0
+        await self.drain(self.received + self.dropped + queued)
+
     async def aclose(self) -> None:
         """Closes the stream and stops the consumer."""
         if self._send is not None:

@@ -40,18 +40,13 @@ import asyncio
 import dataclasses
 import importlib
 import importlib.util
-import os
-import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from . import _harness
 from ._harness import Settings, format_table, interleaved, median, unavailable
-from ._load import ROOT, cpus, free_port, wait_ready
+from ._load import ROOT, peer
 from ._sinks import DropExporter, otel_provider
 
 __all__ = ("Peers", "Sample", "measure_once", "run", "run_workload")
@@ -89,24 +84,8 @@ class Peers:
 @contextmanager
 def http_peer() -> Iterator[str]:
     """The untraced aiohttp app of ``_servers`` in a subprocess (pinned away from this one)."""
-    port = free_port()
-    command = [sys.executable, "-m", "benchmarks._servers", "aiohttp", "untraced", str(port)]
-    if shutil.which("taskset"):
-        command = ["taskset", "-c", cpus()[0], *command]
-    env = {**os.environ, "FLOWTRACKER_EXPORTERS": "none", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_ready(process, port)
+    with peer("benchmarks._servers", "aiohttp", "untraced") as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def redis_server_class() -> Any:

@@ -7,7 +7,11 @@
   first: each extra Python-level call on the path costs ~40-80 ns unprofiled.
 * **Wire encoding**: cProfile over ``Trace.to_json()`` of 5-span traces.
 * **Request path**: cProfile inside the aiohttp server (``flowtracker``
-  variant, i.e. ``flowtracker.aiohttp.setup``) under wrk; per request.
+  variant, i.e. ``flowtracker.aiohttp.setup``) under wrk; per request. And in
+  process (``_inproc``, aiohttp and ASGI): the functions where ``setup()`` /
+  ``FlowTrackerMiddleware`` spend more own time per request than ``ft-core``
+  (the core alone), with both call counts and the GC off: where the
+  integration's cost is.
 * **Primitives**: what the building blocks cost here (``timeit``, best of 5),
   to price each extra operation flowtracker does compared with the floor.
 
@@ -21,6 +25,7 @@ import asyncio
 import contextlib
 import contextvars
 import cProfile
+import gc
 import itertools
 import pstats
 import random
@@ -36,6 +41,7 @@ from typing import Any
 from . import floor as floor_module
 from . import span as span_suite
 from ._harness import Settings, format_table
+from ._load import ROOT
 from ._sinks import DropExporter
 
 
@@ -43,7 +49,7 @@ def _label(key: tuple[str, int, str]) -> str:
     filename, line, name = key
     if filename == "~":
         return name
-    for marker in ("site-packages/", "/work/main/", "lib/python3"):
+    for marker in ("site-packages/", f"{ROOT}/", "lib/python3"):
         if marker in filename:
             filename = filename.split(marker, 1)[1]
             break
@@ -124,6 +130,47 @@ def _profile_request(variant: str, seconds: int) -> tuple[pstats.Stats, int] | s
         except RuntimeError as error:
             return str(error)[:300]
         return pstats.Stats(str(path)), outcome.requests
+
+
+def profile_diff(
+    kind: str, variant: str, reference: str, requests: int, limit: int
+) -> tuple[list[tuple[Any, ...]], dict[str, float]]:
+    """Per request, the functions whose own time differs most between ``variant`` and ``reference``.
+
+    Both are served in process (``_inproc``) side by side, in 10 shuffled
+    rounds of ``requests / 10``, each under its own profiler (on during its
+    blocks only): both profiles see the same machine. The cyclic GC is off
+    meanwhile: cProfile charges a collection to whichever allocation crossed
+    the threshold (both variants run as many young collections: ``inproc``'s
+    column), which would put the GC's time on one line of one variant.
+
+    Rows: (function, calls in variant, calls in reference, own us in variant,
+    own us in reference, own us difference), largest difference first.
+    """
+    from ._inproc import run_rounds
+
+    profilers = {variant: cProfile.Profile(), reference: cProfile.Profile()}
+    block = max(1, requests // 10)
+    warmup = min(1000, requests)
+    names = list(profilers)
+    gc.disable()
+    try:
+        run_rounds(kind, names, block=block, rounds=10, warmup=warmup, connections=50, profilers=profilers)
+    finally:
+        gc.enable()
+    requests = block * 10
+    profiles = {name: pstats.Stats(profiler) for name, profiler in profilers.items()}
+    tables = {
+        name: {row[0]: row for row in top_rows(stats, requests, 100_000)} for name, stats in profiles.items()
+    }
+    rows = []
+    for label in set(tables[variant]) | set(tables[reference]):
+        mine = tables[variant].get(label, (label, 0.0, 0.0, 0.0))
+        theirs = tables[reference].get(label, (label, 0.0, 0.0, 0.0))
+        rows.append((label, mine[1], theirs[1], mine[2], theirs[2], mine[2] - theirs[2]))
+    rows.sort(key=lambda row: row[5], reverse=True)
+    totals = {name: sum(row[2] for row in table.values()) for name, table in tables.items()}
+    return rows[:limit], totals
 
 
 # -- primitives --------------------------------------------------------------------
@@ -285,6 +332,19 @@ def run(settings: Settings) -> dict[str, Any]:
                 f"({ours:.1f} of {total:.1f} us profiled per request)",
                 ("function", "calls", "own us", "cumulative us"),
                 rows,
+            )
+        )
+    requests = settings.scaled(20_000, 5_000, 100)
+    for kind, variant in (("aiohttp", "flowtracker"), ("asgi", "flowtracker")):
+        diff, totals = profile_diff(kind, variant, "ft-core", requests, limit)
+        result[f"inproc_{kind}_{variant}_vs_ft_core"] = {"rows": diff, "profiled_us_per_request": totals}
+        tables.append(
+            format_table(
+                f"profile / request path in process ({kind}): where `{variant}` spends more than "
+                f"`ft-core`, per request, cProfile ({totals[variant]:.1f} vs {totals['ft-core']:.1f} us "
+                "profiled per request)",
+                ("function", "calls", "calls ft-core", "own us", "own us ft-core", "extra us"),
+                diff,
             )
         )
     costs = primitives(settings.scaled(200_000, 100_000, 2_000))

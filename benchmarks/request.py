@@ -23,11 +23,10 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from typing import Any
 
-from ._harness import Settings, format_table, interleaved, median, percent, ratios
+from ._harness import Settings, format_table, interleaved, median, missing, percent, ratios
 from ._load import WRK, LoadResult, run_server_load
 from ._servers import AIOHTTP_VARIANTS, ASGI_VARIANTS
 
@@ -47,13 +46,7 @@ NEEDS = {
 
 def _missing(kind: str, variant: str) -> str | None:
     module = NEEDS.get(variant, {}).get(kind)
-    if module is None:
-        return None
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        found = False
-    return None if found else f"unavailable: {module} is not importable"
+    return None if module is None else missing(module)
 
 
 def run_kind(

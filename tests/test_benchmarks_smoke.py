@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks._inproc import Responses
 from benchmarks._load import parse_wrk
 from benchmarks.floor import FloorSpan, FloorTracer
 
@@ -85,6 +86,9 @@ class TestSuites:
         names = [row[0] for row in result["span_path_flowtracker"]["rows"]]
         assert any("flowtracker/_core/span.py" in name for name in names)
         assert result["primitives_ns"]["ContextVar.set + reset"] > 0
+        for kind in ("aiohttp", "asgi"):  # where the integration costs more than the core, in process
+            diff = result[f"inproc_{kind}_flowtracker_vs_ft_core"]["rows"]
+            assert any(row[0].startswith("flowtracker/") and row[2] == 0 for row in diff), kind
 
     def test_instrument_suite_compares_with_opentelemetry(self, tmp_path: Path) -> None:
         """The instrument suite times httpx and redis calls in each mode of both tracers; no trace is lost."""
@@ -119,6 +123,59 @@ class TestSuites:
         assert result["completion"]["ns_per_trace"][0] > 0
         assert "monitor / requests" in output
         assert "on / off" in output
+
+    def test_inproc_suite_serves_both_apps_through_their_real_protocols(self, tmp_path: Path) -> None:
+        """The inproc suite serves the aiohttp app through aiohttp's ``RequestHandler`` and the ASGI
+        app through uvicorn's own protocol class, in process: every request gets a 200, every
+        variant delivers one trace per request (a request whose context leaked from the previous
+        one would nest its root under it and deliver fewer), and the control row is reported."""
+        result, output = run_suite(tmp_path, "inproc")
+        assert result["workloads"]["aiohttp"]["protocol"] == "aiohttp.web_protocol.RequestHandler"
+        assert result["workloads"]["asgi"]["protocol"].startswith("uvicorn.protocols.http.")
+        for workload, entry in result["workloads"].items():
+            assert set(entry["variants"]) == {"untraced", "floor", "ft-core", "flowtracker", "control"}
+            for variant, measured in entry["variants"].items():
+                assert measured["error"] is None, (workload, variant)
+                assert set(measured["statuses"]) == {"200"}, (workload, variant)
+                if variant != "untraced":
+                    assert measured["delivered_share"] == 1.0, (workload, variant)
+            assert entry["control_cost_ratio"]["median"] > 0  # timings are never asserted
+        assert "control (`ft-core` served twice)" in output
+
+    def test_inproc_suite_runs_over_a_socketpair(self, tmp_path: Path) -> None:
+        """The inproc suite's socketpair workloads serve both apps over asyncio's own socket
+        transports, with every request answered and every trace delivered."""
+        result, _ = run_suite(tmp_path, "inproc", "--workloads", "aiohttp-socketpair,asgi-socketpair")
+        for workload in ("aiohttp-socketpair", "asgi-socketpair"):
+            entry = result["workloads"][workload]
+            assert entry["transport"] == "socketpair"
+            for variant, measured in entry["variants"].items():
+                assert set(measured["statuses"]) == {"200"}, (workload, variant)
+                assert variant == "untraced" or measured["delivered_share"] == 1.0, (workload, variant)
+
+    def test_otel_published_suite_runs_every_case_for_both_tracers(self, tmp_path: Path) -> None:
+        """The otel-published suite runs OpenTelemetry's five published span cases with OpenTelemetry
+        (its benchmark's set-up, and with a BatchSpanProcessor) and with flowtracker, side by side,
+        and every span of the exporting variants reaches its exporter."""
+        result, output = run_suite(tmp_path, "otel-published")
+        assert set(result["cases"]) == {"start-end", "attr-event", "attrs10", "current", "attrs128"}
+        for case, entry in result["cases"].items():
+            assert entry["flowtracker"]["delivered_share"] == 1.0, case
+            assert entry["otel-batch"]["delivered_share"] == 1.0, case
+            assert entry["otel"]["delivered_share"] is None, case  # the published set-up exports nothing
+            assert isinstance(entry["ratios"]["otel-batch_over_flowtracker_wall"], float)
+        assert "OTel / ft" in output
+
+    def test_sparse_suite_spaces_traces_by_round_trips_and_times_idle_flushes(self, tmp_path: Path) -> None:
+        """The sparse suite runs each tracer's traces between loopback round trips and in a tight
+        loop, delivers every trace of both, and reports the idle flush's cost."""
+        result, output = run_suite(tmp_path, "sparse")
+        for tracer in ("floor", "flowtracker"):
+            entry = result["tracers"][tracer]
+            assert entry["delivered_share"] == {"sparse": 1.0, "dense": 1.0}, tracer
+            assert entry["round_trip_us"] > 0
+        assert all(value > 0 for value in result["flush"]["idle_cpu_ns"])
+        assert "idle `await tracker.flush()`" in output
 
     def test_instrument_db_suite_compares_flowtracker_with_opentelemetry(self, tmp_path: Path) -> None:
         """The instrument-db suite measures asyncpg and SQLAlchemy calls under every variant, with
@@ -164,6 +221,17 @@ class TestFloor:
                 gc.enable()
         assert leftovers == {False: 0, True: 20}
 
+    async def test_floor_flush_waits_for_a_trace_handed_straight_to_the_consumer(self) -> None:
+        """``flush()`` returns only once the consumer counted every trace offered, including one
+        handed directly to the consumer while it waited (never in the buffer)."""
+        async with FloorTracer() as tracer:
+            for _ in range(3):  # the consumer gets to wait in receive()
+                await asyncio.sleep(0)
+            with tracer.span("root"):
+                pass
+            await tracer.flush()
+            assert tracer.received == 1
+
     async def test_floor_drops_and_counts_when_the_stream_is_full(self) -> None:
         """A full stream drops the trace and counts it; the span still ends normally."""
         async with FloorTracer(max_queue=1) as tracer:
@@ -172,6 +240,20 @@ class TestFloor:
                     pass
             assert tracer.dropped == 2
             await asyncio.sleep(0)
+
+
+class TestResponseParser:
+    def test_splits_fixed_length_and_chunked_responses_fed_in_pieces(self) -> None:
+        """The in-process client finds each response's end, whether its body has a
+        ``Content-Length`` or is chunked, however the bytes are split between reads."""
+        stream = (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n2\r\nno\r\n0\r\n\r\n"
+            b"HTTP/1.1 204 No Content\r\n\r\n"
+        )
+        for cut in range(1, len(stream)):
+            reader = Responses()
+            assert reader.feed(stream[:cut]) + reader.feed(stream[cut:]) == [200, 404, 204], cut
 
 
 class TestWrkParser:
