@@ -44,7 +44,7 @@ from .._core import clock as _clock
 from .._core.patches import Patch, patch_attribute
 from .._wire.names import MONITOR_FULL
 from ._blocks import NOT_SAMPLED, Block, BlockRecord, pin
-from ._observers import mark_off_loop
+from ._observers import mark_off_loop, mark_watched
 from ._tasks import loop_traces
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ class CallbackTimer:
             # What runs next is the parent's code: the rest of its `with` block.
             parent = span.parent
             if parent is None:
-                span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
+                mark_watched(span, MONITOR_FULL)
                 self._span = None
             else:
                 self._span = parent if parent.recording and parent.end_ns is None else None
@@ -231,7 +231,7 @@ class CallbackTimer:
                 own -= self._kids.pop(span, 0)
             parent = span.parent
             if parent is None:
-                span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
+                mark_watched(span, MONITOR_FULL)
             else:
                 waiting = self._kid_parent
                 if parent is waiting:
@@ -250,7 +250,7 @@ class CallbackTimer:
         if not span.recording:
             return
         if span.parent is None:
-            span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
+            mark_watched(span, MONITOR_FULL)
         add_busy(span, 0)
         if self.sample is not None:
             self._pin_if_guilty(span, None, now)
