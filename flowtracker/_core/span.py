@@ -74,6 +74,7 @@ _get_current = CURRENT.get
 _set_current = CURRENT.set
 _reset_current = CURRENT.reset
 _bound_sink = BOUND_SINK.get
+_count = itertools.count
 
 # Hot-path copies of the clock and id source (a global lookup beats a module
 # attribute lookup); refreshed when ``flowtracker.testing`` swaps them.
@@ -300,7 +301,8 @@ class Span(TraceRoot):
 
     def finish(self) -> None:
         """Ends the span with status ``ok``; a second call does nothing."""
-        self.end(STATUS_OK)
+        # Straight to where spans end (ok needs nothing of end()): one call fewer.
+        self.__exit__(_END_ONLY, None, None)
 
     def ensure_extras(self) -> SpanExtras:
         """The span's :class:`~flowtracker._core.extras.SpanExtras`, made on first use.
@@ -327,10 +329,9 @@ class Span(TraceRoot):
             return
         if self.end_ns is not None or not self.recording:
             return
-        limits = (self.root or self).sink.limits
-        if len(tags) >= limits.max_tags_per_span and key not in tags:
+        if len(tags) >= (self.root or self).sink.limits.max_tags_per_span and key not in tags:
             (self.extras or self.ensure_extras()).dropped_tags += 1
-            limits.tags_dropped += 1
+            (self.root or self).sink.limits.tags_dropped += 1
             return
         tags[key] = value
 
@@ -492,7 +493,7 @@ def _start_root(
         root.start_ns = _now() if start_ns is None else start_ns
         root.sink = sink
         root.spans = [root]
-        root.ended = itertools.count(1)
+        root.ended = _count(1)
         root.recording = True
         sink.open_traces.add(root)  # last: the age sweep (maybe in another thread) reads the above
     else:  # unsampled: ids for propagation only, no span list, no end count, no clock
@@ -531,7 +532,9 @@ def start_span(name: str, /, **tags: Any) -> Span:
         >>> s = ft.start_span("manual")
         >>> s.finish()
     """
-    new = Span(name, **tags)
+    new = Span(name)
+    if tags:
+        new.tags = tags  # this call's own keyword dict: kept, not copied a second time
     new._start()
     return new
 
