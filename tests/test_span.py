@@ -311,13 +311,12 @@ class TestTraceRoot:
         """A trace has no object of its own: the root span holds the trace's span list, id and
         end count, every other span points to the root, and the root points to nothing of its
         own (so a finished trace is acyclic and reference counting frees it)."""
-        with capture_traces(ids=sequential_ids()) as traces:
-            with ft.span("root") as root, ft.span("child") as child:
-                grandchild = ft.start_span("grandchild")
-                assert (child.root, grandchild.root, root.root) == (root, root, None)
-                assert root.spans == [root, child, grandchild]
-                assert f"{root.trace_id_int:032x}" == child.trace_id == grandchild.trace_id
-                grandchild.finish()
+        with capture_traces() as traces, ft.span("root") as root, ft.span("child") as child:
+            grandchild = ft.start_span("grandchild")
+            assert (child.root, grandchild.root, root.root) == (root, root, None)
+            assert root.spans == [root, child, grandchild]
+            assert f"{root.trace_id_int:032x}" == child.trace_id == grandchild.trace_id
+            grandchild.finish()
         assert [s["name"] for s in traces[0]["spans"]] == ["root", "child", "grandchild"]
         # Emitted: the root no longer holds its spans, and never held itself.
         assert not root.spans
@@ -351,7 +350,8 @@ class TestTraceRoot:
         assert span.record_event("queued", {})
         span.finish()
         assert (span.span_id, span.trace_id, span.span_context(), span.sampled) == (0, None, None, False)
-        assert span.end_ns is None and span.tags == {"step": 1, "rows": 3}
+        assert span.end_ns is None
+        assert span.tags == {"step": 1, "rows": 3}
 
 
 class TestExtras:
