@@ -131,3 +131,39 @@ class TestSyncProgram:
         assert stats.exporters["memory"].exported == waiting
         exported_once(memory, stats)
         accounted(stats)
+
+
+class TestLateSpanOfADroppedTrace:
+    async def test_goes_out_as_a_follow_up(self):
+        """A trace dropped at the full hand-over is let go at once; a span started under its
+        root afterwards still goes out, as a follow-up record of the same trace (an earlier
+        part of it was taken), counted once as completed and as a follow-up."""
+        memory = ft.MemoryExporter()
+        async with ft.Tracker(exporters=[memory], max_queue=1) as tracker:
+            roots: list[ft.Span] = []
+
+            def finish_two() -> None:  # in a thread, while the loop waits: the second is dropped
+                for name in ("kept", "dropped"):
+                    root = ft.start_root_span(name, tracker=tracker)
+                    roots.append(root)
+                    root.finish()
+
+            worker = threading.Thread(target=finish_two)
+            worker.start()
+            worker.join()
+            dropped = roots[1]
+            assert tracker.stats.traces_dropped == 1
+            assert not dropped.spans  # released at once
+            await tracker.flush()  # the kept one out first (the lane holds one trace)
+            with dropped, ft.span("late"):
+                pass
+            await tracker.flush()
+        by_name = {trace["spans"][0]["name"]: trace for trace in memory.traces}
+        assert set(by_name) == {"kept", "late"}
+        assert "follow_up" not in by_name["kept"]
+        late = by_name["late"]
+        assert (late["follow_up"], late["trace_id"]) == (True, dropped.trace_id)
+        assert late["spans"][0]["parent_id"] == dropped.span_id_hex
+        stats = tracker.stats
+        assert (stats.traces_completed, stats.traces_dropped, stats.traces_follow_up) == (3, 1, 1)
+        accounted(stats)

@@ -14,7 +14,7 @@ that gets through.
 
 Example:
     >>> from flowtracker._pipeline.handover import HandOver
-    >>> handover = HandOver(bound=2, release=lambda state: True)
+    >>> handover = HandOver(bound=2, release=lambda root: True)
     >>> handover.dropped, len(handover)
     (0, 0)
 """
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import asyncio
 
-    from .._core.trace import TraceState
+    from .._core.span import Span
 
 
 class HandOver:
@@ -42,10 +42,10 @@ class HandOver:
             already (so it is not counted twice).
     """
 
-    def __init__(self, bound: int, release: Callable[[TraceState], bool]) -> None:
+    def __init__(self, bound: int, release: Callable[[Span], bool]) -> None:
         self.bound = bound
         self._release = release
-        self._waiting: collections.deque[TraceState] = collections.deque()
+        self._waiting: collections.deque[Span] = collections.deque()
         self._scheduled = False
         self._lock = threading.Lock()
         #: Traces dropped here (waiting list full, or no loop to take them).
@@ -55,17 +55,17 @@ class HandOver:
         return len(self._waiting)
 
     def put(
-        self, state: TraceState, loop: asyncio.AbstractEventLoop | None, wake: Callable[[], None]
+        self, root: Span, loop: asyncio.AbstractEventLoop | None, wake: Callable[[], None]
     ) -> None:
-        """Queues ``state`` for the loop (from any thread) and wakes it once per burst.
+        """Queues the trace ``root`` carries for the loop (from any thread) and wakes it once per burst.
 
         ``loop`` ``None``: the tracker has not started yet; the traces wait
         (bounded) until :meth:`wake_up` is called.
         """
         if len(self._waiting) >= self.bound:
-            self.drop(state)
+            self.drop(root)
             return
-        self._waiting.append(state)
+        self._waiting.append(root)
         if loop is not None and not self._scheduled:
             self.wake_up(loop, wake)
 
@@ -78,7 +78,7 @@ class HandOver:
             self._scheduled = False
             self.drop_all()
 
-    def take(self) -> list[TraceState]:
+    def take(self) -> list[Span]:
         """Everything waiting (on the loop's thread)."""
         self._scheduled = False  # reset before draining: a put() meanwhile schedules again
         waiting = self._waiting
@@ -87,9 +87,9 @@ class HandOver:
             taken.append(waiting.popleft())
         return taken
 
-    def drop(self, state: TraceState) -> None:
-        """Releases ``state`` and counts it dropped (from any thread)."""
-        if self._release(state):
+    def drop(self, root: Span) -> None:
+        """Releases the trace ``root`` carries and counts it dropped (from any thread)."""
+        if self._release(root):
             with self._lock:
                 self.dropped += 1
 
@@ -98,7 +98,7 @@ class HandOver:
         waiting = self._waiting
         while True:
             try:
-                state = waiting.popleft()
+                root = waiting.popleft()
             except IndexError:
                 return
-            self.drop(state)
+            self.drop(root)

@@ -44,7 +44,7 @@ from .._core import clock as _clock
 from .._core.patches import Patch, patch_attribute
 from .._wire.names import MONITOR_FULL
 from ._blocks import NOT_SAMPLED, Block, BlockRecord, pin
-from ._observers import mark_off_loop
+from ._observers import mark_off_loop, mark_watched
 from ._tasks import loop_traces
 
 if TYPE_CHECKING:
@@ -213,7 +213,6 @@ class CallbackTimer:
             # What runs next is the parent's code: the rest of its `with` block.
             parent = span.parent
             if parent is None:
-                span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
                 self._span = None
             else:
                 self._span = parent if parent.recording and parent.end_ns is None else None
@@ -230,9 +229,7 @@ class CallbackTimer:
             if self._kids:
                 own -= self._kids.pop(span, 0)
             parent = span.parent
-            if parent is None:
-                span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
-            else:
+            if parent is not None:
                 waiting = self._kid_parent
                 if parent is waiting:
                     self._kid_sum += took
@@ -242,6 +239,8 @@ class CallbackTimer:
                     self._kid_parent = parent
                     self._kid_sum = took
         add_busy(span, own)
+        if parent is None:  # a root: its trace was watched (after add_busy, which made its extras)
+            mark_watched(span, MONITOR_FULL)
         if self.sample is not None:
             self._pin_if_guilty(span, start, now)
 
@@ -249,9 +248,9 @@ class CallbackTimer:
         """``span`` ends on the loop thread without having run since ``_since``: 0 ns of its own here."""
         if not span.recording:
             return
-        if span.parent is None:
-            span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
         add_busy(span, 0)
+        if span.parent is None:
+            mark_watched(span, MONITOR_FULL)
         if self.sample is not None:
             self._pin_if_guilty(span, None, now)
 
