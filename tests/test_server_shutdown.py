@@ -26,6 +26,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from http_receiver import Receiver
 
 # The app both uvicorn matrices serve: Starlette, the middleware added as users do.
 STARLETTE_APP = """
@@ -75,7 +76,7 @@ async def item(request):
 async def ready(request):
     return web.Response(text="ready")
 
-tracker = ft.Tracker(exporters=[f"file://{os.environ['GIVEN_TRACKER_FILE']}"])
+tracker = ft.Tracker(exporters=[os.environ.get("EXPORTER") or f"file://{os.environ['GIVEN_TRACKER_FILE']}"])
 mode = os.environ["SERVE"]
 if mode == "run_app":
     app = web.Application(middlewares=[middleware(tracker, excluded_paths=["/ready"])])
@@ -325,10 +326,15 @@ class TestZeroConfigConsole:
         assert set(written_ids(lines)) == set(received)
 
 
-async def start_aiohttp(tmp_path: Path, servers: list[Server], serve: str) -> tuple[str, Server, Path]:
-    """The aiohttp app served as ``serve`` says, on a free port; its URL once it answers."""
+async def start_aiohttp(
+    tmp_path: Path, servers: list[Server], serve: str, exporter: str = ""
+) -> tuple[str, Server, Path]:
+    """The aiohttp app served as ``serve`` says, on a free port; its URL once it answers.
+
+    Its tracker writes a JSON Lines file (the path returned), or goes to ``exporter``.
+    """
     out = tmp_path / "traces.jsonl"
-    env = {**base_env(tmp_path), "GIVEN_TRACKER_FILE": str(out), "SERVE": serve}
+    env = {**base_env(tmp_path), "GIVEN_TRACKER_FILE": str(out), "SERVE": serve, "EXPORTER": exporter}
     script = tmp_path / "server.py"
     script.write_text(textwrap.dedent(AIOHTTP_APP))
     process = await asyncio.create_subprocess_exec(sys.executable, str(script), env=env, stderr=PIPE)
@@ -359,6 +365,23 @@ class TestAiohttpWithoutStartup:
         lines = out.read_text().splitlines() if out.exists() else []
         assert len(lines) == stopped.entered, (len(lines), stopped.entered, stopped.stderr[-2000:])
         assert set(stopped.received_ids) <= set(written_ids(lines))
+        assert "Traceback" not in stopped.stderr
+
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+    async def test_a_slow_exporter_gets_every_trace_once(self, tmp_path, servers, signum):
+        """``web.run_app`` with a bare ``middleware(tracker)``, exporting to a collector that
+        answers in 50 ms: each request that finishes during the graceful stop flushes before it
+        ends, so when ``run_app`` cancels what is left on its loop no export is in flight, and no
+        batch is sent a second time (while only the signal flushed, the batch in flight was sent
+        again: here nearly every trace arrived twice). The collector receives one record per
+        request that reached the app."""
+        async with Receiver(latency=0.05) as collector:
+            url, server, _ = await start_aiohttp(tmp_path, servers, "run_app", f"{collector.url}/hook")
+            stopped = await stop_under_load(url, server, tmp_path / "entered", signum)
+            ids = [trace["trace_id"] for request in collector.delivered for trace in request.json()]
+        assert stopped.in_flight_at_signal >= 100, stopped
+        assert len(ids) == len(set(ids)) == stopped.entered, (len(ids), len(set(ids)), stopped.entered)
+        assert set(stopped.received_ids) <= set(ids)
         assert "Traceback" not in stopped.stderr
 
     async def test_sigterm_default_action_still_ends_the_process_after_the_flush(self, tmp_path, servers):
