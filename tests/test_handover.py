@@ -11,6 +11,7 @@ once instead of being kept until exit.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -102,6 +103,29 @@ class TestSyncProgram:
         exported_once(memory, stats)
         accounted(stats)
         assert tracker.open_traces == set()
+
+    def test_bound_holds_when_threads_switch_at_every_chance(self):
+        """The same program with the interpreter switching threads every 10 µs, as on a loaded
+        machine: the program keeps handing traces over while the loop is taking them. The
+        traces held (waiting in the hand-over, or for their completion check) never exceed
+        2 × max_queue: a take holds only what waited when it began, and the completion check
+        runs before the next take (both broke it: up to 3 × max_queue was seen)."""
+        memory, slow = ft.MemoryExporter(), SlowExporter(0.002)
+        peak = 0
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-5)
+        try:
+            with ft.Tracker(exporters=[memory, slow], max_queue=1000) as tracker:
+                for i in range(200_000):
+                    with ft.span("job"):
+                        pass
+                    if i % 5 == 0:
+                        peak = max(peak, len(tracker.open_traces))
+        finally:
+            sys.setswitchinterval(interval)
+        assert peak <= 2 * 1000, peak
+        assert tracker.stats.traces_completed == 200_000
+        accounted(tracker.stats)
 
     def test_racing_threads_count_exactly(self):
         """Eight threads finishing traces at once into a tracker not started yet (room for

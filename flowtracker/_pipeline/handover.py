@@ -79,13 +79,15 @@ class HandOver:
             self.drop_all()
 
     def take(self) -> list[Span]:
-        """Everything waiting (on the loop's thread)."""
-        self._scheduled = False  # reset before draining: a put() meanwhile schedules again
+        """What was waiting when called (on the loop's thread).
+
+        Other threads keep appending while this drains: what they add after
+        the count is left for the wake-up their ``put()`` schedules, so one take
+        holds no more than the bound.
+        """
+        self._scheduled = False  # reset before counting: a put() from now on schedules again
         waiting = self._waiting
-        taken = []
-        while waiting:
-            taken.append(waiting.popleft())
-        return taken
+        return [waiting.popleft() for _ in range(len(waiting))]
 
     def drop(self, root: Span) -> None:
         """Releases the trace ``root`` carries and counts it dropped (from any thread)."""

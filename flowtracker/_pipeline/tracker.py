@@ -513,9 +513,12 @@ class Tracker:
             loop.call_soon(self._complete_pending)
 
     def _on_handover(self) -> None:
-        self._take_handed_over()
-        if not self._pending_scheduled and self._pending:
+        # The check goes in the queue before the take: taking lets other threads
+        # schedule the next wake-up, which must run after this check, or the
+        # pending list would hold two hand-overs' worth.
+        if not self._pending_scheduled:
             self._schedule_completion()
+        self._take_handed_over()
 
     def _take_handed_over(self) -> None:
         self._pending.extend(self._handover.take())
