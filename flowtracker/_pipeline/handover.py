@@ -79,13 +79,13 @@ class HandOver:
             self.drop_all()
 
     def take(self) -> list[TraceState]:
-        """Everything waiting (on the loop's thread)."""
+        """What waits as it is called, at most ``bound`` traces (on the loop's thread)."""
         self._scheduled = False  # reset before draining: a put() meanwhile schedules again
         waiting = self._waiting
-        taken = []
-        while waiting:
-            taken.append(waiting.popleft())
-        return taken
+        # Only what is there now: a thread may append while this drains (the
+        # GIL switches), and what it adds waits for the wake it schedules,
+        # or a take would grow past the bound.
+        return [waiting.popleft() for _ in range(len(waiting))]
 
     def drop(self, state: TraceState) -> None:
         """Releases ``state`` and counts it dropped (from any thread)."""

@@ -512,9 +512,13 @@ class Tracker:
             loop.call_soon(self._complete_pending)
 
     def _on_handover(self) -> None:
-        self._take_handed_over()
-        if not self._pending_scheduled and self._pending:
+        # The check is queued before taking: take() lets the next put() (in
+        # another thread, at once) queue another wake, which must come after
+        # this check, or _pending would hold two hand-overs' worth. (A wake is
+        # queued only for a trace put, so the check is rarely for nothing.)
+        if not self._pending_scheduled:
             self._schedule_completion()
+        self._take_handed_over()
 
     def _take_handed_over(self) -> None:
         self._pending.extend(self._handover.take())
