@@ -763,9 +763,14 @@ class SwitchObserver(Protocol):
         """
         ...
 
-    def closing(self, span: Span) -> None:
+    def closing(self, span: Span) -> int | None:
         """``span`` is about to end (``end_ns`` still ``None``): the last moment
-        to write into its ``extras`` before its trace may be assembled."""
+        to write into its ``extras`` before its trace may be assembled.
+
+        Returns the clock reading the observer accounted the span's time up
+        to, which becomes the span's end (unless an explicit end time was
+        given), or ``None``: the span reads the clock itself.
+        """
         ...
 
 
@@ -816,7 +821,14 @@ def set_switch_observer(observer: SwitchObserver | None) -> None:
         # With an exception the span ends through end(), which comes back here
         # with exc None: telling the observer only then tells it once.
         if exc is None and self.end_ns is None and self.span_id:
-            closing(self)
+            now = closing(self)
+            if tb is None and now is not None:
+                # The span ends at the very reading the observer split its time
+                # at (``tb`` carries an end time when exc is None): a second
+                # read, even a preempted microsecond later, would leave the
+                # parent's busy time and the children's durations disagreeing.
+                _plain_exit(self, exc_type, exc, now)  # type: ignore[arg-type]
+                return
         _plain_exit(self, exc_type, exc, tb)
 
     __exit__.__doc__ = _plain_exit.__doc__

@@ -195,17 +195,20 @@ class CallbackTimer:
         self._since = now
         self._span = span if span is not None and span.recording and span.end_ns is None else None
 
-    def closing(self, span: Span) -> None:
+    def closing(self, span: Span) -> int | None:
         """``span`` ends on the loop thread: its busy time (and a block in progress) go on it now.
 
         A root that ends here marks its trace as watched (``loop_monitor``); a
         span that ends on another thread (a worker's) is marked off the loop.
+        Returns the reading its time was split at, which the span ends at (so
+        a parent's own time is exactly its duration less its children's), or
+        ``None`` off the loop thread.
         """
         ident = _get_ident()
         if ident != self._active:
             if ident != self.thread and self.thread is not None:
                 mark_off_loop(span)
-            return
+            return None
         now = _now()
         if span is self._span:  # current since _since (its code ran before its children's)
             start = self._since
@@ -221,7 +224,7 @@ class CallbackTimer:
             start = span.start_ns
             if start < self._since:  # not current since _since (a client span, or unsampled: 0)
                 self._ends_idle(span, now)
-                return
+                return now
             own = took = now - start
             if span is self._kid_parent:  # its children just ended
                 own -= self._kid_sum
@@ -243,6 +246,7 @@ class CallbackTimer:
             mark_watched(span, MONITOR_FULL)
         if self.sample is not None:
             self._pin_if_guilty(span, start, now)
+        return now
 
     def _ends_idle(self, span: Span, now: int) -> None:
         """``span`` ends on the loop thread without having run since ``_since``: 0 ns of its own here."""

@@ -52,7 +52,7 @@ class LoopObserver(Protocol):
 
     def switched(self, span: Span | None) -> None: ...
 
-    def closing(self, span: Span) -> None: ...
+    def closing(self, span: Span) -> int | None: ...
 
 
 # loop -> its observer, and loop thread id -> its observer. Written under _lock,
@@ -73,12 +73,12 @@ class _Dispatch:
         if observer is not None:
             observer.switched(span)
 
-    def closing(self, span: Span) -> None:
+    def closing(self, span: Span) -> int | None:
         observer = _by_thread.get(_get_ident())
         if observer is not None:
-            observer.closing(span)
-        else:
-            mark_off_loop(span)
+            return observer.closing(span)
+        mark_off_loop(span)
+        return None
 
 
 def mark_off_loop(span: Span) -> None:
