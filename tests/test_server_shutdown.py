@@ -192,6 +192,23 @@ def count_lines(path: Path) -> int:
     return len(path.read_bytes().splitlines()) if path.exists() else 0
 
 
+# CPython's own race in asyncio.Server.close (python/cpython#109564, 3.12+): a
+# transport accepted while the server closes is collected unclosed, and its
+# __del__ wakes the server's waiters a second time, after they were cleared.
+# Printed by the interpreter, from asyncio's frames alone; nothing of the app's.
+_SERVER_CLOSE_RACE = re.compile(
+    r"Exception ignored (?:in|while calling deallocator):? <function _SelectorTransport\.__del__ at \w+>:?\n"
+    r"Traceback \(most recent call last\):\n"
+    r"(?:  File \"[^\"]*/asyncio/\w+\.py\", line \d+, in \w+\n    .*\n)+"
+    r"TypeError: 'NoneType' object is not iterable\n"
+)
+
+
+def tracebacks(stderr: str) -> str:
+    """``stderr`` without the interpreter's reports of CPython's server-close race (see above)."""
+    return _SERVER_CLOSE_RACE.sub("", stderr)
+
+
 def written_ids(lines: list[str]) -> list[str]:
     """The trace ids of JSON trace lines (any prefix before the object is ignored)."""
     return [json.loads(line[line.index("{") :])["trace_id"] for line in lines]
@@ -300,7 +317,7 @@ class TestUvicornStopUnderLoad:
         lines = out.read_text().splitlines()
         assert len(lines) == stopped.entered, (len(lines), stopped.entered, stopped.stderr[-2000:])
         assert set(stopped.received_ids) <= set(written_ids(lines))
-        assert "Traceback" not in stopped.stderr
+        assert "Traceback" not in tracebacks(stopped.stderr), stopped.stderr[-3000:]
 
 
 class TestZeroConfigConsole:
@@ -381,7 +398,7 @@ class TestAiohttpWithoutStartup:
         lines = out.read_text().splitlines() if out.exists() else []
         assert len(lines) == stopped.entered, (len(lines), stopped.entered, stopped.stderr[-2000:])
         assert set(stopped.received_ids) <= set(written_ids(lines))
-        assert "Traceback" not in stopped.stderr
+        assert "Traceback" not in tracebacks(stopped.stderr), stopped.stderr[-3000:]
 
     @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
     async def test_a_slow_exporter_gets_every_trace_once(self, tmp_path, servers, signum):
@@ -406,7 +423,7 @@ class TestAiohttpWithoutStartup:
         assert stopped.in_flight_at_signal >= 100, stopped
         assert len(ids) == len(set(ids)) == stopped.entered, (len(ids), len(set(ids)), stopped.entered)
         assert set(stopped.received_ids) <= set(ids)
-        assert "Traceback" not in stopped.stderr
+        assert "Traceback" not in tracebacks(stopped.stderr), stopped.stderr[-3000:]
 
     async def test_sigterm_default_action_still_ends_the_process_after_the_flush(self, tmp_path, servers):
         """A server that handles no signal: SIGTERM flushes first, then ends the process by that very signal.
