@@ -156,7 +156,7 @@ class FlowtrackerServer:
         self.url = f"http://127.0.0.1:{self.port}/v1/traces"
 
     def stored(self) -> int:
-        with sqlite3.connect(self.db) as connection:
+        with contextlib.closing(sqlite3.connect(self.db)) as connection:
             return int(connection.execute("SELECT count(*) FROM spans").fetchone()[0])
 
     def stop(self) -> None:
@@ -208,7 +208,7 @@ class PhoenixServer:
         databases = list(self.directory.glob("*.db"))
         if not databases:
             return 0
-        with sqlite3.connect(databases[0], timeout=30) as connection:
+        with contextlib.closing(sqlite3.connect(databases[0], timeout=30)) as connection:
             return int(connection.execute("SELECT count(*) FROM spans").fetchone()[0])
 
     def stop(self) -> None:
@@ -408,7 +408,7 @@ def run_rss(settings: Settings) -> tuple[dict[str, Any], str]:
                         break
                 if bodies:
                     asyncio.run(post_all(server.url, bodies))
-            with sqlite3.connect(server.db) as connection:
+            with contextlib.closing(sqlite3.connect(server.db)) as connection:
                 kept = int(connection.execute("SELECT count(*) FROM traces").fetchone()[0])
         finally:
             server.stop()
