@@ -5,7 +5,14 @@ A tracker runs on one event loop: the app's (``async with tracker`` /
 (``with tracker`` / ``tracker.start_in_thread()``). Every decision that a
 trace is complete, and every hand-off to the lanes, happens on that loop's
 thread; spans ending in other threads pass their trace over with
-``call_soon_threadsafe`` (one wake-up per burst, not per trace).
+``call_soon_threadsafe`` (one wake-up per batch, not per trace).
+
+Finished traces are batched by time as well as by count: they are gathered
+for ``batch_interval`` (5 ms by default) or until ``max_batch`` of them wait,
+then checked for completion and handed to the exporter lanes together, so a
+service whose requests are spaced by I/O wakes the pipeline once per
+interval, not once per request. ``flush()``, ``aclose()`` and the loop ending
+take what is gathering at once; an idle ``flush()`` returns without awaiting.
 
 Which tracker gets a new trace: the one given explicitly (middlewares), else
 the one bound to the current context by ``async with tracker``, else the most
@@ -99,6 +106,9 @@ _running: list[Tracker] = []
 _started: weakref.WeakSet[Tracker] = weakref.WeakSet()
 _default: Tracker | None = None
 _default_lock = threading.Lock()
+#: Seconds finished traces are gathered before they are checked and exported (``batch_interval``).
+DEFAULT_BATCH_INTERVAL = 0.005
+_NEVER = 1 << 62
 
 
 class Tracker:
@@ -117,7 +127,16 @@ class Tracker:
         max_queue: Traces buffered per exporter lane before new ones are
             dropped and counted; also how many traces finished in other
             threads may wait for a busy loop. Default 8192.
-        max_batch: Traces handed to one ``export()`` call at most. Default 512.
+        max_batch: Traces handed to one ``export()`` call at most; this many
+            finished traces waiting are checked and exported at once. Default 512.
+        batch_interval: Seconds finished traces are gathered before they are
+            checked for completion and handed to the lanes together: the
+            pipeline wakes at most this often under sparse traffic (sooner
+            when ``max_batch`` traces wait, and on ``flush()`` and close). A
+            trace reaches its exporters at most this long after its last span
+            ended (``completion_delay``, if longer), unless an exporter is
+            still busy with the batches ahead of it. 0: checked on the loop's
+            next turn, each lane woken per turn. Default 0.005 (5 ms).
         export_timeout: Seconds one ``export()`` call may take before its batch
             counts as failed. Default 30.
         close_timeout: Seconds ``aclose()`` waits for the lanes to drain, and
@@ -128,9 +147,10 @@ class Tracker:
         max_events_per_span: Events per span. Default 128.
         max_trace_age: Seconds after which a trace with spans still open is
             exported anyway, those spans marked ``unfinished``. Default 300.
-        completion_delay: Extra seconds to wait, after a trace's last span
-            ended, for fire-and-forget children. Default 0: the trace is
-            emitted once the loop's already-scheduled callbacks have run.
+        completion_delay: Seconds to wait, after a trace's last span ended,
+            for fire-and-forget children. Default 0: the trace is emitted
+            with the next batch (``batch_interval``), always after the
+            loop's already-scheduled callbacks have run.
         redact_keys: Tag-key words whose values are replaced by
             ``[REDACTED]`` at export. Default: authorization, cookie,
             password, passwd, secret, token, api_key and a few more (see
@@ -163,6 +183,7 @@ class Tracker:
         service: str | None = None,
         max_queue: int = 8192,
         max_batch: int = 512,
+        batch_interval: float = DEFAULT_BATCH_INTERVAL,
         export_timeout: float = 30.0,
         close_timeout: float = 10.0,
         max_spans_per_trace: int = 10_000,
@@ -179,6 +200,8 @@ class Tracker:
         built, self._config_error = resolve_exporters(exporters, on_config_error)
         if max_queue < 1 or max_batch < 1:
             raise ValueError("max_queue and max_batch must be at least 1")
+        if not batch_interval >= 0.0:
+            raise ValueError(f"batch_interval must be 0 or more seconds, got {batch_interval!r}")
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be between 0 and 1, got {sample_rate!r}")
         self.service = service
@@ -199,7 +222,14 @@ class Tracker:
         for exporter in built:
             name = _unique_name(exporter, {lane.name for lane in self._lanes})
             self._lanes.append(
-                Lane(name, exporter, max_queue=max_queue, max_batch=max_batch, timeout=export_timeout)
+                Lane(
+                    name,
+                    exporter,
+                    max_queue=max_queue,
+                    max_batch=max_batch,
+                    timeout=export_timeout,
+                    before_last_export=self._check,
+                )
             )
         # Counters (read by ``stats``; written on the loop's thread only, except
         # the hand-over's drops, see HandOver).
@@ -212,7 +242,13 @@ class Tracker:
         #: Traces under assembly (the core adds each new one), swept for the age limit.
         self.open_traces: set[TraceState] = set()
         self._pending: list[TraceState] = []
-        self._pending_scheduled = False
+        # The batched completion check (see _schedule_completion): its timer,
+        # and how many pending traces make span_ended() schedule it (1: the
+        # first one; max_batch while the timer runs; _NEVER once it is queued).
+        self.batch_interval = batch_interval
+        self._max_batch = max_batch
+        self._check_timer: asyncio.TimerHandle | None = None
+        self._check_at = 1
         self._handover = HandOver(max_queue, self._release)
         #: The parent's pid once this tracker was left behind by a fork (see the module docstring).
         self._forked_from: int | None = None
@@ -327,6 +363,8 @@ class Tracker:
             return True
         if self._loop_thread != threading.get_ident():  # a thread's tracker, or trio
             return await self._on_own_loop(self.flush(timeout), True)
+        if not self._pending and not len(self._handover) and all(lane.idle for lane in self._lanes):
+            return True  # nothing completed is waiting anywhere: no await at all
         await asyncio.sleep(0)  # lets completion checks already scheduled run
         self._take_handed_over()
         self._complete_pending()
@@ -483,8 +521,9 @@ class Tracker:
     def span_ended(self, state: TraceState) -> None:
         """A span of ``state`` ended and it may have been the last one."""
         if self._loop_thread == threading.get_ident():
-            self._pending.append(state)
-            if not self._pending_scheduled:
+            pending = self._pending
+            pending.append(state)
+            if len(pending) >= self._check_at:
                 self._schedule_completion()
             return
         if self._forked_from is not None:
@@ -497,23 +536,47 @@ class Tracker:
     # -- on the tracker's loop ------------------------------------------------
 
     def _schedule_completion(self) -> None:
-        """Has the pending traces checked once the callbacks already scheduled ran.
+        """Has the pending traces checked, in batches, after the callbacks already scheduled ran.
 
-        ``call_soon`` queues the check before any later hand-over, so traces
-        wait at most one hand-over's worth in ``_pending``: with the hand-over's
-        own bound, at most ``2 * max_queue`` finished traces are held.
+        Batched by time: the first trace to wait sets a timer, and the check
+        runs ``batch_interval`` later (``completion_delay`` if that is longer)
+        for every trace that ended meanwhile, here or in other threads (see
+        :meth:`_on_handover`). Traffic spaced by I/O thus costs one timer and
+        one lane wake-up per interval, not a loop callback and a wake-up per
+        trace. ``max_batch`` traces waiting are checked at once (unless a
+        ``completion_delay`` is asked). A timer runs after the callbacks
+        scheduled before it, so the check still comes after every callback
+        already scheduled when the trace ended (fire-and-forget children have
+        started by then). Held: at most ``max_batch`` traces (or an interval's
+        worth, with ``completion_delay``) plus the hand-over's bound.
         """
-        self._pending_scheduled = True
         loop = self._loop
         assert loop is not None
-        if self.completion_delay:
-            loop.call_later(self.completion_delay, self._complete_pending)
-        else:
-            loop.call_soon(self._complete_pending)
+        if self._check_timer is None:
+            delay = max(self.batch_interval, self.completion_delay)
+            if delay > 0:
+                self._check_timer = loop.call_later(delay, self._check)
+                self._check_at = _NEVER if self.completion_delay else self._max_batch
+                return
+        self._check_at = _NEVER  # a full batch: now
+        loop.call_soon(self._check)
+
+    def _check(self) -> None:
+        """The batched completion check (see :meth:`_schedule_completion`)."""
+        timer, self._check_timer = self._check_timer, None
+        if timer is not None:
+            timer.cancel()
+        self._check_at = 1
+        self._take_handed_over()
+        self._complete_pending()
 
     def _on_handover(self) -> None:
-        self._take_handed_over()
-        if not self._pending_scheduled and self._pending:
+        """Other threads handed traces over: the next check takes them.
+
+        Until it has (``HandOver.take``), further hand-overs wake the loop no
+        more: one wake-up per interval, not per trace.
+        """
+        if self._check_timer is None and self._check_at == 1:
             self._schedule_completion()
 
     def _take_handed_over(self) -> None:
@@ -541,7 +604,6 @@ class Tracker:
         return True
 
     def _complete_pending(self) -> None:
-        self._pending_scheduled = False
         pending, self._pending = self._pending, []
         for state in pending:
             spans = state.spans
@@ -662,7 +724,8 @@ class Tracker:
             state.emitted = True
         self.open_traces.clear()
         self._pending = []
-        self._pending_scheduled = False
+        self._check_timer = None  # the parent's loop's
+        self._check_at = 1
         self._handover = HandOver(self._handover.bound, self._release)
         self._loop = None
         self._loop_thread = None
