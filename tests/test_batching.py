@@ -129,6 +129,22 @@ class TestTimeBatching:
             await turns()
             assert batches.batches == [[f"t{i}" for i in range(8)]]
 
+    async def test_sixty_four_finished_traces_are_checked_at_once(self):
+        """With the default max_batch and an interval that never fires, 63 finished traces
+        wait and the 64th sends all of them to the exporter: a burst is not held for the
+        interval (its spans would outlive the garbage collector's youngest generation)."""
+        batches = Batches()
+        async with ft.Tracker(exporters=[batches], batch_interval=NEVER):
+            for i in range(63):
+                with ft.span(f"t{i}"):
+                    pass
+            await turns()
+            assert batches.batches == []
+            with ft.span("t63"):
+                pass
+            await turns()
+            assert batches.batches == [[f"t{i}" for i in range(64)]]
+
     async def test_flush_takes_what_is_gathering_at_once(self):
         """flush() does not wait for the interval: the trace gathering is exported and
         flush returns True (with an interval of 60 s, waiting for it would time out)."""
