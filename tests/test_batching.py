@@ -215,6 +215,30 @@ class TestIdleFlush:
         assert memory.traces
         assert completes_at_once()
 
+    def test_idle_flush_of_a_thread_tracker_returns_without_awaiting(self):
+        """A tracker running in its own thread (`with tracker`), flushed from this thread: idle,
+        flush() completes on its first step, with no event loop running here at all; after a
+        trace ended here (handed over to the tracker's thread) it is a real flush that exports
+        it, and idle again afterwards."""
+        memory = ft.MemoryExporter()
+
+        def completes_at_once(tracker: ft.Tracker) -> bool:
+            step = tracker.flush()
+            try:
+                step.send(None)
+            except StopIteration as done:
+                return bool(done.value)
+            step.close()
+            return False
+
+        with ft.Tracker(exporters=[memory], batch_interval=NEVER) as tracker:
+            assert completes_at_once(tracker)
+            with ft.start_root_span("job", tracker=tracker):
+                pass
+            assert asyncio.run(tracker.flush())
+            assert len(memory.traces) == 1
+            assert completes_at_once(tracker)
+
     async def test_flush_with_a_trace_gathering_does_wait(self, tracker, memory):
         """A trace gathering makes flush() a real wait: it suspends, and by its end the
         trace is exported."""

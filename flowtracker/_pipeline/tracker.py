@@ -255,6 +255,7 @@ class Tracker:
         self._check_at_once = min(max_batch, CHECK_AT_ONCE)
         self._check_timer: asyncio.TimerHandle | None = None
         self._check_at = 1
+        self._checking = False
         self._handover = HandOver(max_queue, self._release)
         #: The parent's pid once this tracker was left behind by a fork (see the module docstring).
         self._forked_from: int | None = None
@@ -365,15 +366,12 @@ class Tracker:
             >>> async def handler(tracker):
             ...     await tracker.flush(timeout=5)
         """
-        if self._loop is None or self.closed:
-            return True
+        if self._loop is None or self.closed or self._idle():
+            return True  # nothing completed waits anywhere: no await at all
         if self._loop_thread != threading.get_ident():  # a thread's tracker, or trio
             return await self._on_own_loop(self.flush(timeout), True)
-        if not self._pending and not len(self._handover) and all(lane.idle for lane in self._lanes):
-            return True  # nothing completed is waiting anywhere: no await at all
         await asyncio.sleep(0)  # lets completion checks already scheduled run
-        self._take_handed_over()
-        self._complete_pending()
+        self._check()
         with anyio.move_on_after(timeout) as scope:
             for lane in self._lanes:
                 await lane.wait_processed()
@@ -400,8 +398,7 @@ class Tracker:
             return
         timeout = self.close_timeout if timeout is None else timeout
         await asyncio.sleep(0)
-        self._take_handed_over()
-        self._complete_pending()
+        self._check()
         for state in list(self.open_traces):
             self._emit_unfinished(state)
         await self.flush(timeout)
@@ -568,13 +565,31 @@ class Tracker:
         loop.call_soon(self._check)
 
     def _check(self) -> None:
-        """The batched completion check (see :meth:`_schedule_completion`)."""
+        """The batched completion check (see :meth:`_schedule_completion`); also flush's and close's."""
         timer, self._check_timer = self._check_timer, None
         if timer is not None:
             timer.cancel()
         self._check_at = 1
-        self._take_handed_over()
-        self._complete_pending()
+        self._checking = True
+        try:
+            self._take_handed_over()
+            self._complete_pending()
+        finally:
+            self._checking = False
+
+    def _idle(self) -> bool:
+        """Nothing completed waits: not handed over, not pending, not queued or in export.
+
+        Right from any thread (a flush from another loop reads it) because of
+        the order: a trace already taken from the hand-over is in a check
+        (``_checking``) until every lane it went to counts it as offered.
+        """
+        return (
+            not len(self._handover)
+            and not self._checking
+            and not self._pending
+            and all(lane.idle for lane in self._lanes)
+        )
 
     def _on_handover(self) -> None:
         """Other threads handed traces over: the next check takes them.
