@@ -154,20 +154,24 @@ class Lane:
                 self._receive.close()
 
     def _take(self, limit: int) -> list[Trace] | None:
-        """Up to ``limit`` queued traces, without waiting; None once the stream is closed and empty."""
+        """Up to ``limit`` queued traces, without waiting; None once the stream is closed and empty.
+
+        ``offered - _taken`` traces are in the stream (each offer counts one
+        that it sent), so the batch is taken without asking the stream how
+        many it holds, item by item.
+        """
         receive = self._receive
         assert receive is not None, "open() first"
-        batch: list[Trace] = []
-        while len(batch) < limit:
-            try:
-                batch.append(receive.receive_nowait())
-            except anyio.WouldBlock:
-                break
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                if not batch:
-                    return None
-                break
-        self._taken += len(batch)
+        count = min(limit, self.offered - self._taken)
+        try:
+            if not count:
+                receive.receive_nowait()  # nothing queued: raises WouldBlock, or says it was closed
+            batch = [receive.receive_nowait() for _ in range(count)]
+        except anyio.WouldBlock:
+            return []
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return None
+        self._taken += count
         return batch
 
     async def run(self) -> None:
