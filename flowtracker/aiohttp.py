@@ -22,7 +22,9 @@ Startup and shutdown (:mod:`flowtracker.integrations.lifecycle`): :func:`setup`
 starts the tracker (and the loop monitor) on the app's loop at startup and
 flushes it at cleanup, closing it if it started it. The bare
 :func:`middleware` has no hooks: the first request starts a tracker it was
-given, and SIGTERM/SIGINT flush it before the server stops. Without a
+given, and SIGTERM/SIGINT flush it before the server stops (requests that
+finish during the stop flush before they end, so none is left exporting
+when the server ends its loop). Without a
 tracker it reports to the tracker in effect (``async with tracker``, the last
 one started, else the process-wide default tracker, which runs in a daemon
 thread and is flushed by an ``atexit`` hook), so a graceful stop
@@ -224,6 +226,7 @@ def _middleware(lifecycle: AppLifecycle, opts: HttpOptions, *, headers_at_prepar
         if headers_at_prepare:
             request[_ROOT_KEY] = root
         token = activate(root)
+        response: web.StreamResponse | None = None
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -239,9 +242,15 @@ def _middleware(lifecycle: AppLifecycle, opts: HttpOptions, *, headers_at_prepar
             raise
         finally:
             deactivate(root, token)
+            if response is None and lifecycle.stopping:  # ended by an error: flushed as below
+                await lifecycle.flush()
         if add_headers is not None and not response.prepared:
             add_headers(root, response)
         _end_root(request, root, response, None)
+        if lifecycle.stopping:
+            # A stop signal came: the server's graceful shutdown waits for this
+            # task, not for the export, and may end the loop under it.
+            await lifecycle.flush()
         return response
 
     return flowtracker_middleware

@@ -45,12 +45,18 @@ class Recorded:
 
 @dataclass
 class Receiver:
-    """Records requests on any path; ``script`` decides the next answers."""
+    """Records requests on any path; ``script`` decides the next answers.
+
+    With ``latency``, each answer comes that much later, after the request was
+    recorded (a collector one network hop away, which keeps what it received
+    even when the sender goes away before the answer).
+    """
 
     script: list[Step] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     port: int = 0
+    latency: float = 0.0
 
     @property
     def delivered(self) -> list[Recorded]:
@@ -70,6 +76,8 @@ class Receiver:
         else:
             status = step
         self._record(request, raw, status)
+        if self.latency:
+            await asyncio.sleep(self.latency)
         return web.Response(status=status, headers=headers, text="ok" if status < 300 else "nope")
 
     def _record(self, request: web.Request, raw: bytes, status: int) -> Recorded:

@@ -1,4 +1,4 @@
-"""The docs stay true: every test that README.md and SECURITY.md name as proof exists."""
+"""The docs stay true: every test that README.md, SECURITY.md and docs/reliability.md name as proof exists."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ TEST_ID = re.compile(r"`(tests/test_\w+\.py(?:::\w+(?:::\w+)?)?)`")
 
 class TestNamedProofs:
     def test_every_named_test_exists(self):
-        """Each `tests/...::Class::test` cited in README.md or SECURITY.md is collected by pytest."""
-        texts = [(ROOT / doc).read_text() for doc in ("README.md", "SECURITY.md")]
+        """Each `tests/...::Class::test` cited in README.md, SECURITY.md or docs/reliability.md is
+        collected by pytest."""
+        texts = [(ROOT / doc).read_text() for doc in ("README.md", "SECURITY.md", "docs/reliability.md")]
         ids = sorted({match for text in texts for match in TEST_ID.findall(text)})
         assert len(ids) >= 15, ids
         result = subprocess.run(

@@ -64,6 +64,18 @@ class TestFaultSuite:
         assert float(shutdown) > 0
         assert "--scenario outage-webhook" in record.read_text()
 
+    def test_long_lived_root_scenario_runs_and_passes(self) -> None:
+        """``--scenario long-lived-root --strict`` runs a script whose root outlives
+        ``max_trace_age`` five times over: every one of its 600 children arrives once, the root
+        once unfinished, the rest in follow-up records that the tracker counted."""
+        done = run_suite("--scenario", "long-lived-root", "--strict", timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        row = table_row(done.stdout, "long-lived-root")
+        made, _, written, dropped, lost, dup, corrupt, _, _, verdict = row[1:]
+        assert (made, written, dropped, lost, dup, corrupt) == ("600", "600", "0", "0", "0", "0")
+        assert verdict == "PASS"
+        assert "1 record(s) with spans unfinished" in done.stdout
+
     def test_unknown_scenario_is_refused_with_the_known_names(self) -> None:
         """A misspelt scenario stops the run before anything starts, listing the names it knows."""
         done = run_suite("--scenario", "outage-webhok", timeout=30)
@@ -88,6 +100,17 @@ class TestCounting:
         row = judge("disk", sent=4, answered={0, 1, 2, 3}, written=written, counted=Counted(), shutdown_s=0.1)
         assert (row.written, row.lost, row.corrupt) == (2, 2, 1)
         assert row.verdict == "FAIL: lost 2; 1 corrupt"
+
+    def test_children_of_a_long_lived_root_count_span_by_span(self) -> None:
+        """Counting by span, every span tagged ``req`` counts wherever it arrives, follow-up
+        records included, and a child that arrives twice is a duplicate; follow-up and
+        unfinished records are counted apart."""
+        written = Written(by_span=True)
+        written.add_trace({"spans": [{"name": "consume"}, {"tags": {"req": 0}}], "unfinished_spans": 1})
+        written.add_trace({"follow_up": True, "spans": [{"tags": {"req": 1}}, {"tags": {"req": 2}}]})
+        written.add_trace({"follow_up": True, "spans": [{"tags": {"req": 2}}]})
+        assert (written.records, written.follow_ups, written.unfinished) == (3, 2, 1)
+        assert (written.numbers, written.duplicates) == ({0, 1, 2}, 1)
 
     def test_counted_drops_explain_missing_traces_but_not_miscounts(self) -> None:
         """Missing traces the tracker counted as dropped are not lost; a final count that says more

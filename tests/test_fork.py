@@ -126,7 +126,7 @@ class TestOsFork:
                     try:
                         asyncio.run(tracker.start())
                     except RuntimeError as error:
-                        print("start:", error)
+                        print("start:", error, flush=True)  # os._exit() flushes nothing
                     os._exit(0 if ft.default_tracker().close_thread() is None else 1)
                 os.waitpid(pid, 0)
                 with ft.span("parent after"):

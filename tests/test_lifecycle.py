@@ -1,7 +1,8 @@
 """The app lifecycle both middlewares share: startup, shutdown, and stop signals without hooks.
 
 Real trackers, real exporters, real signals raised in this process (the
-handlers in place before each test are put back after it).
+handlers in place before each test are put back after it: conftest's
+``stop_signal_handlers_restored``).
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from doubles import StalledExporter, accounted
 
 import flowtracker as ft
-from flowtracker._core.patches import active
 from flowtracker.integrations.lifecycle import AppLifecycle
 from flowtracker.integrations.stop_signals import STOP_SIGNALS, arm
 
@@ -34,18 +34,6 @@ class OrderedExporter(ft.MemoryExporter):
         await asyncio.sleep(self.delay)
         await super().export(traces)
         self.events.append(f"exported {len(traces)}")
-
-
-@pytest.fixture(autouse=True)
-def restored_handlers() -> Iterator[None]:
-    """Puts back the SIGTERM and SIGINT handlers a test replaced."""
-    saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    yield
-    for patch in active():  # flowtracker's handlers, through the registry that made them
-        if patch.target.startswith("signal."):
-            patch.undo()
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
 
 
 def recording_handler(events: list[str]) -> Any:

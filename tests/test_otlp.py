@@ -15,7 +15,7 @@ import orjson
 import pytest
 from google.protobuf import json_format
 from http_receiver import Receiver, Recorded
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -456,9 +456,17 @@ def wire_traces(draw: st.DrawFn) -> dict[str, Any]:
     return trace
 
 
+def _one_span_trace(trace_id: int, service: str) -> dict[str, Any]:
+    span = {"span_id": "1" * 16, "name": "0", "start_time": "2023-11-14T22:13:20.000000Z",
+            "end_time": "2023-11-14T22:13:20.000000Z", "duration_ms": 0.0, "status": "ok"}  # fmt: skip
+    return {"trace_id": f"{trace_id:032x}", "service": service, "spans": [span]}
+
+
 class TestRoundTrip:
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(wire_traces(), min_size=1, max_size=3))
+    # A service's traces on either side of another service's: grouped per service.
+    @example([_one_span_trace(2, "0"), _one_span_trace(1, "00"), _one_span_trace(1, "0")])
     def test_wire_to_otlp_to_wire_loses_nothing(self, traces: list[dict[str, Any]]) -> None:
         """Wire traces sent as OTLP protobuf and as OTLP JSON read back exactly as they were.
 
@@ -495,7 +503,12 @@ class TestRoundTrip:
 
 
 def _grouped(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What the decoder answers: one trace per service and trace id (records of both joined)."""
+    """What the decoder answers: one trace per service and trace id (records of both joined).
+
+    In the request's order: the spans are grouped per service (services in
+    the order first seen), so a service's traces come together even when
+    another service's trace came between them.
+    """
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for trace in traces:
         key = (trace["service"], trace["trace_id"])
@@ -511,7 +524,8 @@ def _grouped(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
             joined["follow_up"] = True
         if trace.get("loop_monitor"):
             joined.setdefault("loop_monitor", trace["loop_monitor"])
-    return list(out.values())
+    services = list(dict.fromkeys(service for service, _ in out))
+    return [out[key] for key in sorted(out, key=lambda key: services.index(key[0]))]
 
 
 class _ScriptedGrpcReceiver:

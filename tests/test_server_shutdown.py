@@ -26,6 +26,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from http_receiver import Receiver
+
+from flowtracker.exporters.webhook import DELIVERY_HEADER
 
 # The app both uvicorn matrices serve: Starlette, the middleware added as users do.
 STARLETTE_APP = """
@@ -57,7 +60,10 @@ app.add_middleware(FlowTrackerMiddleware, tracker=tracker, excluded_paths=["/rea
 # given an unstarted tracker (no hook of flowtracker's ever runs), "no-startup"
 # with setup() behind aiohttp's low-level server (the app's startup and cleanup
 # signals never fire; graceful stop on SIGTERM/SIGINT), "no-signals" the same
-# with no signal handling at all (SIGTERM's default action ends it).
+# with no signal handling at all (SIGTERM's default action ends it). Both stop
+# with shutdown_timeout=SHUTDOWN_TIMEOUT: aiohttp leaves a connection whose
+# request arrives after its shutdown began unanswered until that timeout (60 s
+# by default), then closes it; the request never reached the app either way.
 AIOHTTP_APP = """
 import asyncio, os, signal, socket, sys
 from aiohttp import web
@@ -75,8 +81,10 @@ async def item(request):
 async def ready(request):
     return web.Response(text="ready")
 
-tracker = ft.Tracker(exporters=[f"file://{os.environ['GIVEN_TRACKER_FILE']}"])
+exporter = os.environ.get("EXPORTER") or f"file://{os.environ['GIVEN_TRACKER_FILE']}"
+tracker = ft.Tracker(exporters=[exporter], close_timeout=float(os.environ["CLOSE_TIMEOUT"]))
 mode = os.environ["SERVE"]
+GRACE = float(os.environ["SHUTDOWN_TIMEOUT"])
 if mode == "run_app":
     app = web.Application(middlewares=[middleware(tracker, excluded_paths=["/ready"])])
 else:
@@ -92,7 +100,8 @@ async def serve_without_startup():
     # The app's own request handler behind the low-level server, as a server that
     # embeds an aiohttp app does: on_startup and on_cleanup never run.
     app.freeze()
-    runner = web.ServerRunner(web.Server(app._handle, request_factory=app._make_request))
+    server = web.Server(app._handle, request_factory=app._make_request)
+    runner = web.ServerRunner(server, shutdown_timeout=GRACE)
     await runner.setup()
     await web.SockSite(runner, sock).start()
     stop = asyncio.Event()
@@ -103,7 +112,7 @@ async def serve_without_startup():
     await runner.cleanup()  # graceful: waits for the requests in flight
 
 if mode == "run_app":
-    web.run_app(app, sock=sock, print=None, access_log=None)
+    web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=GRACE)
 else:
     asyncio.run(serve_without_startup())
 """
@@ -212,8 +221,8 @@ async def stop_under_load(
                     result.received_ids.append(trace_id)
                     if not signalled.is_set():
                         result.received_before_signal.append(trace_id)
-        except aiohttp.ClientError:
-            pass  # refused or cut once the server stops
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            pass  # refused, cut or left unanswered once the server stops
         finally:
             done += 1
             if done == requests // 4:
@@ -325,10 +334,23 @@ class TestZeroConfigConsole:
         assert set(written_ids(lines)) == set(received)
 
 
-async def start_aiohttp(tmp_path: Path, servers: list[Server], serve: str) -> tuple[str, Server, Path]:
-    """The aiohttp app served as ``serve`` says, on a free port; its URL once it answers."""
+async def start_aiohttp(
+    tmp_path: Path,
+    servers: list[Server],
+    serve: str,
+    exporter: str = "",
+    shutdown_timeout: float = 5,
+    close_timeout: float = 10,
+) -> tuple[str, Server, Path]:
+    """The aiohttp app served as ``serve`` says, on a free port; its URL once it answers.
+
+    Its tracker writes a JSON Lines file (the path returned), or goes to ``exporter``;
+    ``close_timeout`` is the tracker's. ``shutdown_timeout``: how long the server's
+    graceful stop waits for requests in flight.
+    """
     out = tmp_path / "traces.jsonl"
-    env = {**base_env(tmp_path), "GIVEN_TRACKER_FILE": str(out), "SERVE": serve}
+    env = {**base_env(tmp_path), "GIVEN_TRACKER_FILE": str(out), "SERVE": serve, "EXPORTER": exporter,
+           "SHUTDOWN_TIMEOUT": str(shutdown_timeout), "CLOSE_TIMEOUT": str(close_timeout)}  # fmt: skip
     script = tmp_path / "server.py"
     script.write_text(textwrap.dedent(AIOHTTP_APP))
     process = await asyncio.create_subprocess_exec(sys.executable, str(script), env=env, stderr=PIPE)
@@ -359,6 +381,31 @@ class TestAiohttpWithoutStartup:
         lines = out.read_text().splitlines() if out.exists() else []
         assert len(lines) == stopped.entered, (len(lines), stopped.entered, stopped.stderr[-2000:])
         assert set(stopped.received_ids) <= set(written_ids(lines))
+        assert "Traceback" not in stopped.stderr
+
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+    async def test_a_slow_exporter_gets_every_trace_once(self, tmp_path, servers, signum):
+        """``web.run_app`` with a bare ``middleware(tracker)``, exporting to a collector that
+        answers in 50 ms: each request that finishes during the graceful stop flushes before it
+        ends, so when ``run_app`` cancels what is left on its loop no export is in flight, and no
+        batch is sent a second time (while only the signal flushed, the batch in flight was sent
+        again: here nearly every trace arrived twice). The collector receives one record per
+        request that reached the app. (A POST the webhook exporter retried after a timeout
+        carries the same delivery id, which a receiver drops: counted once here too.) On a
+        loaded machine a POST can go unanswered for the webhook's attempt timeout (10 s), so
+        a flush may wait 25 s here (``close_timeout``), within the server's graceful stop
+        (30 s): an export still in flight when the loop ends is sent again, at least once."""
+        async with Receiver(latency=0.05) as collector:
+            hook = f"{collector.url}/hook"
+            url, server, _ = await start_aiohttp(
+                tmp_path, servers, "run_app", hook, shutdown_timeout=30, close_timeout=25
+            )
+            stopped = await stop_under_load(url, server, tmp_path / "entered", signum)
+            deliveries = {request.headers[DELIVERY_HEADER]: request for request in collector.delivered}
+            ids = [trace["trace_id"] for request in deliveries.values() for trace in request.json()]
+        assert stopped.in_flight_at_signal >= 100, stopped
+        assert len(ids) == len(set(ids)) == stopped.entered, (len(ids), len(set(ids)), stopped.entered)
+        assert set(stopped.received_ids) <= set(ids)
         assert "Traceback" not in stopped.stderr
 
     async def test_sigterm_default_action_still_ends_the_process_after_the_flush(self, tmp_path, servers):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import gc
 from pathlib import Path
 
 import anyio
@@ -305,6 +306,54 @@ class TestOneEventPath:
         assert quiet.events == []
 
 
+class TestTraceRoot:
+    def test_the_root_span_carries_the_trace(self):
+        """A trace has no object of its own: the root span holds the trace's span list, id and
+        end count, every other span points to the root, and the root points to nothing of its
+        own (so a finished trace is acyclic and reference counting frees it)."""
+        with capture_traces() as traces, ft.span("root") as root, ft.span("child") as child:
+            grandchild = ft.start_span("grandchild")
+            assert (child.root, grandchild.root, root.root) == (root, root, None)
+            assert root.spans == [root, child, grandchild]
+            assert f"{root.trace_id_int:032x}" == child.trace_id == grandchild.trace_id
+            grandchild.finish()
+        assert [s["name"] for s in traces[0]["spans"]] == ["root", "child", "grandchild"]
+        # Emitted: the root no longer holds its spans, and never held itself.
+        assert not root.spans
+        assert not any(r is root for r in gc.get_referents(root))
+
+    def test_an_open_trace_is_its_spans_their_list_and_the_end_count(self):
+        """Each open trace keeps exactly four garbage-collected objects alive: its two spans,
+        the list of them and the end count. No trace-state object (one fewer per in-flight request)."""
+        tracker = ft.Tracker(exporters=[])  # never started: the traces only open
+        opened = []
+        gc.disable()
+        try:
+            gc.collect()
+            before = len(gc.get_objects())
+            for _ in range(200):
+                root = start_root_span("GET /", tracker=tracker)
+                token = activate(root)
+                opened.append(ft.start_span("query"))
+                deactivate(root, token)
+            after = len(gc.get_objects())
+        finally:
+            gc.enable()
+        assert len(opened) == 200
+        assert round((after - before) / 200, 1) == 4.0  # (the list ``opened`` is the 0.005 left over)
+
+    def test_a_span_not_started_has_id_zero_and_keeps_what_it_is_given(self):
+        """Before it starts, a span has span id 0, no trace id and no context; its tags and
+        events are kept, and ending it does nothing."""
+        span = ft.span("later", step=1)
+        span.set_tag("rows", 3)
+        assert span.record_event("queued", {})
+        span.finish()
+        assert (span.span_id, span.trace_id, span.span_context(), span.sampled) == (0, None, None, False)
+        assert span.end_ns is None
+        assert span.tags == {"step": 1, "rows": 3}
+
+
 class TestExtras:
     def test_a_plain_span_has_none(self):
         """A span with nothing optional (ok, internal, no events, no monitor) never makes its extras."""
@@ -333,7 +382,7 @@ class TestExtras:
         with capture_traces() as traces:
             with ft.span("waited") as waited:
                 waited.ensure_extras().stalled_ns = 2_500_000
-                waited.trace_state.loop_monitor = "blocks"  # type: ignore[union-attr]
+                waited.ensure_extras().loop_monitor = "blocks"  # the root carries its trace's fields
             with ft.span("plain"):
                 pass
         assert (traces[0]["spans"][0]["stalled_ms"], traces[0]["loop_monitor"]) == (2.5, "blocks")
@@ -372,6 +421,12 @@ class TestExtras:
             "kind": {("_core/span.py", "kind")},
             "events": {("_core/span.py", "record_event")},
             "dropped_tags": {("_core/span.py", "set_tag")},
+            "remote_parent_id": {("_core/span.py", "start_root_span")},
+            "tracestate": {("_core/span.py", "start_root_span")},
+            "random_flag": {("_core/span.py", "start_root_span")},
+            "follow_up": {("_core/trace.py", "reopen")},
+            "dropped_spans": {("_core/span.py", "__enter__"), ("_core/trace.py", "reopen")},
+            "loop_monitor": {("loop_monitor/_observers.py", "mark_watched")},
             "busy_ns": {("loop_monitor/_callbacks.py", "add_busy")},
             "stalled_ns": {("loop_monitor/_stalled.py", "stall")},
             "stalled_dropped": {("loop_monitor/_stalled.py", "stall")},

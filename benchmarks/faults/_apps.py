@@ -16,7 +16,9 @@ Environment:
 
 * ``FAULTS_MODE``: ``zero`` (default): the middleware with no tracker, exporters
   from ``FLOWTRACKER_EXPORTERS``; ``tracker``: an explicit
-  ``Tracker(exporters=[$FAULTS_EXPORTER])`` (``setup(app, tracker)`` for aiohttp).
+  ``Tracker(exporters=[$FAULTS_EXPORTER])`` (``setup(app, tracker)`` for aiohttp);
+  ``bare``: the same tracker given to aiohttp's bare ``middleware(tracker)``,
+  which no startup hook starts (the first request does).
 * ``FAULTS_IMPORT_SPAN=1``: one span at import time (under ``gunicorn
   --preload`` that is in the master, before the fork).
 * ``FAULTS_RECORD_HEADERS``: comma-separated ``record_headers`` option.
@@ -46,8 +48,8 @@ if os.environ.get("FAULTS_IMPORT_SPAN") == "1":
 
 
 def _own_tracker() -> ft.Tracker | None:
-    """The explicit tracker of ``FAULTS_MODE=tracker`` (watched by the report), else None."""
-    if os.environ.get("FAULTS_MODE", "zero") != "tracker":
+    """The explicit tracker of ``FAULTS_MODE=tracker`` or ``bare`` (watched by the report), else None."""
+    if os.environ.get("FAULTS_MODE", "zero") == "zero":
         return None
     tracker = ft.Tracker(exporters=[os.environ["FAULTS_EXPORTER"]], service="faults")
     REPORT.watch(tracker)
@@ -128,7 +130,8 @@ def __getattr__(name: str) -> Any:
 
 
 def build_aiohttp() -> Any:
-    """The aiohttp application: ``setup(app, tracker)``, or the bare ``middleware()`` in zero mode."""
+    """The aiohttp application: ``setup(app, tracker)``, else the bare ``middleware(tracker)``
+    (zero mode: no tracker; ``bare``: one the first request starts)."""
     from aiohttp import web
 
     from flowtracker.aiohttp import middleware, setup
@@ -144,8 +147,8 @@ def build_aiohttp() -> Any:
         REPORT.write("shutdown")
 
     tracker = _own_tracker()
-    if tracker is None:
-        app = web.Application(middlewares=[middleware(**_options())])
+    if tracker is None or os.environ.get("FAULTS_MODE") == "bare":
+        app = web.Application(middlewares=[middleware(tracker, **_options())])
     else:
         app = web.Application()
         setup(app, tracker, **_options())

@@ -2,7 +2,9 @@
 
 Every trace the suite causes carries its number as the tag ``req`` on its
 root span, so arrivals are matched to requests one by one; a record without
-one (the span made at import time) is counted apart.
+one (the span made at import time) is counted apart. Where the numbered
+things are the children of one long-lived root (``Written(by_span=True)``),
+every span tagged ``req`` counts, follow-up records included.
 
 Example:
     >>> written = Written()
@@ -31,16 +33,23 @@ class Written:
     """What a sink received.
 
     Attributes:
+        by_span: Count every span tagged ``req`` (the children of one root), in
+            every record; else one number per record, follow-ups excluded.
         records: Valid trace records (duplicates included).
         corrupt: Lines or bodies that are not valid trace JSON.
-        by_number: Request number to the records carrying it (follow-ups excluded).
+        by_number: Request number to the records (``by_span``: spans) carrying it.
         other: Records with no request number (say, the import-time span).
+        follow_ups: Records marked ``follow_up``.
+        unfinished: Records with spans exported ``unfinished``.
     """
 
+    by_span: bool = False
     records: int = 0
     corrupt: int = 0
     by_number: Counter[int] = dataclasses.field(default_factory=Counter)
     other: int = 0
+    follow_ups: int = 0
+    unfinished: int = 0
 
     @property
     def numbers(self) -> set[int]:
@@ -58,8 +67,18 @@ class Written:
             self.corrupt += 1
             return
         self.records += 1
+        if trace.get("unfinished_spans"):
+            self.unfinished += 1
         if trace.get("follow_up"):
-            return  # late spans of a trace already counted
+            self.follow_ups += 1
+            if not self.by_span:
+                return  # late spans of a trace already counted
+        if self.by_span:
+            for span in trace["spans"]:
+                tags = span.get("tags") if isinstance(span, dict) else None
+                if isinstance(tags, dict) and isinstance(tags.get("req"), int):
+                    self.by_number[tags["req"]] += 1
+            return
         for span in trace["spans"]:
             tags = span.get("tags") if isinstance(span, dict) else None
             if isinstance(tags, dict) and isinstance(tags.get("req"), int):
@@ -119,9 +138,9 @@ def _otlp_int_attribute(span: dict[str, Any], key: str) -> int | None:
     return None
 
 
-def read_json_lines(path: Path) -> Written:
+def read_json_lines(path: Path, *, by_span: bool = False) -> Written:
     """The traces in a JSON Lines file (none when it does not exist)."""
-    written = Written()
+    written = Written(by_span=by_span)
     if path.exists():
         written.add_json_lines(path.read_bytes())
     return written
@@ -137,6 +156,7 @@ class Counted:
         when: How each side file was last written: ``shutdown``, ``exit`` or ``snapshot``.
         completed: ``traces_completed``; ``None`` when no process reported a tracker.
         exported, failed, dropped, queued: Summed over every exporter lane.
+        follow_ups: ``traces_follow_up``.
         peak_rss_mb: The largest peak RSS of one process.
     """
 
@@ -148,6 +168,7 @@ class Counted:
     failed: int = 0
     dropped: int = 0
     queued: int = 0
+    follow_ups: int = 0
     peak_rss_mb: float = 0.0
 
     @property
@@ -183,6 +204,7 @@ class Counted:
         if not stats:
             return
         self.completed = (self.completed or 0) + int(stats["completed"])
+        self.follow_ups += int(stats.get("follow_up", 0))
         for lane in stats["lanes"].values():
             self.exported += lane["exported"]
             self.failed += lane["failed"]

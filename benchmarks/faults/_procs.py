@@ -119,10 +119,13 @@ class Process:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
 
-    def log_tail(self, lines: int = 6) -> str:
-        """The last lines the process printed (for a row's notes)."""
+    def log_text(self) -> str:
+        """Everything the process printed so far ("" when nothing could be read)."""
         try:
-            text = self.log.read_text(errors="replace")
+            return self.log.read_text(errors="replace")
         except OSError:
             return ""
-        return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+    def log_tail(self, lines: int = 6) -> str:
+        """The last lines the process printed (for a row's notes)."""
+        return " | ".join(line.strip() for line in self.log_text().strip().splitlines()[-lines:])

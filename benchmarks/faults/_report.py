@@ -48,6 +48,8 @@ def tracker_numbers(tracker: Any) -> dict[str, Any]:
         "completed": stats.traces_completed,
         "dropped": stats.traces_dropped,
         "unfinished": stats.traces_unfinished,
+        # Absent before follow-ups were counted: the suite also runs older checkouts.
+        "follow_up": getattr(stats, "traces_follow_up", 0),
         "lanes": {
             name: {
                 "exported": lane.exported,

@@ -27,10 +27,11 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .._load import ROOT, free_port
 from ._client import Action, send_load, wait_answering
-from ._count import read_json_lines, read_side_files
+from ._count import Counted, Written, read_json_lines, read_side_files
 from ._procs import Process
 from ._row import Row, combine, judge, skipped
 from ._targets import FileTarget, KafkaTarget, ReceiverTarget, Target
@@ -38,6 +39,11 @@ from ._targets import FileTarget, KafkaTarget, ReceiverTarget, Target
 APPS = "benchmarks.faults._apps"
 #: How long the exporter's peer stays down in the outage scenarios.
 OUTAGE_SECONDS = 2.0
+#: gunicorn's ``--graceful-timeout``: after it the master SIGKILLs the workers
+#: still running. Its default (30 s) is longer than the exit bound: with
+#: uvicorn's worker, gunicorn's SIGINT (SIGQUIT to the workers) never stops
+#: them (Kludex/uvicorn-worker#2), so the kill is what ends them.
+GRACEFUL_TIMEOUT = 5
 #: Boots of the --preload scenarios. Whether a fork lands while the tracker
 #: thread started by the import-time span holds the import lock (importing
 #: anyio's backend: the worker then hangs for good in that import) is a race,
@@ -93,8 +99,9 @@ class ServerCase:
         server: ``uvicorn``, ``gunicorn-uvicorn`` (uvicorn's gunicorn worker),
             ``gunicorn-aiohttp`` (``aiohttp.GunicornWebWorker``) or ``aiohttp``
             (``web.run_app``).
-        mode: ``zero`` (the middleware alone, ``FLOWTRACKER_EXPORTERS``) or
-            ``tracker`` (an explicit ``Tracker``).
+        mode: ``zero`` (the middleware alone, ``FLOWTRACKER_EXPORTERS``),
+            ``tracker`` (an explicit ``Tracker``) or ``bare`` (aiohttp only: that
+            tracker given to the bare ``middleware(tracker)``, no startup hook).
         requests: Requests of a full run.
         stop: The stop signal.
         under_load: Send it when half the requests were answered (else after all).
@@ -141,19 +148,18 @@ class ServerCase:
             "gunicorn-aiohttp": ("aiohttp_app", "aiohttp.GunicornWebWorker"),
         }[self.server]
         command = [python, "-m", "gunicorn", f"{APPS}:{app}", "-k", worker, "-w", str(self.workers),
-                   "-b", f"127.0.0.1:{port}", "--log-level", "warning"]  # fmt: skip
+                   "-b", f"127.0.0.1:{port}", "--log-level", "warning",
+                   "--graceful-timeout", str(GRACEFUL_TIMEOUT)]  # fmt: skip
         return [*command, "--preload"] if self.preload else command
 
     @property
     def stats_source(self) -> str:
-        """Which tracker the app's side file reports (see ``_report``)."""
-        if self.mode == "tracker":
-            return "own"
-        # The bare aiohttp middleware, and ASGI without lifespan, report to the
-        # default tracker; the ASGI middleware with lifespan makes its own,
-        # which no public name reaches.
-        uses_default = self.server in ("aiohttp", "gunicorn-aiohttp") or self.lifespan_off
-        return "default" if uses_default else "none"
+        """Which tracker the app's side file reports (see ``_report``).
+
+        With no tracker given, both middlewares report to the default
+        tracker, with or without a startup hook.
+        """
+        return "default" if self.mode == "zero" else "own"
 
 
 def _environment(case: ServerCase, exporter: str, stats: Path) -> dict[str, str]:
@@ -307,6 +313,9 @@ async def _drive(
         notes.append(f"died by {case.stop.name} (the server re-raised it): no exit hook ran")
     elif process.returncode not in (0, None) or (hung is not None and process.log_tail()):
         notes.append(f"exit code {process.returncode}; log: {process.log_tail() or '(empty)'}")
+    killed = process.log_text().count("was sent SIGKILL")
+    if killed:
+        notes.append(f"gunicorn SIGKILLed {killed} worker(s) still up {GRACEFUL_TIMEOUT} s after the stop")
     if case.hostile_every:
         notes.append(f"{load.sent // case.hostile_every} requests carried the byte \\xff")
     process.kill()  # a hung server must not write while its output is counted
@@ -329,7 +338,13 @@ async def _drive(
 
 
 async def run_script(name: str, kind: str, full: int, settings: Settings) -> Row:
-    """Runs ``_scripts <kind> N``, its traces to a JSON Lines file; its row (the same N with ``--quick``)."""
+    """Runs ``_scripts <kind> N``, its traces to a JSON Lines file; its row (the same N with ``--quick``).
+
+    ``long-lived``: the numbered things are the children of one root, so they
+    are counted span by span across the follow-up records, and the root must
+    arrive once, unfinished, with every follow-up counted in ``traces_follow_up``.
+    """
+    long_lived = kind == "long-lived"
     work = Path(tempfile.mkdtemp(prefix=f"faults-{name}-"))
     try:
         traces = work / "traces.jsonl"
@@ -351,23 +366,42 @@ async def run_script(name: str, kind: str, full: int, settings: Settings) -> Row
         finally:
             process.kill()
         counted = read_side_files(stats)
+        written = read_json_lines(traces, by_span=long_lived)
         notes = [f"peak RSS {counted.peak_rss_mb:.0f} MB"]
+        problems = [] if code in (0, None) else [f"exit code {code}"]
         if code != 0:
             notes.append(f"exit code {code}; log: {process.log_tail()}")
+        if long_lived:
+            problems += _long_lived_problems(written, counted)
+            found = f"{written.unfinished} record(s) with spans unfinished, {written.follow_ups} follow-ups"
+            notes.append(found)
         return judge(
             name,
             sent=count,
             answered=set(range(count)),
-            written=read_json_lines(traces),
+            written=written,
             counted=counted,
             shutdown_s=None,
-            must_deliver=False,
+            must_deliver=long_lived,
+            one_record_each=not long_lived,
             hung=None if code is not None else f"still running after {settings.load_bound:.0f} s",
-            problems=[] if code in (0, None) else [f"exit code {code}"],
+            problems=problems,
             notes=notes,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _long_lived_problems(written: Written, counted: Counted) -> list[str]:
+    """What the long-lived root's records must show: the root once, unfinished; follow-ups counted."""
+    found = []
+    if written.records - written.follow_ups != 1:
+        found.append(f"{written.records - written.follow_ups} records not marked follow-up (1 expected)")
+    if not written.unfinished:
+        found.append("no record exported the root unfinished")
+    if counted.final and counted.follow_ups != written.follow_ups:
+        found.append(f"stats: traces_follow_up {counted.follow_ups}, follow-ups arrived {written.follow_ups}")
+    return found
 
 
 # -- the list --------------------------------------------------------------------
@@ -380,11 +414,11 @@ def _server(name: str, group: str, about: str, case: ServerCase, *, default: boo
     return Scenario(name, group, about, run, default, case.boots)
 
 
-def _script(name: str, about: str, kind: str, full: int) -> Scenario:
+def _script(name: str, about: str, kind: str, full: int, group: str = "threads") -> Scenario:
     async def run(settings: Settings) -> Row:
         return await run_script(name, kind, full, settings)
 
-    return Scenario(name, "threads", about, run)
+    return Scenario(name, group, about, run)
 
 
 #: The signal scenarios export to a webhook receiver that answers after this
@@ -394,21 +428,40 @@ def _script(name: str, about: str, kind: str, full: int) -> Scenario:
 SIGNAL_LATENCY = 0.05
 
 
+def _signal_case(server: str, mode: str, stop: signal.Signals, **options: Any) -> ServerCase:
+    """A signal scenario's case: ``stop`` at half of 2,000 requests, traces to a slow webhook."""
+    return ServerCase(server, mode, requests=2000, stop=stop, under_load=True, sink="webhook",
+                      latency=SIGNAL_LATENCY, **options)  # fmt: skip
+
+
 def _signal_scenarios() -> list[Scenario]:
     found = []
+    stops = {"term": signal.SIGTERM, "int": signal.SIGINT}
+    under = "at half of 2,000 requests; webhook, 50 ms"
     for server in ("uvicorn", "aiohttp"):
-        for stop in (signal.SIGTERM, signal.SIGINT):
+        for short, stop in stops.items():
             for mode in ("zero", "tracker"):
-                short = "term" if stop == signal.SIGTERM else "int"
-                about = f"{server} ({mode}): {stop.name} at half of 2,000 requests; webhook, 50 ms"
-                case = ServerCase(server, mode, requests=2000, stop=stop, under_load=True, sink="webhook",
-                                  latency=SIGNAL_LATENCY)  # fmt: skip
-                found.append(_server(f"sig-{server}-{short}-{mode}", "signals", about, case))
-    for mode in ("zero", "tracker"):
-        about = f"uvicorn --lifespan off ({mode}): SIGTERM at half of 2,000 requests; webhook, 50 ms"
-        case = ServerCase("uvicorn", mode, requests=2000, under_load=True, lifespan_off=True, sink="webhook",
-                          latency=SIGNAL_LATENCY)  # fmt: skip
-        found.append(_server(f"lifespan-off-{mode}", "signals", about, case))
+                about = f"{server} ({mode}): {stop.name} {under}"
+                found.append(_server(f"sig-{server}-{short}-{mode}", "signals", about,
+                                     _signal_case(server, mode, stop)))  # fmt: skip
+    for short, stop in stops.items():
+        about = f"web.run_app, bare middleware(tracker), no startup hook: {stop.name} {under}"
+        case = _signal_case("aiohttp", "bare", stop)
+        found.append(_server(f"sig-aiohttp-{short}-bare", "signals", about, case))
+    # gunicorn passes SIGTERM on to its workers as SIGTERM, SIGINT (its quick
+    # shutdown) as SIGQUIT; each worker class handles those in its own way.
+    for server, mode, worker in (("gunicorn-uvicorn", "zero", "UvicornWorker"),
+                                 ("gunicorn-aiohttp", "tracker", "GunicornWebWorker")):  # fmt: skip
+        for short, stop in stops.items():
+            about = f"gunicorn -k {worker} -w 2 ({mode}): {stop.name} to the master {under}"
+            found.append(_server(f"sig-{server}-{short}", "signals", about,
+                                 _signal_case(server, mode, stop, workers=2)))  # fmt: skip
+    # The first rows of the suite, named before SIGINT was added: SIGTERM.
+    for prefix, stop in (("lifespan-off", signal.SIGTERM), ("lifespan-off-int", signal.SIGINT)):
+        for mode in ("zero", "tracker"):
+            about = f"uvicorn --lifespan off ({mode}): {stop.name} {under}"
+            found.append(_server(f"{prefix}-{mode}", "signals", about,
+                                 _signal_case("uvicorn", mode, stop, lifespan_off=True)))  # fmt: skip
     return found
 
 
@@ -444,6 +497,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     _script("threads-pool16", "10,000 traces ended in a 16-thread pool while the loop is busy",
             "threads", 10_000),
     _script("sync-script", "20,000 traces in a plain loop (zero config), then exit", "sync", 20_000),
+    _script("long-lived-root",
+            "a root open over 1.2 s (5 x max_trace_age, 0.25 s here); 600 children, 1 per 2 ms",
+            "long-lived", 600, group="long-lived"),
 )  # fmt: skip
 
 

@@ -57,7 +57,7 @@ from .span import set_switch_observer as set_switch_observer
 from .span import start_child as start_child
 from .span import start_root_span as start_root_span
 from .span import suppressed as suppressed
-from .trace import TraceState as TraceState
+from .trace import TraceRoot as TraceRoot
 
 __all__ = (
     "BOUND_SINK",
@@ -71,8 +71,8 @@ __all__ = (
     "SpanContext",
     "SpanExtras",
     "SwitchObserver",
+    "TraceRoot",
     "TraceSink",
-    "TraceState",
     "activate",
     "current_span",
     "deactivate",

@@ -1,7 +1,10 @@
 """What a span carries beyond its name, ids, times and tags: ``SpanExtras``, declared once.
 
 Most spans end ``ok`` with no kind, no error, no events and no monitor: their
-``Span.extras`` stays ``None`` and costs nothing. The first write of any field
+``Span.extras`` stays ``None`` and costs nothing. A root carries its trace
+(see ``flowtracker._core.trace``), and what a trace rarely has (a remote
+parent, a ``tracestate``, dropped spans, a follow-up, the monitor's mode)
+is here too, on the root's extras. The first write of any field
 below makes the span's :class:`SpanExtras` (``Span.ensure_extras()``); every
 field is read by name, typed, and has one writer, named next to it, so the
 layers that attach things to spans (the core, the event-loop monitor) and the
@@ -66,7 +69,34 @@ class SpanExtras:
     #: Tags not kept because of ``max_tags_per_span``. Counted by ``Span.set_tag`` only.
     dropped_tags: int = 0
 
+    # -- on a root only: what its trace rarely has (see _core/trace.py) -----
+
+    #: The caller's span id when the trace continues a remote one
+    #: (``traceparent``): the root's ``parent_id`` on the wire. Written by
+    #: ``start_root_span`` only.
+    remote_parent_id: int | None = None
+    #: The incoming ``tracestate`` header, passed on to outgoing calls.
+    #: Written by ``start_root_span`` only.
+    tracestate: str | None = None
+    #: The caller's W3C Level 2 ``random`` trace flag, passed on to outgoing
+    #: calls. Written by ``start_root_span`` only.
+    random_flag: bool = False
+    #: True once the trace's spans were taken (emitted, or dropped and
+    #: counted) and a late span started: every record after that is a
+    #: follow-up (``follow_up`` on the wire). Written by ``trace.reopen`` only.
+    follow_up: bool = False
+    #: Spans not kept because of ``max_spans_per_trace`` since the trace's
+    #: current record began (``dropped_spans`` on the wire). Counted by
+    #: ``Span.__enter__``, and set back to 0 by ``trace.reopen`` for a follow-up.
+    dropped_spans: int = 0
+
     # -- written by the event-loop monitor (flowtracker.loop_monitor) -------
+
+    #: On a root: how an event-loop monitor watched the trace's loop,
+    #: ``"full"`` (busy time and blocks) or ``"blocks"`` (blocks only);
+    #: ``None``: no monitor (``loop_monitor`` on the wire, a trace field).
+    #: Written by ``loop_monitor._observers.mark_watched`` only.
+    loop_monitor: str | None = None
 
     #: The span's own time running on a watched event loop, in ns (``busy_ms``
     #: on the wire); ``None`` when no monitor watched it. Written by

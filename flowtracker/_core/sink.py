@@ -6,11 +6,11 @@ the pipeline's ``Tracker`` is one, and so is anything a test or another
 runtime wants to put in its place. The core asks the sink four things, all
 cheap and none on the common path but the first:
 
-* ``span_ended(state)``: a span of ``state`` ended and may have been its
-  last open one (the sink decides, on its own thread, whether the trace is
-  complete);
-* ``open_traces``: a set the core adds each trace to when it starts (or
-  restarts for a late span), so the sink can bound its age;
+* ``span_ended(root)``: a span of the trace ``root`` carries ended and may
+  have been its last open one (the sink decides, on its own thread, whether
+  the trace is complete);
+* ``open_traces``: a set the core adds each trace's root to when the trace
+  starts (or restarts for a late span), so the sink can bound its age;
 * ``sample(trace_id, sampled)``: whether a new root is recorded (only asked
   when ``sampling`` is true or the caller sent a sampled flag);
 * ``limits``: the per-trace bounds, and the counters of what they dropped.
@@ -34,13 +34,13 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .trace import TraceState
+    from .span import Span
 
 __all__ = (
     "BOUND_SINK",
     "Limits",
     "TraceSink",
-    "resolve_sink",
+    "default_sink",
     "set_default_sink_resolver",
 )
 
@@ -90,16 +90,16 @@ class TraceSink(Protocol):
     sampling: bool
     #: True once the sink takes no new traces (a closed tracker).
     closed: bool
-    #: Traces under assembly: the core adds each one as it starts (one C call,
-    #: no method call per trace); the sink removes it when emitted.
-    open_traces: set[TraceState]
+    #: Traces under assembly, by their root span: the core adds each one as it
+    #: starts (one C call, no method call per trace); the sink removes it when emitted.
+    open_traces: set[Span]
 
     def sample(self, trace_id: int, sampled: bool | None) -> bool:
         """Whether a new root with ``trace_id`` is recorded (``sampled``: the caller's flag)."""
         ...
 
-    def span_ended(self, state: TraceState) -> None:
-        """A span of ``state`` ended, and it may have been the last open one."""
+    def span_ended(self, root: Span) -> None:
+        """A span of the trace ``root`` carries ended, and it may have been the last open one."""
         ...
 
 
@@ -119,11 +119,12 @@ def set_default_sink_resolver(resolver: Callable[[], TraceSink]) -> None:
     _default_resolver = resolver
 
 
-def resolve_sink() -> TraceSink:
-    """The sink a new root reports to: the bound one if open, else the default resolver's."""
-    bound = BOUND_SINK.get()
-    if bound is not None and not bound.closed:
-        return bound
+def default_sink() -> TraceSink:
+    """The sink a new root reports to when none is given, and none is bound or the bound one is closed.
+
+    (The core reads :data:`BOUND_SINK` itself, where a root starts: most
+    roots find their sink there, with no call.)
+    """
     if _default_resolver is None:
         raise RuntimeError("no trace sink: import flowtracker (its pipeline installs the default)")
     return _default_resolver()

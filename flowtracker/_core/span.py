@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import itertools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,8 +35,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 from . import clock
 from .extras import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, STATUS_UNFINISHED, SpanExtras
 from .patches import Patch, patch_attribute
-from .sink import BOUND_SINK, resolve_sink
-from .trace import TraceState
+from .sink import BOUND_SINK, default_sink
+from .trace import TraceRoot, reopen
 
 if TYPE_CHECKING:
     from .sink import TraceSink
@@ -72,6 +73,8 @@ CURRENT: ContextVar[Span | None] = ContextVar("flowtracker.current_span", defaul
 _get_current = CURRENT.get
 _set_current = CURRENT.set
 _reset_current = CURRENT.reset
+_bound_sink = BOUND_SINK.get
+_count = itertools.count
 
 # Hot-path copies of the clock and id source (a global lookup beats a module
 # attribute lookup); refreshed when ``flowtracker.testing`` swaps them.
@@ -111,7 +114,7 @@ class SpanContext(NamedTuple):
     tracestate: str | None
 
 
-class Span:
+class Span(TraceRoot):
     """One timed operation: a name, tags, events, a status and its place in a trace.
 
     Create spans with :func:`span` (``with``/``async with``) or
@@ -119,16 +122,18 @@ class Span:
 
     Attributes (read them; change a span through its methods):
         name: The span's name (the HTTP middlewares rename a root once routed).
-        span_id: A 64-bit int (:attr:`span_id_hex` for the hex form).
+        span_id: A 64-bit int (:attr:`span_id_hex` for the hex form); 0 before start.
         start_ns / end_ns: Monotonic clock readings (``end_ns`` is ``None`` while open).
         tags: The tags dict (:meth:`set_tag` applies the per-span limit).
         parent: The parent span in this process, or ``None``.
+        root: The root span of this span's trace, which carries the trace
+            (see :class:`~flowtracker._core.trace.TraceRoot`); ``None`` on a
+            root itself (``span.root or span`` is the trace's root either way).
         recording: Whether the span is recorded (False when unsampled, over a limit,
             or emitted unfinished).
-        trace_state: The trace under assembly (internal; ``None`` before start).
         extras: What most spans never have (a non-ok status, an error, a kind,
-            events, dropped tags, event-loop time), as a
-            :class:`~flowtracker._core.extras.SpanExtras`, or ``None``.
+            events, dropped tags, event-loop time; on a root, what its trace
+            rarely has), as a :class:`~flowtracker._core.extras.SpanExtras`, or ``None``.
 
     Example:
         >>> import flowtracker as ft
@@ -140,6 +145,7 @@ class Span:
     """
 
     # Few slots, and few writes per span: every write costs on the hot path.
+    # A root also fills its base's slots (TraceRoot): the trace it carries.
     __slots__ = (
         "_token",
         "end_ns",
@@ -147,15 +153,15 @@ class Span:
         "name",
         "parent",
         "recording",
+        "root",
         "span_id",
         "start_ns",
         "tags",
-        "trace_state",
     )
 
-    span_id: int
     start_ns: int
     parent: Span | None
+    root: Span | None
     recording: bool
     _token: contextvars.Token[Span | None] | None
 
@@ -164,7 +170,7 @@ class Span:
         # one call, and the keyword-arguments dict becomes its tags, not copied.
         self.name = name
         self.tags: dict[Any, Any] = tags
-        self.trace_state: TraceState | None = None
+        self.span_id = 0  # 0 until started: every started span has another id
         self.end_ns: int | None = None
         self.extras: SpanExtras | None = None
 
@@ -173,31 +179,33 @@ class Span:
     def __enter__(self) -> Span:
         # Starting a child lives here only (start_span() and start_child() come
         # through here too): it is most spans' way in, and a call costs 40-80 ns.
-        if self.trace_state is None:
+        if not self.span_id:
             parent = _get_current()
             if parent is None:
-                _start_root(self, None, None, None, None, None)
+                _start_root(self, None, None, None, None)
             else:
-                state = self.trace_state = parent.trace_state
-                assert state is not None
+                root = self.root = parent.root or parent
                 self.parent = parent
                 self.span_id = _bits(64) or 1
+                spans = root.spans
                 # A parent that does not record in a recorded trace (emitted
                 # unfinished by the age limit, inherited across fork(), over
                 # the span limit) still has its children recorded: they go
                 # out as a follow-up, or are counted by the limit below.
-                if parent.recording or state.sampled:
-                    spans = state.spans
-                    if len(spans) < state.limits.max_spans_per_trace:
-                        if not spans:  # first span since the last emission: a late one
-                            spans = state.reopen()
-                        spans.append(self)
+                if spans is not None:
+                    # The clock first: a span in the list has its start (the age limit reads it).
+                    self.start_ns = _now()
+                    limits = root.sink.limits
+                    if len(spans) < limits.max_spans_per_trace:
+                        if spans:
+                            spans.append(self)
+                        else:  # the first span since the trace was claimed: a late one
+                            reopen(root, self)
                         self.recording = True
                     else:
-                        state.dropped_spans += 1
-                        state.limits.spans_dropped += 1
+                        (root.extras or root.ensure_extras()).dropped_spans += 1
+                        limits.spans_dropped += 1
                         self.recording = False
-                    self.start_ns = _now()
                 else:  # unsampled: ids and context only, no clock
                     self.recording = False
                     self.start_ns = 0
@@ -232,19 +240,19 @@ class Span:
             if exc is not None:
                 self.end_with_exception(exc)
                 return
-        if self.end_ns is not None or self.trace_state is None:
+        if self.end_ns is not None or not self.span_id:
             return
         if not self.recording:
             self.end_ns = self.start_ns  # unsampled (no clock) or over a limit
             return
         self.end_ns = _now() if tb is None else tb  # type: ignore[assignment]
-        state = self.trace_state
+        root = self.root or self
         # The trace may be complete if this was its last open span: the sink
-        # decides (see TraceState).
-        ended = next(state.ended)
-        if ended == len(state.spans):
-            state.ended_seen = ended
-            state.sink.span_ended(state)
+        # decides (see flowtracker._core.trace).
+        ended = next(root.ended)
+        if ended == len(root.spans):  # type: ignore[arg-type]
+            root.ended_seen = ended
+            root.sink.span_ended(root)
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
@@ -268,7 +276,7 @@ class Span:
         instead of now, never before the start (the OpenTelemetry bridge's
         ``end(end_time)``).
         """
-        if self.end_ns is not None or self.trace_state is None:
+        if self.end_ns is not None or not self.span_id:
             return
         if status != STATUS_OK:
             extras = self.extras or self.ensure_extras()
@@ -293,7 +301,8 @@ class Span:
 
     def finish(self) -> None:
         """Ends the span with status ``ok``; a second call does nothing."""
-        self.end(STATUS_OK)
+        # Straight to where spans end (ok needs nothing of end()): one call fewer.
+        self.__exit__(_END_ONLY, None, None)
 
     def ensure_extras(self) -> SpanExtras:
         """The span's :class:`~flowtracker._core.extras.SpanExtras`, made on first use.
@@ -315,16 +324,14 @@ class Span:
         counted in the span's ``dropped_tags``.
         """
         tags = self.tags
-        state = self.trace_state
-        if state is None:  # not started yet: kept
+        if not self.span_id:  # not started yet: kept
             tags[key] = value
             return
         if self.end_ns is not None or not self.recording:
             return
-        limits = state.limits
-        if len(tags) >= limits.max_tags_per_span and key not in tags:
+        if len(tags) >= (self.root or self).sink.limits.max_tags_per_span and key not in tags:
             (self.extras or self.ensure_extras()).dropped_tags += 1
-            limits.tags_dropped += 1
+            (self.root or self).sink.limits.tags_dropped += 1
             return
         tags[key] = value
 
@@ -361,26 +368,35 @@ class Span:
             >>> job.record_event("late", {})
             False
         """
-        state = self.trace_state
-        if state is not None and (not self.recording or (self.end_ns is not None and not after_end)):
+        started = self.span_id != 0
+        if started and (not self.recording or (self.end_ns is not None and not after_end)):
             return False
         extras = self.extras or self.ensure_extras()
         events = extras.events
         if events is None:
             events = extras.events = []
-        elif state is not None and len(events) >= state.limits.max_events_per_span:
-            state.limits.events_dropped += 1
-            return False
+        elif started:
+            limits = (self.root or self).sink.limits
+            if len(events) >= limits.max_events_per_span:
+                limits.events_dropped += 1
+                return False
         events.append((name, _now() if at_ns is None else at_ns, attributes))
         return True
 
     def span_context(self) -> SpanContext | None:
         """This span's identity for propagation; ``None`` before start and for a
         silent span (an exporter's own work), which propagates nothing."""
-        state = self.trace_state
-        if state is None or not state.trace_id:
+        if not self.span_id:
             return None
-        return SpanContext(state.trace_id, self.span_id, state.sampled, state.random_flag, state.tracestate)
+        root = self.root or self
+        trace_id = root.trace_id_int
+        if not trace_id:
+            return None
+        sampled = root.spans is not None
+        extras = root.extras  # the root carries what the trace rarely has
+        if extras is None:
+            return SpanContext(trace_id, self.span_id, sampled, False, None)
+        return SpanContext(trace_id, self.span_id, sampled, extras.random_flag, extras.tracestate)
 
     @property
     def status(self) -> str:
@@ -410,8 +426,8 @@ class Span:
         parent: Span | None = getattr(self, "parent", None)
         if parent is not None:
             return parent.span_id
-        state = self.trace_state
-        return None if state is None else state.remote_parent_id
+        extras = self.extras
+        return None if extras is None else extras.remote_parent_id
 
     @property
     def dropped_tags(self) -> int:
@@ -429,8 +445,9 @@ class Span:
     @property
     def trace_id(self) -> str | None:
         """The trace id as 32 lowercase hex characters (``None`` before start)."""
-        state = self.trace_state
-        return None if state is None else f"{state.trace_id:032x}"
+        if not self.span_id:
+            return None
+        return f"{(self.root or self).trace_id_int:032x}"
 
     @property
     def span_id_hex(self) -> str:
@@ -440,7 +457,7 @@ class Span:
     @property
     def sampled(self) -> bool:
         """Whether this span is recorded and will be exported."""
-        return self.trace_state is not None and self.recording
+        return self.span_id != 0 and self.recording
 
     @property
     def duration_ms(self) -> float | None:
@@ -455,35 +472,34 @@ class Span:
 
 
 def _start_root(
-    root: Span,
-    sink: TraceSink | None,
-    trace_id: int | None,
-    parent_id: int | None,
-    sampled: bool | None,
-    tracestate: str | None,
+    root: Span, sink: TraceSink | None, trace_id: int | None, sampled: bool | None, start_ns: int | None
 ) -> None:
-    """Starts ``root`` as the first span of a new trace (or a remote continuation)."""
-    if sink is None:
-        sink = resolve_sink()
+    """Starts ``root`` as the first span of a new trace, which it carries (see TraceRoot).
+
+    ``sink``, ``trace_id``, ``sampled`` and ``start_ns`` ``None``: resolved,
+    random, the sink's decision and now (see :func:`start_root_span`).
+    """
+    if sink is None:  # the one bound to this context if open (see flowtracker._core.sink), else the default
+        sink = _bound_sink()
+        if sink is None or sink.closed:
+            sink = default_sink()
     if trace_id is None:
         trace_id = _bits(128) or 1
-    recording = sink.sample(trace_id, sampled) if sampled is not None or sink.sampling else True
-    if recording:
-        now = _now()
-        state = root.trace_state = TraceState(sink, trace_id, now)
-        sink.open_traces.add(state)
-        state.spans.append(root)
-    else:
-        now = 0
-        state = root.trace_state = TraceState.unsampled(sink, trace_id)
-    if parent_id is not None:
-        state.remote_parent_id = parent_id
-    if tracestate is not None:
-        state.tracestate = tracestate
+    root.trace_id_int = trace_id
+    root.root = None
     root.parent = None
     root.span_id = _bits(64) or 1
-    root.recording = recording
-    root.start_ns = now
+    if (sampled is None and not sink.sampling) or sink.sample(trace_id, sampled):
+        root.start_ns = _now() if start_ns is None else start_ns
+        root.sink = sink
+        root.spans = [root]
+        root.ended = _count(1)
+        root.recording = True
+        sink.open_traces.add(root)  # last: the age sweep (maybe in another thread) reads the above
+    else:  # unsampled: ids for propagation only, no span list, no end count, no clock
+        root.spans = None
+        root.recording = False
+        root.start_ns = 0
 
 
 def _restore_parent(span: Span) -> None:
@@ -516,7 +532,9 @@ def start_span(name: str, /, **tags: Any) -> Span:
         >>> s = ft.start_span("manual")
         >>> s.finish()
     """
-    new = Span(name, **tags)
+    new = Span(name)
+    if tags:
+        new.tags = tags  # this call's own keyword dict: kept, not copied a second time
     new._start()
     return new
 
@@ -538,10 +556,7 @@ def start_child(
         True
     """
     parent = _get_current()
-    if parent is None:
-        return None
-    state = parent.trace_state
-    if state is None or not state.trace_id:
+    if parent is None or not (parent.root or parent).trace_id_int:  # none, or silent
         return None
     child = Span(name)
     if tags:
@@ -587,11 +602,12 @@ def start_root_span(
         root.tags = tags  # the caller's fresh dict: kept, not copied
     if kind != "internal":
         root.kind = kind
-    _start_root(root, tracker, trace_id, parent_id, sampled, tracestate)
-    if random_flag:
-        root.trace_state.random_flag = True  # type: ignore[union-attr]
-    if start_ns is not None and root.recording:
-        root.start_ns = start_ns  # before anyone else sees the span
+    if parent_id is not None or tracestate is not None or random_flag:  # what the trace rarely has
+        extras = root.extras or root.ensure_extras()
+        extras.remote_parent_id = parent_id
+        extras.tracestate = tracestate
+        extras.random_flag = random_flag
+    _start_root(root, tracker, trace_id, sampled, start_ns)
     return root
 
 
@@ -650,9 +666,11 @@ def suppressed() -> Iterator[None]:
 def silent_span() -> Span:
     """A non-recording span whose children record nothing (trace id 0)."""
     silent = Span("flowtracker.silent")
-    silent.trace_state = TraceState.silent()
+    silent.trace_id_int = 0
+    silent.spans = None
+    silent.root = None
     silent.parent = None
-    silent.span_id = 0
+    silent.span_id = 1  # started (never propagated: its trace id is 0)
     silent.recording = False
     silent.start_ns = 0
     return silent
@@ -745,9 +763,14 @@ class SwitchObserver(Protocol):
         """
         ...
 
-    def closing(self, span: Span) -> None:
+    def closing(self, span: Span) -> int | None:
         """``span`` is about to end (``end_ns`` still ``None``): the last moment
-        to write into its ``extras`` before its trace may be assembled."""
+        to write into its ``extras`` before its trace may be assembled.
+
+        Returns the clock reading the observer accounted the span's time up
+        to, which becomes the span's end (unless an explicit end time was
+        given), or ``None``: the span reads the clock itself.
+        """
         ...
 
 
@@ -797,8 +820,15 @@ def set_switch_observer(observer: SwitchObserver | None) -> None:
     ) -> None:
         # With an exception the span ends through end(), which comes back here
         # with exc None: telling the observer only then tells it once.
-        if exc is None and self.end_ns is None and self.trace_state is not None:
-            closing(self)
+        if exc is None and self.end_ns is None and self.span_id:
+            now = closing(self)
+            if tb is None and now is not None:
+                # The span ends at the very reading the observer split its time
+                # at (``tb`` carries an end time when exc is None): a second
+                # read, even a preempted microsecond later, would leave the
+                # parent's busy time and the children's durations disagreeing.
+                _plain_exit(self, exc_type, exc, now)  # type: ignore[arg-type]
+                return
         _plain_exit(self, exc_type, exc, tb)
 
     __exit__.__doc__ = _plain_exit.__doc__

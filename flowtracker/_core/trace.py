@@ -1,23 +1,33 @@
-"""A trace while it is being assembled: ``TraceState``.
+"""The trace under assembly, carried by its root span: ``TraceRoot``.
 
-Completion is decided without locks. Starting a span appends it to
-``TraceState.spans`` and ending one takes the next number from
-``TraceState.ended`` (an ``itertools.count``); both are single C calls, atomic
-under the GIL, so spans may start and end in any thread. The span whose end
-number equals the number of started spans *may* be the last one: it asks the
-sink to check, and the sink (the pipeline's tracker) decides on its own thread (the
-only place a trace is ever emitted), after the callbacks already scheduled on
-the loop have run, so a fire-and-forget task that starts a child span right
-after its parent ended still lands in the same trace.
+There is no trace object apart from the spans. The span that starts a trace
+(its root) carries it: the fields of :class:`TraceRoot`, a base of ``Span``,
+are filled on a root only, and every other span of the trace points to its
+root (``Span.root``). Starting a trace therefore makes one object (the root
+span) and calls nothing to build state; an in-flight request keeps one
+garbage-collected object fewer alive than a separate state object would.
 
-A trace is emitted or dropped once: the sink claims it by removing it from
-``open_traces`` (``set.remove``, one C call) before it calls ``take()``, so of
-two claimants racing (a completion check on the loop, a drop in another
-thread, the age sweep) only one gets its spans.
+Completion is decided without locks. Starting a span appends it to the root's
+``spans`` and ending one takes the next number from the root's ``ended`` (an
+``itertools.count``); both are single C calls, atomic under the GIL, so spans
+may start and end in any thread. The span whose end number equals the number
+of started spans *may* be the last one: it asks the sink to check, and the
+sink (the pipeline's tracker) decides on its own thread (the only place a
+trace is ever emitted), after the callbacks already scheduled on the loop
+have run, so a fire-and-forget task that starts a child span right after its
+parent ended still lands in the same trace.
 
-Reference cycles: while a trace is open, ``state.spans`` holds the spans and
-each span holds ``state``. On emission the span list moves into the finished
-record and ``state.spans`` is replaced by a fresh list, so a finished trace is
+A trace is emitted or dropped once: :func:`claim` takes its spans only if it
+removes its root from the sink's ``open_traces`` (``set.remove``, one C
+call), so of two claimants racing (a completion check on the loop, a drop in
+another thread, the age sweep) only one gets them. A span that starts after
+that (a late one) calls :func:`reopen`: a fresh span list for a follow-up
+record, tracked again for the age limit.
+
+Reference cycles: while a trace is open, the root's ``spans`` holds the spans
+and each child holds the root; the root holds no reference to itself (its
+``root`` is ``None``). On emission the span list moves into the finished
+record and ``spans`` is replaced by an empty sentinel, so a finished trace is
 an acyclic graph that reference counting frees at once, not the cyclic
 garbage collector (whose pauses show up in request p99).
 
@@ -25,10 +35,10 @@ Example:
     >>> import flowtracker as ft
     >>> from flowtracker.testing import capture_traces
     >>> with capture_traces() as traces:
-    ...     with ft.span("root"):
-    ...         pass
-    >>> traces[0]["spans"][0]["name"]
-    'root'
+    ...     with ft.span("root") as root, ft.span("child") as child:
+    ...         carried = child.root is root and root.root is None and root.spans == [root, child]
+    >>> carried, traces[0]["spans"][1]["name"]
+    (True, 'child')
 """
 
 from __future__ import annotations
@@ -37,117 +47,103 @@ import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from . import clock
-
 if TYPE_CHECKING:
     from .sink import TraceSink
     from .span import Span
 
+__all__ = ("EMITTED", "SPENT", "TraceRoot", "all_ended", "claim", "reopen", "stop_open")
 
-#: ``TraceState.spans`` once emitted: empty, so the next span to start knows it
-#: is late and calls ``reopen()`` (new list and count made only if one comes).
+
+#: A root's ``spans`` once claimed: empty, so the next span to start knows it
+#: is late and calls :func:`reopen` (a new list and count made only if one comes).
 EMITTED: list[Span] = ()  # type: ignore[assignment]
 
-#: ``TraceState.ended`` once emitted: one shared counter instead of the trace's
-#: own, which is freed at emission (one GC-tracked object less per queued
-#: trace). Its numbers never equal ``len(EMITTED)`` (0), so a span of an
-#: emitted trace that ends late (an unfinished one) never triggers completion.
+#: A root's ``ended`` once claimed: one shared counter instead of the trace's
+#: own, which is freed at emission. Its numbers never equal ``len(EMITTED)``
+#: (0), so a span of a claimed trace that ends late (an unfinished one) never
+#: triggers completion.
 SPENT: Iterator[int] = itertools.count(1)
 
 
-class TraceState:
-    """One trace under assembly. Internal: users see ``Span`` and ``Trace``.
+class TraceRoot:
+    """The fields a span fills when it starts a trace. Internal: users see ``Span`` and ``Trace``.
 
-    No ``__slots__``: the rarely changed fields are class-level defaults, so
-    starting a trace writes five attributes, not eleven.
+    A base of ``Span``: every span has these slots, only a root writes them
+    (a child reads its trace through ``Span.root``). What a trace rarely
+    has (a remote parent, a ``tracestate``, dropped spans, a follow-up, the
+    loop monitor's mode) is in the root's ``extras``
+    (:class:`~flowtracker._core.extras.SpanExtras`), made only when written.
+
+    Attributes:
+        trace_id_int: The 128-bit trace id (0 for a silent span's trace).
+        spans: The spans started since the trace (or its follow-up) began, in
+            start order, the root first; :data:`EMITTED` once claimed; ``None``
+            when the trace is not recorded (head sampling said no, or silent).
+        sink: Where the trace is reported (recorded traces only).
+        ended: The end count (recorded traces only; :data:`SPENT` once claimed).
+        ended_seen: The end count at the last completion trigger (written then).
     """
 
-    #: Set once the trace (or a follow-up of it) has been emitted.
-    emitted = False
-    #: Spans not kept because of ``max_spans_per_trace``, since the last emission.
-    dropped_spans = 0
-    #: False when head sampling decided not to record this trace.
-    sampled = True
-    #: The caller's span id when the trace continues a remote one (``traceparent``).
-    remote_parent_id: int | None = None
-    #: The incoming ``tracestate`` header, passed on to outgoing calls.
-    tracestate: str | None = None
-    #: The caller's W3C Level 2 ``random`` trace flag, passed on to outgoing calls.
-    random_flag = False
-    #: The end count at the last completion trigger (see the pipeline's completion).
-    ended_seen = -1
-    #: How an event-loop monitor watched this trace's loop: ``"full"`` (busy
-    #: time and blocks) or ``"blocks"`` (blocks only); ``None``: no monitor.
-    #: Written by the loop monitor; the wire's optional trace field ``loop_monitor``.
-    loop_monitor: str | None = None
+    __slots__ = ("ended", "ended_seen", "sink", "spans", "trace_id_int")
 
-    def __init__(self, sink: TraceSink, trace_id: int, created_ns: int) -> None:
-        self.trace_id = trace_id
-        self.sink = sink
-        self.limits = sink.limits  # read by every child start: one lookup, not two
-        self.spans: list[Span] = []
-        self.ended: Iterator[int] = itertools.count(1)
-        self.created_ns = created_ns
+    trace_id_int: int
+    spans: list[Span] | None
+    sink: TraceSink
+    ended: Iterator[int]
+    ended_seen: int
 
-    @classmethod
-    def unsampled(cls, sink: TraceSink, trace_id: int) -> TraceState:
-        """A trace head sampling said no to: ids and flags for propagation only,
-        no span list, no end count and no clock reads."""
-        state = cls.__new__(cls)
-        state.trace_id = trace_id
-        state.sink = sink
-        state.sampled = False
-        return state
 
-    @classmethod
-    def silent(cls) -> TraceState:
-        """The trace of a silent span (trace id 0): it records nothing and propagates nothing."""
-        state = cls.__new__(cls)
-        state.trace_id = 0
-        state.spans = []
-        state.sampled = False
-        return state
+def reopen(root: Span, late: Span) -> None:
+    """``late`` starts after the trace was claimed: a fresh span list (holding
+    ``late``) and end count for a follow-up record, tracked again for the age limit.
 
-    def reopen(self) -> list[Span]:
-        """A span starts after the trace was emitted: a fresh span list and end
-        count for the follow-up record, tracked again for the age limit."""
-        spans: list[Span] = []
-        self.spans = spans
-        self.ended = itertools.count(1)
-        self.created_ns = clock.now_ns()
-        self.sink.open_traces.add(self)
-        return spans
+    The record it leads to is marked ``follow_up``, and counts only the spans
+    dropped since (``dropped_spans``). The trace is tracked last, once its
+    list holds ``late``: a claimant never finds it empty.
+    """
+    extras = root.extras or root.ensure_extras()
+    extras.follow_up = True
+    extras.dropped_spans = 0
+    root.spans = [late]
+    root.ended = itertools.count(1)
+    root.sink.open_traces.add(root)
 
-    def all_ended(self) -> bool:
-        """True when every recorded span has ended (newest first: they end last)."""
-        spans = self.spans
-        for index in range(len(spans) - 1, -1, -1):
-            if spans[index].end_ns is None:
-                return False
-        return bool(spans)
 
-    def take(self) -> list[Span]:
-        """Moves the spans out for emission; a late span will ``reopen()``.
+def all_ended(spans: list[Span]) -> bool:
+    """True when every span in ``spans`` has ended (newest first: they end last)."""
+    for index in range(len(spans) - 1, -1, -1):
+        if spans[index].end_ns is None:
+            return False
+    return bool(spans)
 
-        The caller has claimed the trace (see the module docstring).
-        """
-        spans = self.spans
-        self.spans = EMITTED
-        self.ended = SPENT
-        return spans
 
-    def take_unfinished(self) -> tuple[list[Span], int]:
-        """Moves the spans out although some are still open (age limit, shutdown, fork).
+def claim(root: Span) -> list[Span] | None:
+    """Takes the spans of the trace ``root`` carries, to emit or drop them;
+    ``None`` when another claimant took them first (see the module docstring).
 
-        Returns the spans and how many of them are open. The open ones stop
-        recording, so their late end is not counted a second time; spans
-        started under them still record (``Span.__enter__`` asks the trace,
-        not the parent) and go out in follow-up records.
-        """
-        spans = self.take()
-        open_count = 0
-        for span in spans:
-            if span.end_ns is None:
-                span.recording = False
-                open_count += 1
-        return spans, open_count
+    A span that starts afterwards will :func:`reopen` the trace.
+    """
+    try:
+        root.sink.open_traces.remove(root)
+    except KeyError:
+        return None
+    spans = root.spans
+    root.spans = EMITTED
+    root.ended = SPENT
+    return spans
+
+
+def stop_open(spans: list[Span]) -> int:
+    """The spans of a claimed trace still open stop recording (age limit, shutdown,
+    fork); returns how many.
+
+    So their late end is not counted a second time; spans started under them
+    still record (``Span.__enter__`` asks the root, not the parent) and go
+    out in follow-up records.
+    """
+    open_count = 0
+    for span in spans:
+        if span.end_ns is None:
+            span.recording = False
+            open_count += 1
+    return open_count

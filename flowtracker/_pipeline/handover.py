@@ -17,7 +17,7 @@ that gets through.
 
 Example:
     >>> from flowtracker._pipeline.handover import HandOver
-    >>> handover = HandOver(bound=2, release=lambda state: True)
+    >>> handover = HandOver(bound=2, release=lambda root: True)
     >>> handover.dropped, len(handover)
     (0, 0)
 """
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import asyncio
 
-    from .._core.trace import TraceState
+    from .._core.span import Span
 
 
 class HandOver:
@@ -45,10 +45,10 @@ class HandOver:
             already (so it is not counted twice).
     """
 
-    def __init__(self, bound: int, release: Callable[[TraceState], bool]) -> None:
+    def __init__(self, bound: int, release: Callable[[Span], bool]) -> None:
         self.bound = bound
         self._release = release
-        self._waiting: collections.deque[TraceState] = collections.deque()
+        self._waiting: collections.deque[Span] = collections.deque()
         self._scheduled = False
         self._lock = threading.Lock()
         #: Traces dropped here (waiting list full, or no loop to take them).
@@ -58,17 +58,17 @@ class HandOver:
         return len(self._waiting)
 
     def put(
-        self, state: TraceState, loop: asyncio.AbstractEventLoop | None, wake: Callable[[], None]
+        self, root: Span, loop: asyncio.AbstractEventLoop | None, wake: Callable[[], None]
     ) -> None:
-        """Queues ``state`` for the loop (from any thread) and wakes it once per burst.
+        """Queues the trace ``root`` carries for the loop (from any thread) and wakes it once per burst.
 
         ``loop`` ``None``: the tracker has not started yet; the traces wait
         (bounded) until :meth:`wake_up` is called.
         """
         if len(self._waiting) >= self.bound:
-            self.drop(state)
+            self.drop(root)
             return
-        self._waiting.append(state)
+        self._waiting.append(root)
         if loop is not None and not self._scheduled:
             self.wake_up(loop, wake)
 
@@ -81,18 +81,20 @@ class HandOver:
             self._scheduled = False
             self.drop_all()
 
-    def take(self) -> list[TraceState]:
-        """Everything waiting (on the loop's thread)."""
-        self._scheduled = False  # reset before draining: a put() meanwhile schedules again
-        waiting = self._waiting
-        taken = []
-        while waiting:
-            taken.append(waiting.popleft())
-        return taken
+    def take(self) -> list[Span]:
+        """What was waiting when called (on the loop's thread).
 
-    def drop(self, state: TraceState) -> None:
-        """Releases ``state`` and counts it dropped (from any thread)."""
-        if self._release(state):
+        Other threads keep appending while this drains: what they add after
+        the count is left for the wake-up their ``put()`` schedules, so one take
+        holds no more than the bound.
+        """
+        self._scheduled = False  # reset before counting: a put() from now on schedules again
+        waiting = self._waiting
+        return [waiting.popleft() for _ in range(len(waiting))]
+
+    def drop(self, root: Span) -> None:
+        """Releases the trace ``root`` carries and counts it dropped (from any thread)."""
+        if self._release(root):
             with self._lock:
                 self.dropped += 1
 
@@ -101,7 +103,7 @@ class HandOver:
         waiting = self._waiting
         while True:
             try:
-                state = waiting.popleft()
+                root = waiting.popleft()
             except IndexError:
                 return
-            self.drop(state)
+            self.drop(root)

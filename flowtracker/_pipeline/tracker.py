@@ -76,8 +76,8 @@ import anyio
 
 from .._core import clock
 from .._core.sink import BOUND_SINK, Limits, TraceSink, set_default_sink_resolver
-from .._core.span import activate, silent_span
-from .._core.trace import TraceState
+from .._core.span import Span, activate, silent_span
+from .._core.trace import all_ended, claim, stop_open
 from .._wire.policy import DEFAULT_MAX_STRING, ExportPolicy
 from .._wire.record import Trace
 from .executor import PrestartedExecutor
@@ -100,6 +100,7 @@ OnConfigError = Literal["raise", "fallback"]
 _exporter_resolver: ExporterResolver | None = None
 
 _T = TypeVar("_T")
+_get_ident = threading.get_ident
 
 _running: list[Tracker] = []
 #: Every tracker started and not yet closed: left behind in a forked child.
@@ -245,9 +246,9 @@ class Tracker:
         self._unfinished = 0
         self._follow_ups = 0
         # Assembly state.
-        #: Traces under assembly (the core adds each new one), swept for the age limit.
-        self.open_traces: set[TraceState] = set()
-        self._pending: list[TraceState] = []
+        #: Traces under assembly, by their root (the core adds each new one), swept for the age limit.
+        self.open_traces: set[Span] = set()
+        self._pending: list[Span] = []
         # The batched completion check (see _schedule_completion): its timer,
         # and how many pending traces make span_ended() schedule it (1: the
         # first one; CHECK_AT_ONCE while the timer runs; _NEVER once it is queued).
@@ -399,8 +400,8 @@ class Tracker:
         timeout = self.close_timeout if timeout is None else timeout
         await asyncio.sleep(0)
         self._check()
-        for state in list(self.open_traces):
-            self._emit_unfinished(state)
+        for root in list(self.open_traces):
+            self._emit_unfinished(root)
         await self.flush(timeout)
         self.closed = True
         if self in _running:
@@ -521,20 +522,20 @@ class Tracker:
             return True
         return (trace_id & ((1 << 56) - 1)) < self._sample_threshold
 
-    def span_ended(self, state: TraceState) -> None:
-        """A span of ``state`` ended and it may have been the last one."""
-        if self._loop_thread == threading.get_ident():
+    def span_ended(self, root: Span) -> None:
+        """A span of the trace ``root`` carries ended and it may have been the last one."""
+        if self._loop_thread == _get_ident():
             pending = self._pending
-            pending.append(state)
+            pending.append(root)
             if len(pending) >= self._check_at:
                 self._schedule_completion()
             return
         if self._forked_from is not None:
-            self._forward(state)
+            self._forward(root)
         elif self.closed:
-            self._handover.drop(state)
+            self._handover.drop(root)
         else:
-            self._handover.put(state, self._loop, self._on_handover)
+            self._handover.put(root, self._loop, self._on_handover)
 
     # -- on the tracker's loop ------------------------------------------------
 
@@ -603,54 +604,42 @@ class Tracker:
     def _take_handed_over(self) -> None:
         self._pending.extend(self._handover.take())
 
-    def _claim(self, state: TraceState) -> bool:
-        """Whether the caller may take the spans of ``state`` (to emit or drop them).
+    def _release(self, root: Span) -> bool:
+        """Forgets a trace that will not be emitted; False if it was emitted or dropped already.
 
         Callers race (a completion check here, a drop in another thread, the
-        age sweep): only the one that removes ``state`` from ``open_traces``
-        (one C call) may, so each trace is emitted or dropped once. A late span
-        that starts afterwards reopens the trace, and adds it again.
+        age sweep): the core's ``claim`` lets only one take a trace's spans.
         """
-        try:
-            self.open_traces.remove(state)
-        except KeyError:
-            return False
-        return True
-
-    def _release(self, state: TraceState) -> bool:
-        """Forgets a trace that will not be emitted; False if it was emitted or dropped already."""
-        if not self._claim(state):
-            return False
-        state.take()
-        return True
+        return claim(root) is not None
 
     def _complete_pending(self) -> None:
         pending, self._pending = self._pending, []
-        for state in pending:
-            spans = state.spans
+        for root in pending:
+            spans = root.spans
             if not spans:  # emitted or dropped already (a second trigger for the same trace)
                 continue
             # The end count seen by the trigger equal to the spans started now
             # means no span started since: all ended. Otherwise look.
-            if state.ended_seen != len(spans) and not state.all_ended():
+            if root.ended_seen != len(spans) and not all_ended(spans):
                 continue
-            if self._claim(state):
-                self._emit(state, state.take(), 0)
+            spans = claim(root)
+            if spans is not None:
+                self._emit(root, spans, 0)
 
-    def _emit(self, state: TraceState, spans: list[Any], unfinished: int) -> None:
-        """Hands the spans taken from ``state`` to every lane as one ``Trace`` record.
+    def _emit(self, root: Span, spans: list[Span], unfinished: int) -> None:
+        """Hands the spans claimed from the trace ``root`` carries to every lane as one ``Trace`` record.
 
         The one way out of assembly: complete traces, follow-ups, unfinished
-        ones. The caller claimed ``state`` (see :meth:`_claim`).
+        ones. The caller claimed the trace (the core's ``claim``).
         """
         if not spans:
             return
-        follow_up = state.emitted
-        state.emitted = True
-        dropped = state.dropped_spans
-        if dropped:
-            state.dropped_spans = 0
-        record = Trace(state.trace_id, self.service, spans, dropped, follow_up, unfinished, self._policy)
+        extras = root.extras  # what the trace rarely has: a follow-up, dropped spans
+        if extras is None:
+            follow_up, dropped = False, 0
+        else:
+            follow_up, dropped = extras.follow_up, extras.dropped_spans
+        record = Trace(root.trace_id_int, self.service, spans, dropped, follow_up, unfinished, self._policy)
         if unfinished:
             self._unfinished += 1
             record.to_dict()  # snapshot now: open spans may still change
@@ -694,15 +683,14 @@ class Tracker:
             return if_gone
         return await _wait_for(future)
 
-    def _forward(self, state: TraceState) -> None:
+    def _forward(self, root: Span) -> None:
         """In a forked child: hands a trace that reported here to the tracker in effect."""
         target = resolve_tracker()
         self._note_left_behind()
-        self.open_traces.discard(state)
-        state.sink = target
-        state.limits = target.limits
-        target.open_traces.add(state)
-        target.span_ended(state)
+        self.open_traces.discard(root)
+        root.sink = target
+        target.open_traces.add(root)
+        target.span_ended(root)
 
     def _note_left_behind(self) -> None:
         """Says once, in a forked child, that this tracker's traces go elsewhere."""
@@ -725,7 +713,7 @@ class Tracker:
 
         What it buffered or had open is the parent's, which exports it: the
         child forgets it uncounted. Spans still open lose their recording (their
-        end belongs to the parent), their trace is marked emitted so spans the
+        end belongs to the parent), their trace's spans are taken so spans the
         child starts under them go out as follow-ups, and everything that
         reports here from now on is forwarded (see :meth:`_forward`).
         """
@@ -740,10 +728,10 @@ class Tracker:
         abandoned, self._lanes = self._lanes, [lane.renewed() for lane in self._lanes]
         for lane in abandoned:
             lane.abandon()
-        for state in self.open_traces:
-            state.take_unfinished()
-            state.emitted = True
-        self.open_traces.clear()
+        for root in list(self.open_traces):
+            spans = claim(root)
+            if spans is not None:
+                stop_open(spans)
         self._pending = []
         self._check_timer = None  # the parent's loop's
         self._check_at = 1
@@ -757,10 +745,10 @@ class Tracker:
         self.limits.spans_dropped = self.limits.tags_dropped = self.limits.events_dropped = 0
         self._policy.redacted = self._policy.truncated = 0
 
-    def _emit_unfinished(self, state: TraceState) -> None:
-        if self._claim(state):
-            spans, open_count = state.take_unfinished()
-            self._emit(state, spans, open_count)
+    def _emit_unfinished(self, root: Span) -> None:
+        spans = claim(root)
+        if spans is not None:
+            self._emit(root, spans, stop_open(spans))
 
     async def _sweep(self) -> None:
         """Emits traces older than ``max_trace_age`` with their open spans unfinished,
@@ -773,10 +761,13 @@ class Tracker:
             for lane in self._lanes:
                 lane.cancel_if_overdue(now)
             limit = clock.now_ns() - int(self.max_trace_age * 1e9)
-            for state in list(self.open_traces):
-                if state.created_ns < limit:
+            for root in list(self.open_traces):
+                # A trace's age: its oldest span's, the first in its list (the
+                # root, or a follow-up's first late span).
+                spans = root.spans
+                if spans and spans[0].start_ns < limit:
                     # All ended: a completion check that never came; emitted whole.
-                    self._emit_unfinished(state)
+                    self._emit_unfinished(root)
 
     async def _close_exporters(self, timeout: float | None) -> None:
         timeout = self.close_timeout if timeout is None else timeout

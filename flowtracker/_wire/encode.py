@@ -138,9 +138,11 @@ def trace_to_dict(trace: Trace, policy: ExportPolicy = DEFAULT_POLICY) -> dict[s
     if trace.unfinished:
         out["unfinished_spans"] = trace.unfinished
     spans = trace.spans
-    state = spans[0].trace_state if spans else None
-    if state is not None and state.loop_monitor is not None:
-        out["loop_monitor"] = state.loop_monitor
+    if spans:
+        first = spans[0]
+        root_extras = (first.root or first).extras  # the root carries its trace's rare fields
+        if root_extras is not None and root_extras.loop_monitor is not None:
+            out["loop_monitor"] = root_extras.loop_monitor
     return out
 
 
@@ -161,7 +163,7 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
     # building it key by key, and export runs once per span. Ids go through
     # int.to_bytes().hex(), about twice as fast as a 16-digit format spec.
     parent = span.parent
-    parent_id = parent.span_id if parent is not None else span.trace_state.remote_parent_id  # type: ignore[union-attr]
+    parent_id = parent.span_id if parent is not None else None if extras is None else extras.remote_parent_id
     out: dict[str, Any]
     if parent_id is None:
         out = {

@@ -85,7 +85,7 @@ class Block(NamedTuple):
     #: ``file:line in function`` lines, innermost first (or :data:`NOT_SAMPLED`).
     stack: str
     #: The traces that had a task on the loop while it was held (ids of their
-    #: ``TraceState``; see ``_watchdog.loop_traces``): the ones it may have stalled.
+    #: root span; see ``_tasks.loop_traces``): the ones it may have stalled.
     traces: frozenset[int] = frozenset()
     #: The first and last time the watchdog saw the blocker run, where the
     #: start and end are the heartbeat's estimates (uvloop); ``None`` where
@@ -104,7 +104,7 @@ class PastBlock(NamedTuple):
     traces: frozenset[int]
     #: Span ids of the guilty span and its ancestors: their time in the block is their own.
     guilty: frozenset[int]
-    #: The guilty trace's ``TraceState`` id (0: a block outside spans).
+    #: The ``id()`` of the guilty trace's root span (0: a block outside spans).
     guilty_trace: int
     #: The ``event_loop.stalled`` attributes but ``duration_ms``: ``by_trace_id``,
     #: ``by_span_id`` and ``by_name`` (absent outside spans) and ``at`` (absent unsampled).
@@ -128,8 +128,8 @@ def past_block(block: Block) -> PastBlock:
     span = block.span
     guilty: set[int] = set()
     guilty_trace = 0
-    if span is not None and span.trace_state is not None:
-        guilty_trace = id(span.trace_state)
+    if span is not None and span.span_id:
+        guilty_trace = id(span.root or span)
         culprit["by_trace_id"] = span.trace_id
         culprit["by_span_id"] = span.span_id_hex
         top: Span = span

@@ -44,7 +44,7 @@ from .._core import clock as _clock
 from .._core.patches import Patch, patch_attribute
 from .._wire.names import MONITOR_FULL
 from ._blocks import NOT_SAMPLED, Block, BlockRecord, pin
-from ._observers import mark_off_loop
+from ._observers import mark_off_loop, mark_watched
 from ._tasks import loop_traces
 
 if TYPE_CHECKING:
@@ -195,17 +195,20 @@ class CallbackTimer:
         self._since = now
         self._span = span if span is not None and span.recording and span.end_ns is None else None
 
-    def closing(self, span: Span) -> None:
+    def closing(self, span: Span) -> int | None:
         """``span`` ends on the loop thread: its busy time (and a block in progress) go on it now.
 
         A root that ends here marks its trace as watched (``loop_monitor``); a
         span that ends on another thread (a worker's) is marked off the loop.
+        Returns the reading its time was split at, which the span ends at (so
+        a parent's own time is exactly its duration less its children's), or
+        ``None`` off the loop thread.
         """
         ident = _get_ident()
         if ident != self._active:
             if ident != self.thread and self.thread is not None:
                 mark_off_loop(span)
-            return
+            return None
         now = _now()
         if span is self._span:  # current since _since (its code ran before its children's)
             start = self._since
@@ -213,7 +216,6 @@ class CallbackTimer:
             # What runs next is the parent's code: the rest of its `with` block.
             parent = span.parent
             if parent is None:
-                span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
                 self._span = None
             else:
                 self._span = parent if parent.recording and parent.end_ns is None else None
@@ -222,7 +224,7 @@ class CallbackTimer:
             start = span.start_ns
             if start < self._since:  # not current since _since (a client span, or unsampled: 0)
                 self._ends_idle(span, now)
-                return
+                return now
             own = took = now - start
             if span is self._kid_parent:  # its children just ended
                 own -= self._kid_sum
@@ -230,9 +232,7 @@ class CallbackTimer:
             if self._kids:
                 own -= self._kids.pop(span, 0)
             parent = span.parent
-            if parent is None:
-                span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
-            else:
+            if parent is not None:
                 waiting = self._kid_parent
                 if parent is waiting:
                     self._kid_sum += took
@@ -242,16 +242,19 @@ class CallbackTimer:
                     self._kid_parent = parent
                     self._kid_sum = took
         add_busy(span, own)
+        if parent is None:  # a root: its trace was watched (after add_busy, which made its extras)
+            mark_watched(span, MONITOR_FULL)
         if self.sample is not None:
             self._pin_if_guilty(span, start, now)
+        return now
 
     def _ends_idle(self, span: Span, now: int) -> None:
         """``span`` ends on the loop thread without having run since ``_since``: 0 ns of its own here."""
         if not span.recording:
             return
-        if span.parent is None:
-            span.trace_state.loop_monitor = MONITOR_FULL  # type: ignore[union-attr]
         add_busy(span, 0)
+        if span.parent is None:
+            mark_watched(span, MONITOR_FULL)
         if self.sample is not None:
             self._pin_if_guilty(span, None, now)
 

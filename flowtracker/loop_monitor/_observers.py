@@ -9,7 +9,8 @@ with one loop watched (the common case) it is the core's observer directly;
 with several, a dispatcher forwards each call to the observer of the
 calling thread's loop, if any. A span that ends on a thread that runs no
 watched loop is marked so (:func:`mark_off_loop`): the loop's blocks never
-stalled it.
+stalled it. A root that ends on a watched loop marks its trace as watched
+(:func:`mark_watched`: the trace's ``loop_monitor`` field).
 
 Example:
     >>> import flowtracker as ft
@@ -35,7 +36,7 @@ from typing import Protocol
 
 from .._core import Span, set_switch_observer
 
-__all__ = ("LoopObserver", "mark_off_loop", "observe", "observe_thread", "unobserve")
+__all__ = ("LoopObserver", "mark_off_loop", "mark_watched", "observe", "observe_thread", "unobserve")
 
 
 class LoopObserver(Protocol):
@@ -51,7 +52,7 @@ class LoopObserver(Protocol):
 
     def switched(self, span: Span | None) -> None: ...
 
-    def closing(self, span: Span) -> None: ...
+    def closing(self, span: Span) -> int | None: ...
 
 
 # loop -> its observer, and loop thread id -> its observer. Written under _lock,
@@ -72,12 +73,12 @@ class _Dispatch:
         if observer is not None:
             observer.switched(span)
 
-    def closing(self, span: Span) -> None:
+    def closing(self, span: Span) -> int | None:
         observer = _by_thread.get(_get_ident())
         if observer is not None:
-            observer.closing(span)
-        else:
-            mark_off_loop(span)
+            return observer.closing(span)
+        mark_off_loop(span)
+        return None
 
 
 def mark_off_loop(span: Span) -> None:
@@ -88,6 +89,16 @@ def mark_off_loop(span: Span) -> None:
     """
     if span.recording:
         (span.extras or span.ensure_extras()).off_loop = True
+
+
+def mark_watched(root: Span, mode: str) -> None:
+    """The trace ``root`` carries ran on a watched loop: ``mode`` is how it was watched.
+
+    ``"full"`` (busy time and blocks) or ``"blocks"`` (blocks only): the
+    trace's ``loop_monitor`` field. The one writer of ``SpanExtras.loop_monitor``,
+    which a root carries for its trace.
+    """
+    (root.extras or root.ensure_extras()).loop_monitor = mode
 
 
 def _install() -> None:

@@ -39,7 +39,7 @@ Example:
     ...     with ft.span("GET /users") as innocent:
     ...         start = innocent.start_ns
     ...         record.add(Block(start + 1_000_000, 300_000_000, guilty, "/srv/app.py:107 in render",
-    ...                          frozenset({id(innocent.trace_state)})), pinned=True)
+    ...                          frozenset({id(innocent)})), pinned=True)
     ...         innocent.end(end_ns=start + 400_000_000)
     >>> waited = traces[1]["spans"][0]
     >>> waited["stalled_ms"], waited["events"][0]["attributes"]["by_name"]
@@ -98,15 +98,16 @@ def stall(spans: list[Span]) -> None:
     """
     if not spans:
         return
-    state = spans[0].trace_state
-    first = spans[0].start_ns  # spans are in start order
-    if state is None or not first:
+    head = spans[0]
+    first = head.start_ns  # spans are in start order
+    if not first:
         return
-    blocks = _blocks_during(id(state), first)
+    trace = id(head.root or head)  # a trace is known by its root (see _tasks.loop_traces)
+    blocks = _blocks_during(trace, first)
     if not blocks:
         return
     now = _clock.now_ns()
-    for span, stalls in _stalls_of(spans, id(state), blocks, now):
+    for span, stalls in _stalls_of(spans, trace, blocks, now):
         stalls.sort(key=lambda found: -found[0])
         extras = span.extras or span.ensure_extras()
         extras.stalled_ns = (extras.stalled_ns or 0) + sum(waited for waited, _, _ in stalls)

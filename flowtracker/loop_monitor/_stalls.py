@@ -53,7 +53,7 @@ from .._core import clock as _clock
 from .._wire.names import MONITOR_BLOCKS
 from ._blocks import NOT_SAMPLED, Block, BlockRecord, pin
 from ._heartbeat import Heartbeat
-from ._observers import mark_off_loop
+from ._observers import mark_off_loop, mark_watched
 from ._tasks import loop_traces
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class StallWatch:
                 mark_off_loop(span)
             return
         if span.parent is None:
-            span.trace_state.loop_monitor = MONITOR_BLOCKS  # type: ignore[union-attr]
+            mark_watched(span, MONITOR_BLOCKS)
         look = self._look
         if look is None:
             return

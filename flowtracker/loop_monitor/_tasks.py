@@ -14,7 +14,7 @@ Example:
     >>> async def main():
     ...     async with ft.span("job") as job:
     ...         task, span = running_span(asyncio.get_running_loop())
-    ...         return span is job, id(job.trace_state) in loop_traces(asyncio.get_running_loop())
+    ...         return span is job, id(job) in loop_traces(asyncio.get_running_loop())
     >>> asyncio.run(main())
     (True, True)
 """
@@ -42,7 +42,7 @@ def running_span(loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Task[object] 
 
 
 def loop_traces(loop: asyncio.AbstractEventLoop) -> frozenset[int]:
-    """The traces with a task on ``loop`` now: ids of the ``TraceState`` of each task's current span.
+    """The traces with a task on ``loop`` now: ``id()`` of the root of each task's current span's trace.
 
     Taken while the loop is held, these are the traces the block may stall
     (a trace of another loop, or of a worker thread, has no task here).
@@ -56,7 +56,7 @@ def loop_traces(loop: asyncio.AbstractEventLoop) -> frozenset[int]:
         context = _context_of(task)
         span = None if context is None else context.get(CURRENT)
         if span is not None and span.recording:
-            found.add(id(span.trace_state))
+            found.add(id(span.root or span))
     return frozenset(found)
 
 
