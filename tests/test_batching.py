@@ -114,36 +114,27 @@ class TestTimeBatching:
             assert batches.batches == [["request"]]
             assert batches.arrived[0] >= ended
 
-    async def test_a_full_batch_is_exported_without_waiting_for_the_timer(self):
-        """With max_batch=8 and an interval that never fires, 7 finished traces wait, and the
-        8th sends all 8 to the exporter within a few turns of the loop."""
+    @pytest.mark.parametrize(
+        ("options", "at_once"),
+        [({"max_batch": 8}, 8), ({}, 64)],
+        ids=["a full batch of max_batch=8", "64 with the default max_batch"],
+    )
+    async def test_a_burst_is_exported_without_waiting_for_the_timer(self, options, at_once):
+        """With an interval that never fires, at_once - 1 finished traces wait and the next
+        sends all of them to the exporter within a few turns of the loop: a full batch
+        (max_batch=8), or 64 traces with the default max_batch. A burst is not held for
+        the interval (its spans would outlive the garbage collector's youngest generation)."""
         batches = Batches()
-        async with ft.Tracker(exporters=[batches], max_batch=8, batch_interval=NEVER):
-            for i in range(7):
+        async with ft.Tracker(exporters=[batches], batch_interval=NEVER, **options):
+            for i in range(at_once - 1):
                 with ft.span(f"t{i}"):
                     pass
             await turns()
             assert batches.batches == []
-            with ft.span("t7"):
+            with ft.span(f"t{at_once - 1}"):
                 pass
             await turns()
-            assert batches.batches == [[f"t{i}" for i in range(8)]]
-
-    async def test_sixty_four_finished_traces_are_checked_at_once(self):
-        """With the default max_batch and an interval that never fires, 63 finished traces
-        wait and the 64th sends all of them to the exporter: a burst is not held for the
-        interval (its spans would outlive the garbage collector's youngest generation)."""
-        batches = Batches()
-        async with ft.Tracker(exporters=[batches], batch_interval=NEVER):
-            for i in range(63):
-                with ft.span(f"t{i}"):
-                    pass
-            await turns()
-            assert batches.batches == []
-            with ft.span("t63"):
-                pass
-            await turns()
-            assert batches.batches == [[f"t{i}" for i in range(64)]]
+            assert batches.batches == [[f"t{i}" for i in range(at_once)]]
 
     async def test_flush_takes_what_is_gathering_at_once(self):
         """flush() does not wait for the interval: the trace gathering is exported and
@@ -193,27 +184,29 @@ class TestTimeBatching:
             ft.Tracker(exporters=[], batch_interval=-1)
 
 
+def completes_at_once(tracker: ft.Tracker) -> bool:
+    """Whether ``tracker.flush()`` finishes on its first step (never suspends), and returned True."""
+    step = tracker.flush()
+    try:
+        step.send(None)
+    except StopIteration as done:
+        return bool(done.value)
+    step.close()
+    return False
+
+
 class TestIdleFlush:
     async def test_idle_flush_returns_without_awaiting(self, tracker, memory):
         """With nothing gathering, handed over, queued or in export, flush() completes on its
         first step (the coroutine never suspends) and returns True; also right after a trace
         was exported."""
 
-        def completes_at_once() -> bool:
-            step = tracker.flush()
-            try:
-                step.send(None)
-            except StopIteration as done:
-                return bool(done.value)
-            step.close()
-            raise AssertionError("flush() suspended with nothing to export")
-
-        assert completes_at_once()
+        assert completes_at_once(tracker)
         with ft.span("request"):
             pass
         await tracker.flush()
         assert memory.traces
-        assert completes_at_once()
+        assert completes_at_once(tracker)
 
     def test_idle_flush_of_a_thread_tracker_returns_without_awaiting(self):
         """A tracker running in its own thread (`with tracker`), flushed from this thread: idle,
@@ -221,16 +214,6 @@ class TestIdleFlush:
         trace ended here (handed over to the tracker's thread) it is a real flush that exports
         it, and idle again afterwards."""
         memory = ft.MemoryExporter()
-
-        def completes_at_once(tracker: ft.Tracker) -> bool:
-            step = tracker.flush()
-            try:
-                step.send(None)
-            except StopIteration as done:
-                return bool(done.value)
-            step.close()
-            return False
-
         with ft.Tracker(exporters=[memory], batch_interval=NEVER) as tracker:
             assert completes_at_once(tracker)
             with ft.start_root_span("job", tracker=tracker):
