@@ -74,7 +74,8 @@ class TestSuites:
         result, output = run_suite(tmp_path, "scale")
         overload = result["overload"]
         assert overload["traces_completed"] == overload["offered"]
-        assert overload["lane_queued"] <= overload["max_queue"] + 1
+        # Queued counts the stream and the batch in export: at most max_queue + one batch.
+        assert overload["lane_queued"] <= overload["max_queue"] + 512
         assert overload["traces_dropped"] >= overload["offered"] - overload["max_queue"] - 512
         assert result["bytes_per_open_span"]["flowtracker"] > 0
         assert "spans per trace" in output

@@ -245,3 +245,112 @@ class TestHostileStrings:
         text.encode("utf-8")  # strict: raises on any surrogate left
         assert traces[0]["spans"][0]["name"] == _wire.encodable_text(name)
         assert traces[0]["service"] == _wire.encodable_text(name)
+
+
+def strictly_valid(data: object) -> None:
+    """Every string in ``data`` is valid Unicode: strict UTF-8 encoding of its JSON raises otherwise."""
+    json.dumps(data, ensure_ascii=False).encode("utf-8")
+
+
+class Kept:
+    """An exporter that keeps the records untouched (MemoryExporter encodes them to JSON first)."""
+
+    name = "kept"
+
+    def __init__(self) -> None:
+        self.records: list[ft.Trace] = []
+
+    async def export(self, traces: list[ft.Trace]) -> None:
+        self.records.extend(traces)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class TestValidAsBuilt:
+    """``Trace.to_dict()`` is valid as the encoder builds it, with no JSON pass over it."""
+
+    async def test_to_dict_is_valid_before_any_json_is_made(self) -> None:
+        """A trace with lone surrogates in its name, tags, event, error and service: to_dict() on a
+        fresh record (to_json never called) is strictly valid, and to_json() agrees with it."""
+        bad = escaped(b"\xff")
+        memory = Kept()
+        async with ft.Tracker(exporters=[memory], service=f"svc{bad}"):
+            span = ft.start_span(f"GET /{bad}", **{f"key{bad}": f"value{bad}", "plain": "café"})
+            span.add_event(f"event{bad}", attr=bad)
+            with pytest.raises(ValueError, match="message"), span:
+                raise ValueError(f"message{bad}")
+        record = memory.records[0]
+        data = record.to_dict()
+        strictly_valid(data)
+        assert data["spans"][0]["tags"] == {"key\\xff": "value\\xff", "plain": "café"}
+        assert orjson.loads(record.to_json()) == data
+
+    def test_a_raw_key_is_escaped_after_its_escaped_spelling_was_exported(self) -> None:
+        """The tag fast path trusts keys it has seen; ``key\\xff`` written out as text first, then
+        the same key holding a real lone surrogate: the second is still escaped, not passed on;
+        and a value holding one under the known key is escaped too."""
+        from flowtracker._wire.policy import ExportPolicy
+
+        policy = ExportPolicy()
+        bad = escaped(b"\xff")
+        assert _wire.safe_tags({"key\\xff": 1}, policy) == {"key\\xff": 1}
+        assert _wire.safe_tags({"key\\xff": 1}, policy) == {"key\\xff": 1}  # known now
+        cleaned = _wire.safe_tags({f"key{bad}": 1}, policy)
+        assert cleaned == {"key\\xff": 1}
+        strictly_valid(cleaned)
+        assert _wire.safe_tags({"key\\xff": f"value{bad}"}, policy) == {"key\\xff": "value\\xff"}
+
+    def test_keys_are_escaped_with_redaction_off(self) -> None:
+        """redact_keys=() turns the secret check off, not the key check: a key holding a lone
+        surrogate is escaped, twice in a row."""
+        from flowtracker._wire.policy import ExportPolicy
+
+        policy = ExportPolicy(redact_keys=())
+        bad = escaped(b"\xfe")
+        for _ in range(2):
+            cleaned = _wire.safe_tags({f"k{bad}": "v", "password": "x"}, policy)
+            assert cleaned == {"k\\xfe": "v", "password": "x"}
+
+    async def test_kind_and_error_type_are_escaped(self) -> None:
+        """The rare fields are checked too: a span kind and an exception class name holding lone
+        surrogates come out escaped."""
+        bad = escaped(b"\xfd")
+        hostile = type("Error", (Exception,), {})
+        # A class statement refuses such names; setting them afterwards does not.
+        hostile.__module__, hostile.__qualname__ = f"mod{bad}", f"Error{bad}"
+        memory = Kept()
+        async with ft.Tracker(exporters=[memory]):
+            root = ft.start_root_span("job", kind=f"server{bad}")
+            with pytest.raises(hostile), root:
+                raise hostile("boom")
+        data = memory.records[0].to_dict()
+        strictly_valid(data)
+        span = data["spans"][0]
+        assert span["kind"] == "server\\xfd"
+        assert span["error"]["type"] == "mod\\xfd.Error\\xfd"
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.dictionaries(
+                st.text(alphabet=st.characters(exclude_categories=()), max_size=6),
+                st.text(alphabet=st.characters(exclude_categories=()), max_size=10) | st.integers(),
+                max_size=3,
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    def test_any_run_of_tags_is_valid_as_built(self, runs: list[dict[str, object]]) -> None:
+        """Any tags, surrogates included, through one policy span after span (its cache warming up):
+        each result is strictly valid and equals what encoding the cleaned copy gives."""
+        from flowtracker._wire.policy import ExportPolicy
+
+        policy = ExportPolicy()
+        for tags in runs:
+            out = _wire.safe_tags(tags, policy)
+            strictly_valid(dict(out))
+            assert orjson.loads(_wire.encode(out)) == orjson.loads(
+                _wire.encode(_wire._cleaned_tags(tags, ExportPolicy()))
+            )

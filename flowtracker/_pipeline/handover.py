@@ -3,7 +3,10 @@
 A span may end in any thread, but a trace is assembled and emitted only on
 the tracker's loop. A thread whose span completed a trace appends it here
 (``deque.append``: one C call, atomic under the GIL) and wakes the loop with
-one ``call_soon_threadsafe`` per burst, not per trace.
+one ``call_soon_threadsafe`` only if no wake-up is outstanding: the loop takes
+what waits here with its next batched completion check (:meth:`take`, once
+per ``batch_interval``), so a steady trickle of traces from threads wakes it
+once per interval, not once per trace.
 
 Bounded: while the loop is busy or blocked, at most ``bound`` traces wait. Past
 that a trace is dropped at once: its spans are released (memory does not grow
@@ -70,7 +73,7 @@ class HandOver:
             self.wake_up(loop, wake)
 
     def wake_up(self, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
-        """Has ``loop`` call ``wake`` (which calls :meth:`take`); drops what waits if it cannot."""
+        """Has ``loop`` call ``wake`` (which has :meth:`take` called soon); drops what waits if it cannot."""
         self._scheduled = True
         try:
             loop.call_soon_threadsafe(wake)

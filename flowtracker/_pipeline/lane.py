@@ -4,18 +4,22 @@ Each exporter gets its own lane, so a slow, hanging or failing exporter only
 ever fills its own buffer: the others keep exporting, and handlers never wait
 (``offer`` is ``send_nowait``; a full lane drops the trace and counts it).
 
-The drain task takes one trace with ``receive()`` and then everything already
-waiting with ``receive_nowait()``, up to ``max_batch``: anyio's ``receive()``
-always yields to the loop first, so a consumer taking one item per call falls
-behind a burst, while draining what is ready batches naturally under load and
-adds no latency when idle.
+Traces arrive in bursts: the tracker checks finished traces for completion
+once per ``batch_interval`` (or as soon as ``max_batch`` are waiting) and
+offers everything complete at once (see :mod:`flowtracker._pipeline.tracker`).
+The drain task sleeps on a future of its own while the lane is empty, not in
+``receive()``: the first trace of a burst wakes it (one wake-up per burst),
+the rest of the burst is only appended, and the task then takes what is
+queued with ``receive_nowait()``, ``max_batch`` traces per ``export()`` call,
+until the lane is empty again. Traces offered while an export runs go out as
+soon as it ends, in as few batches as ``max_batch`` allows.
 
 Example:
     >>> from flowtracker._pipeline.lane import Lane
     >>> from flowtracker import MemoryExporter
     >>> lane = Lane("memory", MemoryExporter(), max_queue=8, max_batch=4, timeout=1.0)
-    >>> lane.stats().queued
-    0
+    >>> lane.stats().queued, lane.idle
+    (0, True)
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -38,16 +43,35 @@ if TYPE_CHECKING:
 
 
 class Lane:
-    """Buffers traces for one exporter and exports them in batches."""
+    """Buffers traces for one exporter and exports them in batches.
+
+    Args:
+        name: The exporter's name in ``Tracker.stats``.
+        exporter: Where the batches go.
+        max_queue: Traces buffered before new ones are dropped and counted.
+        max_batch: Traces per ``export()`` call at most.
+        timeout: Seconds one ``export()`` call may take (enforced by the tracker's watchdog).
+        before_last_export: Called when the drain task is cancelled from outside
+            (the loop ending without ``aclose()``), before its last export:
+            the tracker hands over the traces it was still gathering.
+    """
 
     def __init__(
-        self, name: str, exporter: Exporter, *, max_queue: int, max_batch: int, timeout: float
+        self,
+        name: str,
+        exporter: Exporter,
+        *,
+        max_queue: int,
+        max_batch: int,
+        timeout: float,
+        before_last_export: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.exporter = exporter
         self.max_batch = max_batch
         self.timeout = timeout
         self.max_queue = max_queue
+        self._before_last_export = before_last_export
         # Streams are made by ``open()`` when the tracker starts: an unused
         # stream would warn when collected.
         self._send: MemoryObjectSendStream[Trace] | None = None
@@ -57,6 +81,8 @@ class Lane:
         self.failed = 0
         self.dropped = 0
         self._processed = 0
+        #: Traces taken from the stream: ``offered - _taken`` are queued in it.
+        self._taken = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.failure_log = FailureLog(name)
         self.task: asyncio.Task[None] | None = None
@@ -64,6 +90,8 @@ class Lane:
         self._timed_out = False
         self.closing = False
         self._interrupted: list[Trace] | None = None
+        #: What the drain task awaits while the lane is empty (see the module docstring).
+        self._sleep: asyncio.Future[None] | None = None
 
     def open(self) -> None:
         """Creates the stream (on the tracker's start)."""
@@ -77,7 +105,15 @@ class Lane:
             self.dropped += 1
             return False
         self.offered += 1
+        if self._sleep is not None:  # the first trace of a burst
+            self._wake()
         return True
+
+    def _wake(self) -> None:
+        """Ends the drain task's sleep (a no-op while it exports)."""
+        sleep, self._sleep = self._sleep, None
+        if sleep is not None and not sleep.done():
+            sleep.set_result(None)
 
     def drop(self, count: int) -> None:
         """Counts traces this lane never received (tracker not running)."""
@@ -89,28 +125,54 @@ class Lane:
             self.exported, self.failed, self.dropped + dropped_before, self.offered - self._processed
         )
 
+    @property
+    def idle(self) -> bool:
+        """Every trace offered has been exported or failed (nothing queued, nothing in export)."""
+        return self._processed >= self.offered
+
     def renewed(self) -> Lane:
         """A new, empty lane for the same exporter with the same settings."""
         return Lane(
-            self.name, self.exporter, max_queue=self.max_queue, max_batch=self.max_batch, timeout=self.timeout
+            self.name,
+            self.exporter,
+            max_queue=self.max_queue,
+            max_batch=self.max_batch,
+            timeout=self.timeout,
+            before_last_export=self._before_last_export,
         )
 
     def abandon(self) -> None:
         """Forgets what is queued, uncounted: in a forked child it is the parent's to export."""
         self.closing = True
         self._interrupted = None
-        # Closing wakes a waiting drain task through its loop: in a child that
-        # loop may be closed or never run again, which is fine either way.
+        self._sleep = None  # the parent's loop's: never touched here
         with contextlib.suppress(RuntimeError):
             if self._send is not None:
                 self._send.close()
             if self._receive is not None:
-                while True:
-                    try:
-                        self._receive.receive_nowait()
-                    except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                        break
+                self._take(self.max_queue)
                 self._receive.close()
+
+    def _take(self, limit: int) -> list[Trace] | None:
+        """Up to ``limit`` queued traces, without waiting; None once the stream is closed and empty.
+
+        ``offered - _taken`` traces are in the stream (each offer counts one
+        that it sent), so the batch is taken without asking the stream how
+        many it holds, item by item.
+        """
+        receive = self._receive
+        assert receive is not None, "open() first"
+        count = min(limit, self.offered - self._taken)
+        try:
+            if not count:
+                receive.receive_nowait()  # nothing queued: raises WouldBlock, or says it was closed
+            batch = [receive.receive_nowait() for _ in range(count)]
+        except anyio.WouldBlock:
+            return []
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return None
+        self._taken += count
+        return batch
 
     async def run(self) -> None:
         """Drains the lane until its stream is closed.
@@ -123,23 +185,21 @@ class Lane:
             await self._drain()
         except asyncio.CancelledError:
             if not self.closing:
+                if self._before_last_export is not None:
+                    self._before_last_export()
                 await self._last_export()
             elif self._interrupted:  # aclose() gave up waiting on this batch
                 self.failed += len(self._interrupted)
                 self._advance(len(self._interrupted))
                 self._interrupted = None
             raise
+        finally:
+            self._sleep = None
 
     async def _last_export(self) -> None:
-        receive = self._receive
-        assert receive is not None
         batch: list[Trace] = self._interrupted or []
         self._interrupted = None
-        while True:
-            try:
-                batch.append(receive.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                break
+        batch.extend(self._take(self.max_queue) or ())
         if not batch:
             return
         try:
@@ -154,26 +214,15 @@ class Lane:
         self._advance(len(batch))
 
     async def _drain(self) -> None:
-        receive = self._receive
-        assert receive is not None, "open() first"
         while True:
-            try:
-                # receive() always yields to the loop first; take what is ready
-                # without that, and wait only when the lane is empty.
-                batch = [receive.receive_nowait()]
-            except anyio.WouldBlock:
-                try:
-                    batch = [await receive.receive()]
-                except (anyio.EndOfStream, anyio.ClosedResourceError):
-                    return
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
+            if self.offered == self._taken:  # empty: sleep until a trace comes (or close)
+                sleep = self._sleep = asyncio.get_running_loop().create_future()
+                await sleep
+            batch = self._take(self.max_batch)
+            if batch is None:
                 return
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(receive.receive_nowait())
-                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                    break
-            await self._export(batch)
+            if batch:
+                await self._export(batch)
 
     async def _export(self, batch: list[Trace]) -> None:
         # The timeout is enforced by the tracker's watchdog (see ``overdue``):
@@ -249,11 +298,8 @@ class Lane:
         if self._send is None or self._receive is None:
             return
         self._send.close()
-        while True:
-            try:
-                self._receive.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                break
-            self.dropped += 1
-            self._advance(1)
+        left = self._take(self.max_queue) or ()
+        self.dropped += len(left)
+        self._advance(len(left))
         self._receive.close()
+        self._wake()

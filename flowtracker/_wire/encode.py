@@ -23,10 +23,13 @@ escaped as text, in span names, tag keys and values, event names and
 attributes, error messages and the service name: U+DC80–U+DCFF (the stand-in
 ``surrogateescape`` makes for an undecodable byte) becomes ``\\xNN``, that
 byte, so ``b"curl/\\xff"`` received in a header reads ``curl/\\xff``; any other
-surrogate becomes ``\\uXXXX``. The check costs nothing in the common case: a
-trace is encoded as it is, and only a trace orjson refuses is walked again and
-escaped (:func:`encoded`). A trace that still cannot be encoded costs only
-itself (see :mod:`flowtracker._wire.batch`).
+surrogate becomes ``\\uXXXX``. The wire dict is made valid as it is built,
+so it needs no second pass: a string is looked at only when it is not ASCII
+(``str.isascii()``, a flag CPython keeps on every string), tag keys once per
+key and policy (the policy's verdict cache holds only keys already escaped),
+and the rare fields (kind, error, events) always. :func:`encoded` still walks
+and escapes anything orjson refuses, for dicts built elsewhere. A trace that
+still cannot be encoded costs only itself (see :mod:`flowtracker._wire.batch`).
 
 Example:
     >>> from flowtracker._wire.encode import safe_value
@@ -107,6 +110,8 @@ def encodable(value: Any, _depth: int = 0) -> Any:
 
 def encodable_text(text: str) -> str:
     """``text`` with each lone surrogate escaped (see the module docstring); else ``text`` itself."""
+    if text.isascii():  # O(1): CPython keeps the flag on every string
+        return text
     return _SURROGATE.sub(_escape_surrogate, text)
 
 
@@ -122,8 +127,9 @@ def trace_to_dict(trace: Trace, policy: ExportPolicy = DEFAULT_POLICY) -> dict[s
     anchor = _clock.wall_anchor_ns
     now = _clock.now_ns() if trace.unfinished else 0
     out: dict[str, Any] = {"trace_id": trace.trace_id}
-    if trace.service is not None:
-        out["service"] = trace.service
+    service = trace.service
+    if service is not None:
+        out["service"] = service if type(service) is str and service.isascii() else safe_str(service)
     out["spans"] = [span_to_dict(span, anchor, now, policy) for span in trace.spans]
     if trace.dropped_spans:
         out["dropped_spans"] = trace.dropped_spans
@@ -150,7 +156,7 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
         end = max(now, start)
         status = "unfinished"
     name = span.name
-    if type(name) is not str or not 0 < len(name) <= policy.max_string:
+    if type(name) is not str or not 0 < len(name) <= policy.max_string or not name.isascii():
         name = safe_name(name, policy)
     start_time, end_time = _clock.format_pair(anchor + start, anchor + end)
     # One dict literal per shape (key order is the output's): cheaper than
@@ -187,7 +193,7 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
     # field at its default writes nothing.
     kind = extras.kind
     if kind != "internal":
-        out["kind"] = kind
+        out["kind"] = safe_name(kind, policy)
     busy = extras.busy_ns
     if busy is not None:  # set only while an event-loop monitor watched this span's loop
         out["busy_ms"] = busy / 1e6
@@ -203,7 +209,7 @@ def span_to_dict(span: Span, anchor: int, now: int, policy: ExportPolicy = DEFAU
         out["dropped_tags"] = dropped
     error = extras.error
     if error is not None:
-        out["error"] = {"type": _type_name(error), "message": safe_str(error, policy)}
+        out["error"] = {"type": encodable_text(_type_name(error)), "message": safe_str(error, policy)}
     events = extras.events
     if events:
         out["events"] = [
@@ -224,19 +230,22 @@ def _event_to_dict(
 def safe_tags(tags: Mapping[Any, Any], policy: ExportPolicy = DEFAULT_POLICY) -> Mapping[str, Any]:
     """Tags with string keys, secrets redacted, and values that always encode.
 
-    The common span's tags (string keys known not to be secret, short strings,
-    bools, finite floats, 64-bit ints) are returned as they are, not copied:
-    export runs this once per span.
+    The common span's tags (string keys known not to be secret, short ASCII
+    strings, bools, finite floats, 64-bit ints) are returned as they are, not
+    copied: export runs this once per span. A key is known once
+    :func:`_cleaned_tags` has escaped it and asked the policy about it (its
+    verdict cache holds only keys that are valid text), so a key with lone
+    surrogates never passes here.
     """
     limit = policy.max_string
-    verdicts = policy.secret_cache if policy.redact_keys else None
+    verdicts = policy.secret_cache
     for key, value in tags.items():
         kind = type(value)
         if (
             type(key) is not str
-            or (verdicts is not None and verdicts.get(key) is not False)
+            or verdicts.get(key) is not False
             or not (
-                (kind is str and len(value) <= limit)
+                (kind is str and len(value) <= limit and value.isascii())
                 or kind is bool
                 or value is None
                 or (kind is int and -(1 << 63) <= value < 1 << 64)
@@ -249,15 +258,13 @@ def safe_tags(tags: Mapping[Any, Any], policy: ExportPolicy = DEFAULT_POLICY) ->
 
 def _cleaned_tags(tags: Mapping[Any, Any], policy: ExportPolicy) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    redact = policy.redact_keys
     for key, value in tags.items():
-        if type(key) is not str:
-            key = safe_str(key, policy)
-        if redact and policy.is_secret(key):
+        key = encodable_text(key) if type(key) is str else safe_str(key, policy)
+        if policy.is_secret(key):  # also what lets the next span's key take the fast path
             out[key] = REDACTED
             policy.redacted += 1
         elif type(value) is str:
-            out[key] = value if len(value) <= policy.max_string else _truncate(value, policy)
+            out[key] = _truncate(encodable_text(value), policy)
         elif type(value) in _NATIVE and not (type(value) is float and not math.isfinite(value)):
             out[key] = value if type(value) is not int or -(1 << 63) <= value < 1 << 64 else str(value)
         else:
@@ -330,8 +337,8 @@ def safe_str(value: Any, policy: ExportPolicy = DEFAULT_POLICY) -> str:
 
 
 def safe_name(name: Any, policy: ExportPolicy = DEFAULT_POLICY) -> str:
-    """A span/event name as exported: text, never empty, at most ``max_string``."""
-    text = name if type(name) is str else safe_str(name, policy)
+    """A span/event name as exported: valid text, never empty, at most ``max_string``."""
+    text = encodable_text(name) if type(name) is str else safe_str(name, policy)
     return _truncate(text, policy) if text else "<unnamed>"
 
 

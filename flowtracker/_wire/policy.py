@@ -129,7 +129,9 @@ class ExportPolicy:
         self.max_string = max_string
         self.redacted = 0
         self.truncated = 0
-        #: Key -> verdict of :meth:`is_secret`, for the encoder's per-tag fast path.
+        #: Key -> verdict of :meth:`is_secret`, for the encoder's per-tag fast path,
+        #: which passes a key on unescaped once it is here as not secret: the
+        #: encoder asks only with keys it has escaped (valid text).
         self.secret_cache: dict[str, bool] = {}
 
     def is_secret(self, key: str) -> bool:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .completion import COMPLETION_HOOKS, run_completion_hooks
-from .encode import encode, encoded, trace_to_dict
+from .encode import encode, trace_to_dict
 from .policy import DEFAULT_POLICY
 
 if TYPE_CHECKING:
@@ -94,25 +94,27 @@ class Trace:
         """The trace in the wire format (built once, then cached).
 
         Exactly what :meth:`to_json` encodes: every string in it is valid
-        Unicode (see :mod:`flowtracker._wire.encode`), so any exporter can
-        encode it.
+        Unicode and every value encodable (the encoder makes them so as it
+        builds the dict; see :mod:`flowtracker._wire.encode`), so any exporter
+        can encode it.
         """
         data = self._dict
         if data is None:
             if self._json is not None:  # encoded before: the JSON is the truth, and cheap to read
-                data = self._dict = orjson.loads(self._json)
+                data = orjson.loads(self._json)
             else:
-                data, self._json = encoded(trace_to_dict(self, self._policy or DEFAULT_POLICY))
-                self._dict = data
+                data = trace_to_dict(self, self._policy or DEFAULT_POLICY)
+            self._dict = data
         return data
 
     def to_json(self) -> bytes:
         """The trace as compact JSON bytes (encoded once, then cached)."""
         if self._json is None:
-            # to_dict() caches both, so only the dict is missing here. It is not
-            # kept: most exporters want only the bytes, and every object left
-            # alive makes the cyclic GC's passes longer.
-            self._json = encode(trace_to_dict(self, self._policy or DEFAULT_POLICY))
+            # From the dict if to_dict() made one; else the dict is made for
+            # this and not kept: most exporters want only the bytes, and every
+            # object left alive makes the cyclic GC's passes longer.
+            data = self._dict
+            self._json = encode(trace_to_dict(self, self._policy or DEFAULT_POLICY) if data is None else data)
         return self._json
 
     def __repr__(self) -> str:
