@@ -213,7 +213,7 @@ class TestSchema:
         """A store written by a newer flowtracker is refused, naming the versions; the file is unchanged."""
         path = tmp_path / "s.db"
         make_v1_store(path)
-        with sqlite3.connect(path) as connection:
+        with contextlib.closing(sqlite3.connect(path)) as connection:
             connection.execute("PRAGMA user_version = 7")
         before = digest(path)
         with pytest.raises(StoreRefused, match=r"newer flowtracker .*schema 7"):
@@ -223,7 +223,7 @@ class TestSchema:
     def test_foreign_and_garbage_files_refused_untouched(self, tmp_path: Path) -> None:
         """Another application's SQLite file, and a file that is not SQLite, are refused unchanged."""
         foreign = tmp_path / "other.db"
-        with sqlite3.connect(foreign) as connection:
+        with contextlib.closing(sqlite3.connect(foreign)) as connection:
             connection.execute("CREATE TABLE notes (text TEXT)")
         garbage = tmp_path / "garbage.db"
         garbage.write_bytes(b"hello, not a database" * 100)
@@ -279,7 +279,7 @@ class TestSchema:
         monkeypatch.setitem(schema.MIGRATIONS, current, broken)
         with pytest.raises(RuntimeError, match="migration bug"):
             open_database(str(path))
-        with sqlite3.connect(path) as connection:
+        with contextlib.closing(sqlite3.connect(path)) as connection:
             assert connection.execute("PRAGMA user_version").fetchone()[0] == current
             assert "note" not in [row[1] for row in connection.execute("PRAGMA table_info(traces)")]
 
