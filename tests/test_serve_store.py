@@ -185,9 +185,27 @@ class TestStore:
         assert (len(rows), skipped) == (1, 7)
 
 
+#: What schema 1 had beyond schema 2: four span indexes that no query read.
+V1_SPAN_INDEXES = ("spans_service", "spans_start", "spans_name", "spans_status")
+
+
 def make_v1_store(path: Path) -> None:
-    connection = open_database(str(path))
-    connection.close()
+    """An empty store as flowtracker's schema 1 wrote it."""
+    open_database(str(path)).close()
+    downgrade_to_v1(path)
+
+
+def downgrade_to_v1(path: Path) -> None:
+    """Turns a schema 2 store into what schema 1 wrote: the same plus four span indexes."""
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        for index, column in zip(V1_SPAN_INDEXES, ("service", "start_ns", "name", "status"), strict=True):
+            connection.execute(f"CREATE INDEX {index} ON spans ({column})")
+        connection.execute("PRAGMA user_version = 1")
+
+
+def index_names(path: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
 
 
 class TestSchema:
@@ -215,13 +233,42 @@ class TestSchema:
                 open_database(str(path))
             assert digest(path) == before
 
+    async def test_schema_1_store_migrated_with_its_traces(self, tmp_path: Path) -> None:
+        """A store written by schema 1 opens as schema 2: its unused span indexes dropped, its traces kept.
+
+        The traces are read back through the list and by id, and new spans join
+        a stored trace, so the migrated file works as a new one does.
+        """
+        path = tmp_path / "s.db"
+        store = Store(str(path))
+        store.open()
+        await store_traces(store, [trace(1), trace(2)])
+        store.close()
+        downgrade_to_v1(path)
+        assert set(V1_SPAN_INDEXES) <= index_names(path)
+
+        store = Store(str(path))
+        store.open()
+        try:
+            assert not set(V1_SPAN_INDEXES) & index_names(path)
+            assert await listed(store) == ["t2", "t1"]
+            await store_traces(store, [{**trace(1, spans=5), "spans": trace(1, spans=5)["spans"][3:]}])
+            body = await store.query(get_trace, f"{1:032x}")
+            assert body is not None
+            assert len(orjson.loads(body)["spans"]) == 5
+        finally:
+            store.close()
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            assert connection.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 2
+
     def test_older_schema_migrated_or_refused(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """An older store is migrated in one transaction; a failed or unknown migration leaves it be."""
         path = tmp_path / "s.db"
-        make_v1_store(path)
-        monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+        open_database(str(path)).close()
+        current = schema.SCHEMA_VERSION
+        monkeypatch.setattr(schema, "SCHEMA_VERSION", current + 1)
         before = digest(path)
-        with pytest.raises(StoreRefused, match="schema 1, which this flowtracker cannot migrate"):
+        with pytest.raises(StoreRefused, match=f"schema {current}, which this flowtracker cannot migrate"):
             open_database(str(path))
         assert digest(path) == before
 
@@ -229,18 +276,18 @@ class TestSchema:
             connection.execute("ALTER TABLE traces ADD COLUMN note TEXT")
             raise RuntimeError("migration bug")
 
-        monkeypatch.setitem(schema.MIGRATIONS, 1, broken)
+        monkeypatch.setitem(schema.MIGRATIONS, current, broken)
         with pytest.raises(RuntimeError, match="migration bug"):
             open_database(str(path))
         with contextlib.closing(sqlite3.connect(path)) as connection:
-            assert connection.execute("PRAGMA user_version").fetchone()[0] == 1
+            assert connection.execute("PRAGMA user_version").fetchone()[0] == current
             assert "note" not in [row[1] for row in connection.execute("PRAGMA table_info(traces)")]
 
         monkeypatch.setitem(
-            schema.MIGRATIONS, 1, lambda c: c.execute("ALTER TABLE traces ADD COLUMN note TEXT")
+            schema.MIGRATIONS, current, lambda c: c.execute("ALTER TABLE traces ADD COLUMN note TEXT")
         )
         connection = open_database(str(path))
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == current + 1
         assert "note" in [row[1] for row in connection.execute("PRAGMA table_info(traces)")]
         connection.close()
 

@@ -1,9 +1,13 @@
 """The store's SQLite schema, its version, and opening a file safely.
 
-One row per span (``spans``), indexed by trace id, service, start time, name
-and status, one summary row per trace (``traces``) for the list, the
-services of each trace (``trace_services``) for the list's ``service=``
-filter, and the distinct trace names (``names``) for its ``name=`` filter. The file
+One row per span (``spans``), keyed by trace id and span id, one summary row
+per trace (``traces``) for the list, indexed by start time, status and name,
+the services of each trace (``trace_services``) for the list's ``service=``
+filter, and the distinct trace names (``names``) for its ``name=`` filter.
+Every index serves a query: the list filters traces, never spans, so spans
+carry no index of their own beyond their key (version 1 had four more, on
+service, start time, name and status, which no query read and which cost a
+quarter of each span's insert). The file
 says what it is with two header fields SQLite keeps for applications:
 ``application_id`` (``FTRC``) and ``user_version`` (the schema version).
 
@@ -42,7 +46,7 @@ __all__ = (
 #: ``PRAGMA application_id`` of a flowtracker store: b"FTRC" as a big-endian int.
 APPLICATION_ID = int.from_bytes(b"FTRC", "big")
 #: The schema this flowtracker writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE spans (
@@ -57,12 +61,8 @@ CREATE TABLE spans (
     blocked   INTEGER NOT NULL,
     body      BLOB    NOT NULL,  -- the span in the wire format, "service" included
     extra     BLOB,              -- trace fields of the record this span came in (JSON), on its first span
-    UNIQUE (trace_id, span_id)
+    UNIQUE (trace_id, span_id)  -- finds a trace's spans (get, summary, eviction), keeps a span once
 );
-CREATE INDEX spans_service ON spans (service);
-CREATE INDEX spans_start ON spans (start_ns);
-CREATE INDEX spans_name ON spans (name);
-CREATE INDEX spans_status ON spans (status);
 CREATE TABLE traces (
     trace_id   TEXT    PRIMARY KEY,
     name       TEXT    NOT NULL,  -- the root's (the earliest span whose parent is not in the trace)
@@ -90,9 +90,16 @@ CREATE TABLE trace_services (
 CREATE INDEX trace_services_list ON trace_services (service, start_ns);
 """
 
+
+def _drop_unused_span_indexes(connection: sqlite3.Connection) -> None:
+    """1 -> 2: the span indexes no query reads go (the list filters the ``traces`` table)."""
+    for index in ("spans_service", "spans_start", "spans_name", "spans_status"):
+        connection.execute(f"DROP INDEX IF EXISTS {index}")
+
+
 #: Schema version -> the function that migrates a connection from it to the next.
 #: Each runs inside the opening transaction, so a failure leaves the file as it was.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _drop_unused_span_indexes}
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 

@@ -233,13 +233,11 @@ class Store:
         already stored is summarized again from all its spans in the store.
         """
         connection = self._connection
+        rows = [row for request, _ in batch for row in request]
+        connection.executemany("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
         by_trace: dict[str, dict[str, Row]] = {}
-        for rows, _ in batch:
-            connection.executemany("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
-            for row in rows:
-                by_trace.setdefault(row[0], {})[row[1]] = (
-                    row  # a span sent twice: the last wins, as in the table
-                )
+        for row in rows:
+            by_trace.setdefault(row[0], {})[row[1]] = row  # a span sent twice: the last wins, as in the table
         known = self._known(list(by_trace))
         summaries = []
         services = []
@@ -254,10 +252,10 @@ class Store:
             else:
                 summary = _summary(trace_id, spans.values())
             summaries.append(summary)
-            services += [(trace_id, service, summary[4]) for service in orjson.loads(summary[3])]
+            services += [(trace_id, service, summary[4]) for service in summary[-1]]
         connection.executemany(
             f"INSERT OR REPLACE INTO traces ({SUMMARY_COLUMNS}, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            summaries,
+            [summary[:10] for summary in summaries],
         )
         if known:
             connection.executemany("DELETE FROM trace_services WHERE trace_id = ?", [(key,) for key in known])
@@ -355,23 +353,26 @@ def _summary(trace_id: str, spans: Iterable[Row]) -> tuple[Any, ...]:
 
     The root is the earliest span whose parent is not in the trace (a cycle
     has none: then the earliest span). The status is ``error`` when any span
-    failed, else the root's.
+    failed, else the root's. One more item follows the row: the services as a
+    list, for ``trace_services`` (not decoded back from the row's JSON).
     """
     spans = list(spans)
     ids = {span[1] for span in spans}
     roots = [span for span in spans if span[2] is None or span[2] not in ids]
     root = min(roots or spans, key=lambda span: (span[5], span[1]))
+    services = sorted({span[3] for span in spans})
     return (
         trace_id,
         root[4],
         root[3],
-        orjson.dumps(sorted({span[3] for span in spans})).decode(),
+        orjson.dumps(services).decode(),
         min(span[5] for span in spans),
         max(span[6] for span in spans),
         len(spans),
         "error" if any(span[7] == "error" for span in spans) else root[7],
         int(any(span[8] for span in spans)),
         _joined_extra(span[10] for span in spans if span[10] is not None),
+        services,
     )
 
 
