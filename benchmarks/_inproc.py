@@ -350,12 +350,23 @@ def _close_all(connections: list[_Connection]) -> None:
 # -- servers -----------------------------------------------------------------------
 
 
+#: ``ft-signal`` is this app with a receiver of ``on_response_prepare`` that does
+#: nothing: what the signal ``setup()`` writes its headers from costs by itself.
+SIGNAL_BASE = "ft-noheader"
+
+
+async def _prepare_nothing(request: Any, response: Any) -> None:
+    return None
+
+
 @contextlib.asynccontextmanager
 async def aiohttp_server(variant: str) -> AsyncIterator[tuple[ProtocolFactory, Pipeline, str]]:
     """The app's handler factory (each call: a ``RequestHandler``), started and cleaned up."""
     from aiohttp import web
 
-    app, pipeline = build_aiohttp(variant)
+    app, pipeline = build_aiohttp(SIGNAL_BASE if variant == "ft-signal" else variant)
+    if variant == "ft-signal":
+        app.on_response_prepare.append(_prepare_nothing)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)  # as web.run_app(access_log=None)
     await runner.setup()  # on_startup: the tracker starts
     try:

@@ -20,7 +20,10 @@ Variants: ``untraced``; ``floor`` (the hand-written floor tracer's
 middleware); ``ft-core`` (a 10-line middleware on ``ft.start_root_span``);
 ``flowtracker`` (``flowtracker.aiohttp.setup`` / ``FlowTrackerMiddleware``,
 default options); ``ft-noheader`` (the same without the ``traceresponse``
-header); ``ft-monitor`` (``flowtracker`` with the loop monitor on during its
+header); ``ft-signal`` (aiohttp only: ``ft-noheader`` plus a receiver of
+``on_response_prepare`` that does nothing, the signal ``setup()`` sends its
+headers from, so the header's cost splits into the signal's and the rest);
+``ft-monitor`` (``flowtracker`` with the loop monitor on during its
 blocks); ``otel`` (aiohttp only: OpenTelemetry's aiohttp-server
 instrumentation, ``BatchSpanProcessor``); and ``control``: ``ft-core`` again,
 a second instance, whose ratio to ``ft-core`` shows what two identical runs
@@ -48,7 +51,8 @@ from ._inproc import Block, app_of, run_rounds
 CONNECTIONS = 50
 VARIANTS = {
     "aiohttp": (
-        "untraced", "floor", "ft-core", "flowtracker", "ft-noheader", "ft-monitor", "otel", "control",
+        "untraced", "floor", "ft-core", "flowtracker", "ft-noheader", "ft-signal", "ft-monitor", "otel",
+        "control",
     ),
     "asgi": ("untraced", "floor", "ft-core", "flowtracker", "ft-noheader", "ft-monitor", "control"),
 }

@@ -52,17 +52,15 @@ from ._pipeline.tracker import Tracker
 from .integrations.http_client import client_span_name, end_client_span, start_client_span
 from .integrations.http_server import (
     HttpOptions,
-    RootNames,
+    RequestRoots,
     build_options,
     check_options,
     end_request_span,
-    request_tags,
-    start_request_root,
-    trace_header_values,
+    trace_id_hex,
 )
 from .integrations.lifecycle import AppLifecycle
 from .loop_monitor import monitor_threshold
-from .propagation import TRACEPARENT, TRACERESPONSE, TRACESTATE, context_from
+from .propagation import TRACEPARENT, TRACERESPONSE, TRACESTATE, context_from, traceparent_of
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
@@ -84,6 +82,7 @@ _ROOT_KEY: Any = (
 # A body up to this size goes out in one write that never waits for the
 # client (asyncio buffers it; aiohttp drains only above 64 KiB).
 _SMALL_BODY = 0x10000
+_BYTES = (bytes, bytearray)
 
 
 class _Deferred:
@@ -119,28 +118,25 @@ class _Deferred:
         end_request_span(self.root, status, self.error, cancelled)
 
 
-def _sent_at_once(response: web.StreamResponse) -> bool:
-    """True when aiohttp will send ``response`` without waiting: a small in-memory body.
-
-    aiohttp prepares and writes a returned response in the request's task
-    after the middleware returned; for such a body that is one synchronous
-    write, so the response is finished when the middleware returns it.
-    """
-    if not isinstance(response, web.Response):
-        return False
-    body = response.body
-    return (
-        (body is None or (isinstance(body, (bytes, bytearray)) and len(body) <= _SMALL_BODY))
-        and not response.compression
-        and not response.prepared
-    )
-
-
 def _end_root(
     request: web.Request, root: Span, response: web.StreamResponse, error: BaseException | None
 ) -> None:
-    """Ends ``root`` for ``response`` now, or once aiohttp has sent it (streams, files, big bodies)."""
-    if not _sent_at_once(response):
+    """Ends ``root`` for ``response``: now when aiohttp will send it without waiting, else once sent.
+
+    aiohttp prepares and writes a returned response in the request's task
+    after the middleware returned. A ``web.Response`` with a small in-memory
+    body (up to 64 KiB, not compressed, not prepared yet) goes out in one
+    synchronous write, so it is finished when the middleware returns it;
+    anything else (a lazy or large body, a file, a stream) ends the root in
+    that task's done-callback.
+    """
+    sent_at_once = (
+        isinstance(response, web.Response)
+        and not response.prepared
+        and not response.compression
+        and ((body := response.body) is None or (isinstance(body, _BYTES) and len(body) <= _SMALL_BODY))
+    )
+    if not sent_at_once:
         task = asyncio.current_task()
         # aiohttp sends the returned response in this task after we return; when
         # the handler runs in the connection's own task, end here instead.
@@ -161,15 +157,18 @@ def _route_template(request: web.Request) -> str | None:
 
 
 def _header_adder(options: HttpOptions) -> Callable[[Span, web.StreamResponse], None]:
-    """Writes the trace headers (formatted once, straight into the response)."""
+    """Writes the trace headers straight into the response, each formatted once."""
+    traceresponse = options.traceresponse
     id_header = options.trace_id_header
 
     def add_headers(root: Span, response: web.StreamResponse) -> None:
-        traceresponse, trace_hex = trace_header_values(options, root)
-        if traceresponse is not None:
-            response.headers[TRACERESPONSE] = traceresponse
-        if trace_hex is not None and id_header:
-            response.headers[id_header] = trace_hex
+        context = root.span_context()
+        if context is None:  # an exporter's silent span
+            return
+        if traceresponse:
+            response.headers[TRACERESPONSE] = traceparent_of(context)
+        if id_header:
+            response.headers[id_header] = trace_id_hex(context)
 
     return add_headers
 
@@ -201,8 +200,8 @@ def _middleware(lifecycle: AppLifecycle, opts: HttpOptions, *, headers_at_prepar
     # request pays only for what is configured.
     excludes = opts.excludes_any
     add_headers = _header_adder(opts) if opts.sends_headers and not headers_at_prepare else None
-    names = RootNames(opts)
-    tracker = lifecycle.tracker
+    roots = RequestRoots(opts, lifecycle.tracker)
+    known = roots.known
 
     @web.middleware
     async def flowtracker_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -213,16 +212,22 @@ def _middleware(lifecycle: AppLifecycle, opts: HttpOptions, *, headers_at_prepar
         if not lifecycle.started:  # no startup hook ran (a bare middleware, a server without signals)
             await lifecycle.start_from_request()
         method = request.method
-        template = _route_template(request)
+        # The matched route object is the name's key: no template is read per
+        # request. An unmatched request's route object is new each time, so its
+        # name is remembered as (method, None) instead.
+        key = (method, request.match_info.route)
+        named = known.get(key)
+        if named is None:
+            template = _route_template(request)
+            named = roots.name(key if template is not None else (method, None), method, template, request)
         headers = request.headers
-        tags = request_tags(opts, method, template, path, headers, request)
         # One case-insensitive lookup when no trace context came in (the common case).
         context = (
             context_from(headers.getall(TRACEPARENT), headers.getall(TRACESTATE, ()))
             if TRACEPARENT in headers
             else None
         )
-        root = start_request_root(names.get(method, template, request), tags, tracker, context)
+        root = roots.start(named[0], method, named[1], path, headers, request, context)
         if headers_at_prepare:
             request[_ROOT_KEY] = root
         token = activate(root)

@@ -52,17 +52,15 @@ from typing import TYPE_CHECKING, Any
 from ._core import Span, activate, deactivate, suppressed
 from ._pipeline.tracker import Tracker
 from .integrations.http_server import (
-    RootNames,
+    RequestRoots,
     build_options,
     check_options,
     end_request_span,
-    request_tags,
-    start_request_root,
-    trace_header_values,
+    trace_id_hex,
 )
 from .integrations.lifecycle import AppLifecycle
 from .loop_monitor import LoopMonitor, monitor_threshold
-from .propagation import TRACERESPONSE, TraceContext, context_from
+from .propagation import TRACERESPONSE, TraceContext, context_from, traceparent_bytes
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -123,10 +121,13 @@ class FlowTrackerMiddleware:
         self.lifecycle = AppLifecycle(tracker, monitor_threshold(monitor_loop))
         # Decided once from the options: a request pays only for what is configured.
         self._excludes = self.options.excludes_any
-        self._names = RootNames(self.options)
+        self._roots = RequestRoots(self.options, tracker)
         self.sends_headers = self.options.sends_headers
+        self._traceresponse = self.options.traceresponse
         id_header = self.options.trace_id_header
         self._id_header = id_header.lower().encode("latin-1") if id_header else None
+        #: A request's root is renamed once the app ran only if it was routed, or a callback names it.
+        self._names_each_request = self.options.span_name is not None
 
     @property
     def loop_monitor(self) -> LoopMonitor | None:
@@ -228,21 +229,27 @@ class FlowTrackerMiddleware:
     def _start(self, scope: Scope, method: str) -> Span:
         """Starts the root, named for the unmatched route until the app has routed the request."""
         headers = scope.get("headers") or ()
-        tags = request_tags(self.options, method, None, scope.get("path", ""), headers, scope)
-        name = self._names.get(method, None, scope)
-        return start_request_root(name, tags, self.tracker, _trace_context(headers))
+        roots = self._roots
+        key = (method, None)
+        named = roots.known.get(key) or roots.name(key, method, None, scope)
+        path = scope.get("path", "")
+        return roots.start(named[0], method, None, path, headers, scope, _trace_context(headers))
 
     def with_trace_headers(self, message: Message, root: Span) -> Message:
         """``message`` (a response start or websocket accept) with ``root``'s trace headers added.
 
-        A new message and header list, each value formatted once: the app's own may be shared.
+        A new message and header list, each value formatted once, as the
+        bytes the server sends (no conversion for it to make): the app's own
+        message may be shared.
         """
-        traceresponse, trace_hex = trace_header_values(self.options, root)
+        context = root.span_context()
+        if context is None:  # an exporter's silent span
+            return message
         headers = list(message.get("headers") or ())
-        if traceresponse is not None:
-            headers.append((_TRACERESPONSE, traceresponse.encode("latin-1")))
-        if trace_hex is not None and self._id_header is not None:
-            headers.append((self._id_header, trace_hex.encode("latin-1")))
+        if self._traceresponse:
+            headers.append((_TRACERESPONSE, traceparent_bytes(context)))
+        if self._id_header is not None:
+            headers.append((self._id_header, trace_id_hex(context).encode("ascii")))
         return {**message, "headers": headers}
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -293,12 +300,16 @@ class FlowTrackerMiddleware:
 
     def set_route(self, root: Span, method: str, scope: Scope) -> None:
         """Names ``root`` after the route the app matched (known only once it ran)."""
+        if "route" not in scope and not self._names_each_request:
+            return  # not routed (an app without a router, a 404): the name it started with stays
         route = route_template(scope)
         if route is not None:
             root.set_tag("http.route", route)
-            root.name = self._names.get(method, route, scope)
-        elif self.options.span_name is not None:  # the callback sees the request as it ended
-            root.name = self._names.get(method, None, scope)
+        elif not self._names_each_request:
+            return
+        key = (method, route)
+        roots = self._roots
+        root.name = (roots.known.get(key) or roots.name(key, method, route, scope))[0]
 
 
 class _HttpExchange:

@@ -107,6 +107,56 @@ class TestRootSpan:
         assert trace["service"] == "test"
 
 
+class TestRouteNames:
+    async def test_same_template_with_two_methods_is_named_per_route(self, tracker, memory):
+        """aiohttp makes one route object per method of a resource, and the middleware
+        remembers names per route object: GET and POST on one template, asked in turn
+        (and a 404 and a 405 between them), are each named after their own method."""
+
+        async def create(request: web.Request) -> web.Response:
+            return web.Response(text="made", status=201)
+
+        app = web.Application(middlewares=[middleware(tracker)])
+        app.router.add_get("/orders/{id}", hello)
+        app.router.add_post("/orders/{id}", create)
+        async with serve(app) as url:
+            for method, path, status in [
+                ("GET", "/orders/1", 200), ("POST", "/orders/2", 201), ("GET", "/nothing", 404),
+                ("GET", "/orders/3", 200), ("PUT", "/orders/4", 405), ("POST", "/orders/5", 201),
+            ]:
+                assert (await fetch(url + path, method))[0] == status
+        traces = await collected(tracker, memory, 6)
+        names = {t["spans"][0]["tags"]["http.target"]: t["spans"][0]["name"] for t in traces}
+        assert names == {
+            "/orders/1": "GET /orders/{id}", "/orders/2": "POST /orders/{id}", "/nothing": "GET <unmatched>",
+            "/orders/3": "GET /orders/{id}", "/orders/4": "PUT <unmatched>", "/orders/5": "POST /orders/{id}",
+        }
+        tags = {t["spans"][0]["tags"]["http.target"]: t["spans"][0]["tags"] for t in traces}
+        routes = {target: tagged.get("http.route") for target, tagged in tags.items()}
+        assert routes["/nothing"] is None
+        assert routes["/orders/5"] == "/orders/{id}"
+
+    async def test_span_name_callback_sees_each_request(self, tracker, memory):
+        """With a `span_name` callback nothing is remembered per route: the callback gets
+        every request, matched or not, and may name it from the request itself."""
+        seen: list[str] = []
+
+        def name(method: str, route: str, request: web.Request) -> str:
+            seen.append(request.path)
+            return f"{method} {route} by {request.query.get('who', '-')}"
+
+        async with serve(app_with(tracker, span_name=name)) as url:
+            for who in ("ann", "bob", "cid"):
+                assert (await fetch(url + f"/orders/1?who={who}"))[0] == 200
+            assert (await fetch(url + "/nothing?who=dan"))[0] == 404
+        traces = await collected(tracker, memory, 4)
+        assert sorted(t["spans"][0]["name"] for t in traces) == [
+            "GET /orders/{id} by ann", "GET /orders/{id} by bob", "GET /orders/{id} by cid",
+            "GET <unmatched> by dan",
+        ]
+        assert sorted(seen) == ["/nothing", "/orders/1", "/orders/1", "/orders/1"]
+
+
 class TestTraceContext:
     async def test_valid_traceparent_continues_the_callers_trace(self, tracker, memory):
         """Same trace id; the root's parent is the caller's span."""

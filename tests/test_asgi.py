@@ -217,6 +217,30 @@ class TestHttp:
         assert trace["spans"][0]["tags"]["http.status_code"] == 201
 
 
+    async def test_span_name_callback_names_unrouted_requests_too(self, tracker, memory):
+        """Without a route in the scope the root keeps the name it started with, unless a
+        `span_name` callback is set: then it names every request once the app ran (here
+        from the path of an app without a router, where each request differs)."""
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                raise RuntimeError("no lifespan here")
+            scope.setdefault("state", {})["seen"] = True
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        def name(method: str, route: str, scope: dict[str, Any]) -> str:
+            return f"{method} {route} {scope['path']} seen={scope.get('state', {}).get('seen', False)}"
+
+        async with uvicorn_serve(FlowTrackerMiddleware(app, tracker=tracker, span_name=name)) as url:
+            for path in ("/a", "/b"):
+                assert (await fetch(url + path))[0] == 200
+        traces = await collected(tracker, memory, 2)
+        assert sorted(t["spans"][0]["name"] for t in traces) == [
+            "GET <unmatched> /a seen=True", "GET <unmatched> /b seen=True",
+        ]
+
+
 class TestStreaming:
     async def test_root_ends_at_the_final_body_message(self, tracker, memory):
         """The root of a StreamingResponse ends after its last chunk, long after the endpoint returned."""

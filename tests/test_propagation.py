@@ -14,6 +14,7 @@ from test_aiohttp import serve
 from web_helpers import fetch
 
 import flowtracker as ft
+from flowtracker._core import SpanContext
 from flowtracker.aiohttp import client_trace_config, middleware
 from flowtracker.propagation import (
     FLAG_RANDOM,
@@ -25,6 +26,8 @@ from flowtracker.propagation import (
     inject,
     parse_traceparent,
     parse_tracestate,
+    traceparent_bytes,
+    traceparent_of,
     traceresponse,
 )
 
@@ -93,6 +96,21 @@ class TestTraceparent:
         assert context is not None
         assert context.flags == FLAG_SAMPLED | FLAG_RANDOM
         assert parse_traceparent(f"00-{TRACE}-{PARENT}-02").random
+
+
+class TestHeaderForms:
+    @pytest.mark.parametrize(("sampled", "random", "flags"), [(True, False, "01"), (False, False, "00"),
+                                                              (True, True, "03"), (False, True, "02")])
+    def test_bytes_and_str_forms_name_the_same_span(self, sampled, random, flags):
+        """`traceparent_bytes` (what ASGI servers take) and `traceparent_of` (the str for header
+        maps) write the same W3C value for every sampled/random combination, ids zero-padded,
+        equal to `format_traceparent` of the same ids and flags."""
+        context = SpanContext(0x4BF9, 0xB7AD, sampled, random, None)
+        expected = f"00-{'0' * 28}4bf9-{'0' * 12}b7ad-{flags}"
+        assert traceparent_of(context) == expected
+        assert traceparent_bytes(context) == expected.encode("ascii")
+        assert format_traceparent(0x4BF9, 0xB7AD, int(flags, 16)) == expected
+        assert parse_traceparent(expected) == TraceContext(0x4BF9, 0xB7AD, int(flags, 16))
 
 
 class TestTracestate:

@@ -1,10 +1,10 @@
 """The HTTP-server layer both middlewares (aiohttp, ASGI) stand on.
 
 It holds everything a request's root span needs that does not depend on the
-framework: the options, the route-name cache (:class:`RootNames`), the
-default tags (:func:`request_tags`), starting the root from the incoming
-trace context (:func:`start_request_root`), the trace headers of the
-response (:func:`trace_header_values`) and ending the request
+framework: the options, starting the root (:class:`RequestRoots`: the
+route-name cache, the default tags, the incoming trace context), the trace
+id header's value (:func:`trace_id_hex`; ``traceresponse`` is
+:func:`flowtracker.propagation.traceparent_of`) and ending the request
 (:func:`end_request_span`). Each middleware only reads its framework's
 request and response.
 
@@ -53,14 +53,14 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from .._core import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, Span, start_root_span
+from .._core import STATUS_CANCELLED, STATUS_ERROR, Span, SpanContext, start_root_span
 from .._wire.policy import REDACTED, is_secret_name
-from ..propagation import Headers, TraceContext, start_from_context, traceparent_of
+from ..propagation import Headers, TraceContext, start_from_context
 
 if TYPE_CHECKING:
     from .._pipeline.tracker import Tracker
@@ -216,82 +216,102 @@ def root_name(options: HttpOptions, method: str, route: str | None, request: Any
     return f"{shown_method} {shown_route}"
 
 
-class RootNames:
-    """Root-span names per route and method, made once: the names are a bounded set.
+class RequestRoots:
+    """Starts each request's root span: named once per route, tagged, continuing the caller's trace.
 
-    Without a ``span_name`` callback a route's name never changes, so each
-    request costs a dict lookup instead of a format; with one, the callback
-    runs for every request (it may look at the request).
+    Both middlewares hold one, built with their options. Per request they
+    read :attr:`known` themselves (one dict lookup), keyed by something cheap
+    their framework already holds for the route: aiohttp ``(method, route
+    object)``, ASGI ``(method, route template)``; an unmatched request is
+    ``(method, None)``. Only on a miss do they call :meth:`name`; then
+    :meth:`start`. Names are a bounded set, so without a ``span_name``
+    callback a route's name is made once (up to :attr:`LIMIT` keys; past it,
+    made per request); with one, the callback runs for every request (it may
+    look at the request) and nothing is remembered.
+
+    Example:
+        >>> roots = RequestRoots(build_options(), tracker=None)
+        >>> roots.name(("GET", "/orders/{id}"), "GET", "/orders/{id}", None)
+        ('GET /orders/{id}', '/orders/{id}')
+        >>> roots.known[("GET", "/orders/{id}")]
+        ('GET /orders/{id}', '/orders/{id}')
+        >>> root = roots.start("GET /orders/{id}", "GET", "/orders/{id}", "/orders/42", {}, None, None)
+        >>> root.tags, root.kind
+        ({'http.method': 'GET', 'http.route': '/orders/{id}', 'http.target': '/orders/42'}, 'server')
+        >>> root.finish()
     """
 
-    __slots__ = ("_names", "_options")
+    __slots__ = ("_options", "_tracker", "known")
 
     #: Routes x methods remembered (guards against unbounded keys).
     LIMIT = 4096
 
-    def __init__(self, options: HttpOptions) -> None:
+    def __init__(self, options: HttpOptions, tracker: Tracker | None) -> None:
         self._options = options
-        self._names: dict[tuple[str, str | None], str] = {}
+        self._tracker = tracker
+        #: Route key -> (root name, route template), for the routes named so far.
+        self.known: dict[Hashable, tuple[str, str | None]] = {}
 
-    def get(self, method: str, route: str | None, request: Any) -> str:
-        """The root name for ``method`` and ``route`` (``None``: unmatched)."""
+    def name(self, key: Hashable, method: str, route: str | None, request: Any) -> tuple[str, str | None]:
+        """``(root name, route)`` for ``method`` and ``route`` (``None``: unmatched), kept under ``key``.
+
+        The middlewares call it when :attr:`known` has no ``key``; it looks
+        again, so a caller may pass a second key for the same route (aiohttp's
+        unmatched requests, whose route object is new each time, pass
+        ``(method, None)``).
+        """
+        named = self.known.get(key)
+        if named is None:
+            named = (root_name(self._options, method, route, request), route)
+            if self._options.span_name is None and len(self.known) < self.LIMIT:
+                self.known[key] = named
+        return named
+
+    def start(
+        self,
+        name: str,
+        method: str,
+        route: str | None,
+        path: str,
+        headers: Headers,
+        request: Any,
+        context: TraceContext | None,
+    ) -> Span:
+        """Starts the root (kind ``server``) with its tags.
+
+        Tags: method, route, target, then the recorded headers and the ``request_tags`` callback's.
+        """
+        # One literal per shape (key order is the output's): most requests take these.
+        tags: dict[str, Any]
+        if route is None:
+            tags = {"http.method": method, "http.target": path}
+        else:
+            tags = {"http.method": method, "http.route": route, "http.target": path}
         options = self._options
-        if options.span_name is not None:
-            return root_name(options, method, route, request)
-        key = (method, route)
-        name = self._names.get(key)
-        if name is None:
-            name = root_name(options, method, route, request)
-            if len(self._names) < self.LIMIT:
-                self._names[key] = name
-        return name
+        if options.extra_tags:
+            if options.record_headers:
+                tags.update(header_tags(options, headers))
+            if options.request_tags is not None:
+                try:
+                    extra = options.request_tags(request)
+                    if extra:
+                        tags.update(extra)
+                except Exception:
+                    logger.exception("request_tags callback raised; its tags are left out")
+        if context is None:  # most requests: a new trace, straight to the core (one call fewer)
+            return start_root_span(name, tags, tracker=self._tracker, kind="server")
+        return start_from_context(name, context, tags=tags, tracker=self._tracker, kind="server")
 
 
-def request_tags(
-    options: HttpOptions, method: str, route: str | None, path: str, headers: Headers, request: Any
-) -> dict[str, Any]:
-    """A request root's tags: method, route, target, then recorded headers and the callback's."""
-    # One literal per shape (key order is the output's): most requests take these.
-    tags: dict[str, Any]
-    if route is None:
-        tags = {"http.method": method, "http.target": path}
-    else:
-        tags = {"http.method": method, "http.route": route, "http.target": path}
-    if not options.extra_tags:
-        return tags
-    if options.record_headers:
-        tags.update(header_tags(options, headers))
-    if options.request_tags is not None:
-        try:
-            extra = options.request_tags(request)
-            if extra:
-                tags.update(extra)
-        except Exception:
-            logger.exception("request_tags callback raised; its tags are left out")
-    return tags
+def trace_id_hex(context: SpanContext) -> str:
+    """The trace id of ``context`` as 32 lowercase hex digits (the ``trace_id_header``'s value).
 
-
-def start_request_root(
-    name: str, tags: dict[str, Any], tracker: Tracker | None, context: TraceContext | None
-) -> Span:
-    """Starts a request's root span (kind ``server``), continuing the incoming ``context``."""
-    if context is None:  # most requests: a new trace, straight to the core (one call fewer)
-        return start_root_span(name, tags, tracker=tracker, kind="server")
-    return start_from_context(name, context, tags=tags, tracker=tracker, kind="server")
-
-
-def trace_header_values(options: HttpOptions, root: Span) -> tuple[str | None, str | None]:
-    """``(traceresponse, trace id)`` header values for ``root``, each ``None`` when not sent.
-
-    Both come from one :meth:`~flowtracker._core.Span.span_context`, each formatted once.
+    Example:
+        >>> from flowtracker._core import SpanContext
+        >>> trace_id_hex(SpanContext(0x4bf9, 1, True, False, None))
+        '00000000000000000000000000004bf9'
     """
-    context = root.span_context()
-    if context is None:  # not started, or an exporter's silent span
-        return None, None
-    return (
-        traceparent_of(context) if options.traceresponse else None,
-        context.trace_id.to_bytes(16, "big").hex() if options.trace_id_header else None,
-    )
+    return context.trace_id.to_bytes(16, "big").hex()
 
 
 def end_request_span(
@@ -307,7 +327,7 @@ def end_request_span(
     elif status_code is not None and status_code >= 500:
         root.end(STATUS_ERROR, HTTPStatusError(_status_text(status_code)))
     else:
-        root.end(STATUS_OK)
+        root.finish()  # most requests: straight to the span's end, one call fewer than end()
 
 
 def _status_text(code: int) -> str:
