@@ -15,6 +15,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from doubles import SlowExporter, accounted
 
 import flowtracker as ft
@@ -82,39 +83,21 @@ class TestBusyLoop:
 
 
 class TestSyncProgram:
-    def test_full_speed_into_a_thread_tracker_stays_bounded(self):
+    @pytest.mark.parametrize("switch_interval", [None, 1e-5], ids=["default", "switching-every-10us"])
+    def test_full_speed_into_a_thread_tracker_stays_bounded(self, switch_interval):
         """A sync program makes 200,000 traces at full speed into a thread tracker with a
         slow exporter: the traces held at any moment never pass 2 * max_queue (the hand-over's
         bound, and one hand-over's worth waiting for its completion check; the old hand-over
-        kept every dropped trace until exit), and the figures add up exactly at the end."""
-        memory, slow = ft.MemoryExporter(), SlowExporter(0.002)
-        peak = 0
-        with ft.Tracker(exporters=[memory, slow], max_queue=1000) as tracker:
-            for i in range(200_000):
-                with ft.span("job"):
-                    pass
-                if i % 50 == 0:
-                    peak = max(peak, len(tracker.open_traces))
-        stats = tracker.stats
-        assert peak <= 2 * 1000, peak
-        assert stats.traces_completed == 200_000
-        for lane in stats.exporters.values():
-            assert lane.exported + lane.dropped + lane.failed == 200_000
-            assert lane.queued == 0
-        exported_once(memory, stats)
-        accounted(stats)
-        assert tracker.open_traces == set()
+        kept every dropped trace until exit), and the figures add up exactly at the end.
 
-    def test_bound_holds_when_threads_switch_at_every_chance(self):
-        """The same program with the interpreter switching threads every 10 µs, as on a loaded
-        machine: the program keeps handing traces over while the loop is taking them. The
-        traces held (waiting in the hand-over, or for their completion check) never exceed
-        2 × max_queue: a take holds only what waited when it began, and the completion check
-        runs before the next take (both broke it: up to 3 × max_queue was seen)."""
+        Also with the interpreter switching threads every 10 µs, as on a loaded machine: the
+        program keeps handing traces over while the loop is taking them, and the bound holds
+        because a take holds only what waited when it began and the completion check runs
+        before the next take (both broke it: up to 3 × max_queue was seen)."""
         memory, slow = ft.MemoryExporter(), SlowExporter(0.002)
         peak = 0
         interval = sys.getswitchinterval()
-        sys.setswitchinterval(1e-5)
+        sys.setswitchinterval(switch_interval or interval)
         try:
             with ft.Tracker(exporters=[memory, slow], max_queue=1000) as tracker:
                 for i in range(200_000):
@@ -124,9 +107,15 @@ class TestSyncProgram:
                         peak = max(peak, len(tracker.open_traces))
         finally:
             sys.setswitchinterval(interval)
+        stats = tracker.stats
         assert peak <= 2 * 1000, peak
-        assert tracker.stats.traces_completed == 200_000
-        accounted(tracker.stats)
+        assert stats.traces_completed == 200_000
+        for lane in stats.exporters.values():
+            assert lane.exported + lane.dropped + lane.failed == 200_000
+            assert lane.queued == 0
+        exported_once(memory, stats)
+        accounted(stats)
+        assert tracker.open_traces == set()
 
     def test_racing_threads_count_exactly(self):
         """Eight threads finishing traces at once into a tracker not started yet (room for
