@@ -42,7 +42,7 @@ Example:
     >>> with capture_traces() as traces, ft.span("report"), engine.connect() as connection:
     ...     connection.execute(text("SELECT count(*) FROM sqlite_master")).scalar()
     0
-    >>> instrument_sqlalchemy.uninstall()
+    >>> instrument_sqlalchemy.uninstall(); engine.dispose()
     >>> [span["name"] for span in traces[0]["spans"]]
     ['report', 'SELECT sqlite_master']
 """

@@ -5,8 +5,10 @@ threads), plus :func:`summary_dict`, the one shape of a trace summary that the
 list and the live feed both send.
 
 Example:
+    >>> from contextlib import closing
     >>> from flowtracker.serve.schema import open_database
-    >>> list_traces(open_database(":memory:"), Filters())
+    >>> with closing(open_database(":memory:")) as connection:
+    ...     list_traces(connection, Filters())
     []
 """
 

@@ -25,6 +25,7 @@ Example:
     >>> connection = open_database(":memory:")
     >>> connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     True
+    >>> connection.close()
 """
 
 from __future__ import annotations
