@@ -37,9 +37,11 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import dataclasses
 import importlib
 import importlib.util
+import pstats
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -49,7 +51,7 @@ from ._harness import Settings, format_table, interleaved, median, unavailable
 from ._load import ROOT, peer
 from ._sinks import DropExporter, otel_provider
 
-__all__ = ("Peers", "Sample", "measure_once", "run", "run_workload")
+__all__ = ("Peers", "Sample", "http_peer", "measure_once", "profile_flowtracker", "run", "run_workload")
 
 TRACERS = ("flowtracker", "otel")
 MODES = ("bare", "root", "instrumented")
@@ -239,6 +241,33 @@ def measure_once(tracer: str, workload: str, blocks: int, block: int, peers: Pee
     if tracer == "otel":
         importlib.import_module(OTEL_PACKAGES[workload])  # ImportError: reported as unavailable
     return asyncio.run(_run(tracer, workload, blocks, block, peers))
+
+
+async def _profile_flowtracker(workload: str, peers: Peers, calls: int) -> pstats.Stats:
+    call, close = await _client(workload, peers)
+    tracer = _Tracer("flowtracker", workload)
+    await tracer.start()
+    tracer.instrument(True)
+    profiler = cProfile.Profile()
+    try:
+        for index in range(calls // 10 + calls):  # a tenth first, unprofiled: connections, caches
+            if index == calls // 10:
+                profiler.enable()
+            with tracer.root("job"):
+                await call()
+        await tracer.flush()
+    finally:
+        profiler.disable()
+        tracer.instrument(False)
+        await tracer.close()
+        await close()
+    return pstats.Stats(profiler)
+
+
+def profile_flowtracker(workload: str, peers: Peers, calls: int) -> pstats.Stats:
+    """cProfile of ``calls`` instrumented ``workload`` calls, each in a flowtracker root, exported:
+    what the ``added`` column times (the ``profile`` suite shows its flowtracker lines)."""
+    return asyncio.run(_profile_flowtracker(workload, peers, calls))
 
 
 # -- the suite -------------------------------------------------------------------

@@ -12,6 +12,9 @@
   ``FlowTrackerMiddleware`` spend more own time per request than ``ft-core``
   (the core alone), with both call counts and the GC off: where the
   integration's cost is.
+* **Instrumented call**: cProfile over instrumented httpx calls, each in a
+  root span (the ``instrument`` suite's *added* cost); flowtracker's lines
+  per call.
 * **Primitives**: what the building blocks cost here (``timeit``, best of 5),
   to price each extra operation flowtracker does compared with the floor.
 
@@ -43,6 +46,7 @@ from . import span as span_suite
 from ._harness import Settings, format_table
 from ._load import ROOT
 from ._sinks import DropExporter
+from .instrument import Peers, http_peer, profile_flowtracker
 
 
 def _label(key: tuple[str, int, str]) -> str:
@@ -347,6 +351,19 @@ def run(settings: Settings) -> dict[str, Any]:
                 diff,
             )
         )
+    calls = settings.scaled(3_000, 1_000, 50)
+    with http_peer() as http_url:
+        stats = profile_flowtracker("httpx", Peers(http_url, 0), calls)
+    rows = top_rows(stats, calls, limit, keep=lambda label: "flowtracker/" in label)
+    result["instrumented_httpx"] = {"rows": rows, "calls": calls}
+    tables.append(
+        format_table(
+            "profile / an instrumented httpx call in a root (the `instrument` suite's added cost): "
+            "flowtracker's functions, per call, cProfile",
+            ("function", "calls", "own us", "cumulative us"),
+            rows,
+        )
+    )
     costs = primitives(settings.scaled(200_000, 100_000, 2_000))
     result["primitives_ns"] = dict(costs)
     tables.append(

@@ -82,7 +82,7 @@ class TestSuites:
         assert "open traces" in output
 
     def test_profile_suite_names_flowtracker_functions(self, tmp_path: Path) -> None:
-        """The profile suite attributes span-path time to flowtracker's own functions."""
+        """The profile suite attributes span-path and instrumented-call time to flowtracker's own functions."""
         result, _ = run_suite(tmp_path, "profile")
         names = [row[0] for row in result["span_path_flowtracker"]["rows"]]
         assert any("flowtracker/_core/span.py" in name for name in names)
@@ -90,6 +90,10 @@ class TestSuites:
         for kind in ("aiohttp", "asgi"):  # where the integration costs more than the core, in process
             diff = result[f"inproc_{kind}_flowtracker_vs_ft_core"]["rows"]
             assert any(row[0].startswith("flowtracker/") and row[2] == 0 for row in diff), kind
+        # An instrumented httpx call in a root: the client span's start and the header injection.
+        instrumented = [row[0] for row in result["instrumented_httpx"]["rows"]]
+        assert any("flowtracker/propagation.py" in name and "inject" in name for name in instrumented)
+        assert any("flowtracker/instrumentation/httpx.py" in name for name in instrumented)
 
     def test_instrument_suite_compares_with_opentelemetry(self, tmp_path: Path) -> None:
         """The instrument suite times httpx and redis calls in each mode of both tracers; no trace is lost."""
