@@ -82,7 +82,7 @@ class TestSuites:
         assert "open traces" in output
 
     def test_profile_suite_names_flowtracker_functions(self, tmp_path: Path) -> None:
-        """The profile suite attributes span-path and instrumented-call time to flowtracker's own functions."""
+        """The profile suite attributes span-path and instrumented-call time to flowtracker's functions."""
         result, _ = run_suite(tmp_path, "profile")
         names = [row[0] for row in result["span_path_flowtracker"]["rows"]]
         assert any("flowtracker/_core/span.py" in name for name in names)

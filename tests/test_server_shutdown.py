@@ -411,7 +411,8 @@ class TestAiohttpWithoutStartup:
         carries the same delivery id, which a receiver drops: counted once here too.) On a
         loaded machine a POST can go unanswered for the webhook's attempt timeout (10 s), so
         a flush may wait 25 s here (``close_timeout``), within the server's graceful stop
-        (30 s): an export still in flight when the loop ends is sent again, at least once."""
+        (30 s). An export still in flight when the loop ends anyway is sent again before
+        the process exits, with the same delivery id (a digest of the body): dropped too."""
         async with Receiver(latency=0.05) as collector:
             hook = f"{collector.url}/hook"
             url, server, _ = await start_aiohttp(

@@ -157,6 +157,23 @@ class TestRetries:
         assert len(receiver.delivered) == 1
         assert tracker.stats.exporters["webhook"].exported == 2
 
+    async def test_a_batch_sent_again_carries_its_delivery_id(self, receiver: Receiver) -> None:
+        """A batch sent a second time (as the lane does when the loop ended under its export)
+        carries the same delivery id, so a receiver drops it; another batch has its own id."""
+        memory = ft.MemoryExporter()
+        async with ft.Tracker(exporters=[memory]):
+            emit(3)
+        batch, other = memory.records[:2], memory.records[2:]
+        hook = fast(receiver.url)
+        try:
+            for traces in (batch, batch, other):
+                await hook.export(traces)
+        finally:
+            await hook.aclose()
+        first, again, third = (request.headers[DELIVERY_HEADER] for request in receiver.delivered)
+        assert first == again != third
+        assert len(first) == 32
+
     async def test_connection_refused_then_server_starts(self) -> None:
         """Connection errors are retried until the server comes up; nothing is lost."""
         port = free_port()

@@ -14,7 +14,9 @@ per retry). The retry knobs are one
 :class:`~flowtracker.exporters._http.RetrySettings`, shared with the OTLP
 exporter. Every attempt of one batch carries the
 same ``X-Flowtracker-Delivery`` id, so a receiver can drop the duplicate a
-retry after a timeout may cause.
+retry after a timeout may cause. The id is a digest of the JSON body, so a
+batch sent again (its export was cut by the loop ending, and the lane sends it
+once more before the process exits) carries the same id too.
 
 Signature: with ``secret``, each request carries
 ``X-Flowtracker-Signature: sha256=<hex HMAC-SHA256 of the JSON body>``. The
@@ -34,7 +36,6 @@ import hashlib
 import hmac
 import os
 import ssl
-import uuid
 from collections.abc import Mapping, Sequence
 
 from .._wire.batch import BatchFailures
@@ -135,7 +136,9 @@ class WebhookExporter:
         items = failures.each(traces, Trace.to_json)
         if items:
             body = b"[" + b",".join(items) + b"]"
-            headers = {"Content-Type": "application/json", DELIVERY_HEADER: uuid.uuid4().hex}
+            # The body's digest, not a random id: the same batch sent again is recognised.
+            delivery = hashlib.blake2b(body, digest_size=16).hexdigest()
+            headers = {"Content-Type": "application/json", DELIVERY_HEADER: delivery}
             if self.secret is not None:
                 headers[SIGNATURE_HEADER] = sign(self.secret, body)
             if self.compress:
