@@ -24,7 +24,15 @@ import flowtracker as ft
 from flowtracker._core import start_root_span
 from flowtracker._core.clock import format_rfc3339, parse_rfc3339
 from flowtracker._wire.names import BLOCKED_EVENT
-from flowtracker._wire.otlp import EXPORT_METHOD, any_value, otlp_request_dict, traces_from_request
+from flowtracker._wire.otlp import (
+    EXPORT_METHOD,
+    SpanRecord,
+    any_value,
+    otlp_request_dict,
+    span_from_message,
+    span_records,
+    traces_from_request,
+)
 from flowtracker._wire.otlp_proto import parse_request, proto, request_message
 from flowtracker.exporters.otlp import OTLPExporter
 from flowtracker.exporters.otlp_grpc import OTLPGrpcExporter
@@ -483,6 +491,10 @@ class TestRoundTrip:
             decoded = traces_from_request(parse_request(body, content_type))
             assert decoded.rejected == 0
             assert decoded.traces == _grouped(traces), content_type
+            # serve's path: the indexed fields, then each span read from its kept message later.
+            records = span_records(parse_request(body, content_type))
+            assert records.rejected == 0
+            assert _from_records(records.records) == decoded.traces, content_type
 
     def test_loop_monitor_fields_travel_as_attributes(self) -> None:
         """``busy_ms`` and ``stalled_ms`` are the attributes ``flowtracker.busy_ms`` / ``.stalled_ms``.
@@ -500,6 +512,24 @@ class TestRoundTrip:
             "flowtracker.stalled_ms": {"doubleValue": 12.5},
             "flowtracker.loop_monitor": {"stringValue": "full"},
         }
+
+
+def _from_records(records: list[SpanRecord]) -> list[dict[str, Any]]:
+    """Wire traces from ``span_records``: spans read back from their messages, checked against their index."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        trace_id, span_id, parent, service, name, start, end, status, blocked, message, extra = record
+        span = span_from_message(message)
+        assert (span_id, parent, name, status) == (span["span_id"], span.get("parent_id"), span["name"],
+                                                   span["status"])  # fmt: skip
+        assert (span["start_time"], span["end_time"]) == (format_rfc3339(start), format_rfc3339(end))
+        assert blocked == any(event["name"] == BLOCKED_EVENT for event in span.get("events", ()))
+        trace = out.setdefault((service, trace_id), {"trace_id": trace_id, "service": service, "spans": []})
+        trace["spans"].append(span)
+        if extra is not None:  # a request's trace fields, on one span of each service's record of it
+            assert trace.keys() == {"trace_id", "service", "spans"}
+            trace.update(orjson.loads(extra))
+    return list(out.values())
 
 
 def _grouped(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serve_helpers import protobuf_body, wire_span
 
-from flowtracker._wire.otlp import otlp_request_dict, traces_from_request
+from flowtracker._wire.otlp import otlp_request_dict, span_records, traces_from_request
 from flowtracker._wire.otlp_proto import BodyError, parse_request
 from flowtracker._wire.policy import ExportPolicy
 from flowtracker.serve import schema
 from flowtracker.serve.ingest import BodyTooLarge, gunzip
-from flowtracker.serve.queries import Filters, get_trace, list_traces
-from flowtracker.serve.rows import rows_of
+from flowtracker.serve.queries import SUMMARY_COLUMNS, Filters, get_trace, list_traces
+from flowtracker.serve.rows import rows_of, span_json
 from flowtracker.serve.schema import StoreRefused, open_database
 from flowtracker.serve.store import Store, StoreBusy
 
@@ -69,6 +69,29 @@ class TestStore:
             assert again.trace_count == 2
         finally:
             again.close()
+
+    async def test_one_trace_from_a_file_and_over_otlp_reads_back_whole(self, tmp_path: Path) -> None:
+        """Spans kept as wire JSON (a file) and as ``Span`` messages (OTLP) in one trace read back alike.
+
+        Each reads back as the span it was, with its service, in start order.
+        """
+        store = Store(str(tmp_path / "s.db"))
+        store.open()
+        try:
+            whole = trace(1, spans=4)
+            from_file = {**whole, "spans": whole["spans"][:2]}
+            over_otlp = {**whole, "service": "api", "spans": whole["spans"][2:]}
+            await store_traces(store, [from_file])
+            records = span_records(parse_request(protobuf_body([over_otlp]), "application/x-protobuf"))
+            assert {record[9][:1] for record in records.records} == {b"\x0a"}  # kept as Span messages
+            await store.write(records.records)
+            body = await store.query(get_trace, f"{1:032x}")
+            assert body is not None
+            expected = [{**span, "service": "svc"} for span in from_file["spans"]]
+            expected += [{**span, "service": "api"} for span in over_otlp["spans"]]
+            assert orjson.loads(body)["spans"] == expected
+        finally:
+            store.close()
 
     async def test_max_traces_evicts_the_oldest_whole_traces(self, tmp_path: Path) -> None:
         """Past ``max_traces`` the oldest traces (by start time) go, all their spans, after a restart too."""
@@ -187,6 +210,20 @@ class TestStore:
 
 #: What schema 1 had beyond schema 2: four span indexes that no query read.
 V1_SPAN_INDEXES = ("spans_service", "spans_start", "spans_name", "spans_status")
+#: The spans table of schemas 1 and 2: keyed by trace id, bodies always wire JSON.
+V2_SPANS = """
+CREATE TABLE spans (
+    trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_id TEXT, service TEXT NOT NULL, name TEXT NOT NULL,
+    start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, status TEXT NOT NULL, blocked INTEGER NOT NULL,
+    body BLOB NOT NULL, extra BLOB, UNIQUE (trace_id, span_id))
+"""
+#: The traces table of schemas 1 and 2: no ``seq``.
+V2_TRACES = """
+CREATE TABLE traces (
+    trace_id TEXT PRIMARY KEY, name TEXT NOT NULL, service TEXT NOT NULL, services TEXT NOT NULL,
+    start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, span_count INTEGER NOT NULL, status TEXT NOT NULL,
+    blocked INTEGER NOT NULL, extra BLOB) WITHOUT ROWID
+"""
 
 
 def make_v1_store(path: Path) -> None:
@@ -195,8 +232,29 @@ def make_v1_store(path: Path) -> None:
     downgrade_to_v1(path)
 
 
+def downgrade_to_v2(path: Path) -> None:
+    """Turns a store of JSON Lines spans into what schema 2 wrote: spans keyed by trace id, no ``seq``."""
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        connection.execute("ALTER TABLE spans RENAME TO spans_3")
+        connection.execute(V2_SPANS)
+        connection.execute(
+            "INSERT INTO spans SELECT traces.trace_id, span_id, parent_id, spans_3.service, spans_3.name, "
+            "spans_3.start_ns, spans_3.end_ns, spans_3.status, spans_3.blocked, body, spans_3.extra "
+            "FROM spans_3 JOIN traces ON traces.seq = spans_3.trace_seq"
+        )
+        connection.execute("DROP TABLE spans_3")
+        connection.execute("ALTER TABLE traces RENAME TO traces_3")
+        connection.execute(V2_TRACES)
+        connection.execute(f"INSERT INTO traces SELECT {SUMMARY_COLUMNS}, extra FROM traces_3")
+        connection.execute("DROP TABLE traces_3")
+        connection.execute("CREATE INDEX traces_list ON traces (start_ns, status, blocked, end_ns, name)")
+        connection.execute("CREATE INDEX traces_name ON traces (name, start_ns)")
+        connection.execute("PRAGMA user_version = 2")
+
+
 def downgrade_to_v1(path: Path) -> None:
-    """Turns a schema 2 store into what schema 1 wrote: the same plus four span indexes."""
+    """Turns a store into what schema 1 wrote: schema 2 plus four span indexes."""
+    downgrade_to_v2(path)
     with contextlib.closing(sqlite3.connect(path)) as connection, connection:
         for index, column in zip(V1_SPAN_INDEXES, ("service", "start_ns", "name", "status"), strict=True):
             connection.execute(f"CREATE INDEX {index} ON spans ({column})")
@@ -233,33 +291,43 @@ class TestSchema:
                 open_database(str(path))
             assert digest(path) == before
 
-    async def test_schema_1_store_migrated_with_its_traces(self, tmp_path: Path) -> None:
-        """A store written by schema 1 opens as schema 2: its unused span indexes dropped, its traces kept.
+    @pytest.mark.parametrize("version", [1, 2])
+    async def test_older_store_migrated_with_its_traces(self, tmp_path: Path, version: int) -> None:
+        """A store written by schema 1 or 2 opens as schema 3, its traces kept and numbered.
 
-        The traces are read back through the list and by id, and new spans join
-        a stored trace, so the migrated file works as a new one does.
+        Schema 1's unused span indexes are dropped; spans come to name their
+        trace by ``traces.seq``. The traces are read back through the list and
+        by id, new spans join a stored trace, and a new trace gets a number of
+        its own, so the migrated file works as a new one does.
         """
         path = tmp_path / "s.db"
         store = Store(str(path))
         store.open()
-        await store_traces(store, [trace(1), trace(2)])
+        await store_traces(store, [trace(1), trace(2), trace(3, spans=2)])
         store.close()
-        downgrade_to_v1(path)
-        assert set(V1_SPAN_INDEXES) <= index_names(path)
+        (downgrade_to_v1 if version == 1 else downgrade_to_v2)(path)
+        assert bool(set(V1_SPAN_INDEXES) & index_names(path)) == (version == 1)
 
         store = Store(str(path))
         store.open()
         try:
             assert not set(V1_SPAN_INDEXES) & index_names(path)
-            assert await listed(store) == ["t2", "t1"]
-            await store_traces(store, [{**trace(1, spans=5), "spans": trace(1, spans=5)["spans"][3:]}])
-            body = await store.query(get_trace, f"{1:032x}")
-            assert body is not None
-            assert len(orjson.loads(body)["spans"]) == 5
+            assert await listed(store) == ["t3", "t2", "t1"]
+            late = {**trace(1, spans=5), "spans": trace(1, spans=5)["spans"][3:]}
+            await store_traces(store, [late, trace(4)])
+            counts = {}
+            for number in (1, 2, 3, 4):
+                body = await store.query(get_trace, f"{number:032x}")
+                assert body is not None
+                counts[number] = len(orjson.loads(body)["spans"])
+            assert counts == {1: 5, 2: 3, 3: 2, 4: 3}
+            assert await listed(store) == ["t4", "t3", "t2", "t1"]
         finally:
             store.close()
         with contextlib.closing(sqlite3.connect(path)) as connection:
-            assert connection.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 2
+            assert connection.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 3
+            seqs = [row[0] for row in connection.execute("SELECT seq FROM traces ORDER BY start_ns")]
+            assert seqs == [1, 2, 3, 4]
 
     def test_older_schema_migrated_or_refused(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """An older store is migrated in one transaction; a failed or unknown migration leaves it be."""
@@ -306,6 +374,11 @@ class TestFuzz:
         decoded = traces_from_request(message, self.policy)
         rows, _ = rows_of(decoded.traces)
         assert len(rows) <= decoded.spans
+        records = span_records(message, self.policy)  # what ingest stores
+        assert len(records.records) == decoded.spans
+        assert records.rejected == decoded.rejected
+        for record in records.records:  # and every body it keeps reads back as a wire span
+            assert orjson.loads(span_json(record[9], record[3]))["span_id"] == record[1]
 
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.binary(max_size=400))

@@ -7,8 +7,10 @@ integers as decimal strings, enums as integers, lowerCamelCase names); the
 OTLP exporter sends it, as JSON or as protobuf (``otlp_proto.request_message``).
 :func:`traces_from_request` reads any ``ExportTraceServiceRequest`` message
 (from flowtracker or from any OpenTelemetry SDK) back into wire-format traces;
-``flowtracker serve`` stores those. What flowtracker records survives the
-round trip (a property test checks it):
+:func:`span_records` reads only what a store indexes and keeps each span's
+own message, for :func:`span_from_message` to read when the trace is asked
+for (``flowtracker serve`` stores those). What flowtracker records survives
+the round trip (a property test checks it):
 
 * resource: ``service.name`` (:func:`resource_attributes`), one
   ``resourceSpans`` entry per service with one scope ``flowtracker``; back,
@@ -54,12 +56,15 @@ import base64
 import contextlib
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
+
+import orjson
 
 from .._core.clock import format_pair, format_rfc3339, parse_rfc3339
 from .._core.version import package_version
 from .encode import safe_value
+from .names import BLOCKED_EVENT
 from .policy import DEFAULT_POLICY, ExportPolicy
 
 __all__ = (
@@ -68,6 +73,8 @@ __all__ = (
     "SPAN_KINDS",
     "UNKNOWN_SERVICE",
     "Decoded",
+    "Records",
+    "SpanRecord",
     "any_value",
     "attributes",
     "otlp_request",
@@ -75,6 +82,8 @@ __all__ = (
     "otlp_span_dict",
     "otlp_trace_spans",
     "resource_attributes",
+    "span_from_message",
+    "span_records",
     "span_times",
     "trace_attributes",
     "traces_from_request",
@@ -325,16 +334,12 @@ class Decoded(NamedTuple):
         spans: Spans accepted.
         rejected: Spans left out (malformed ids); OTLP's ``partial_success``.
         error: Why the first rejected span was left out (``""`` when none was).
-        times: Per trace, the ``(start, end)`` of each span in unix nanoseconds,
-            as they came (the wire strings keep microseconds): a store need not
-            parse them back.
     """
 
     traces: list[dict[str, Any]]
     spans: int
     rejected: int
     error: str
-    times: list[list[tuple[int, int]]]
 
 
 def traces_from_request(request: Any, policy: ExportPolicy | None = None) -> Decoded:
@@ -357,47 +362,93 @@ def traces_from_request(request: Any, policy: ExportPolicy | None = None) -> Dec
         True
     """
     reader = _Reader(policy)
-    out: dict[tuple[str, bytes], tuple[dict[str, Any], list[tuple[int, int]]]] = {}
+    out: dict[tuple[str, bytes], dict[str, Any]] = {}
     accepted = 0
     read_span = reader.span
-    for resource_spans in request.resource_spans:
-        service = UNKNOWN_SERVICE
-        for item in resource_spans.resource.attributes:
-            if item.key == "service.name":
-                service = reader.text(str(reader.value(item.value))) or UNKNOWN_SERVICE
-                break
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                trace_id = span.trace_id
-                span_id = span.span_id
-                parent = span.parent_span_id
-                if (
-                    len(trace_id) != 16
-                    or trace_id == _ZERO_TRACE
-                    or len(span_id) != 8
-                    or span_id == _ZERO_SPAN
-                    or (parent and (len(parent) != 8 or parent == _ZERO_SPAN))
-                ):
-                    reader.reject(_id_problem(trace_id, span_id, parent))
-                    continue
-                entry = out.get((service, trace_id))
-                if entry is None:
-                    entry = out[(service, trace_id)] = (
-                        {"trace_id": trace_id.hex(), "service": service, "spans": []},
-                        [],
-                    )
-                entry[0]["spans"].append(read_span(span, entry[0]))
-                start = span.start_time_unix_nano
-                entry[1].append((start, max(span.end_time_unix_nano, start)))
-                accepted += 1
-    entries = list(out.values())
-    return Decoded(
-        [trace for trace, _ in entries],
-        accepted,
-        reader.rejected,
-        reader.error,
-        [times for _, times in entries],
-    )
+    for service, span in reader.valid_spans(request):
+        trace_id = span.trace_id
+        trace = out.get((service, trace_id))
+        if trace is None:
+            trace = out[(service, trace_id)] = {"trace_id": trace_id.hex(), "service": service, "spans": []}
+        trace["spans"].append(read_span(span, trace))
+        accepted += 1
+    return Decoded(list(out.values()), accepted, reader.rejected, reader.error)
+
+
+#: One span as :func:`span_records` indexes it: trace_id, span_id, parent_id (hex; the parent
+#: ``None`` for a root), service, name, start_ns, end_ns, status, blocked (0 or 1), the span's
+#: own ``Span`` message (bytes), and the trace fields its record carries (JSON; on the first
+#: span of each service's record of a trace, else ``None``).
+SpanRecord = tuple[str, str, "str | None", str, str, int, int, str, int, bytes, "bytes | None"]
+
+
+class Records(NamedTuple):
+    """What :func:`span_records` read: the records, then as :class:`Decoded` says."""
+
+    records: list[SpanRecord]
+    rejected: int
+    error: str
+
+
+def span_records(request: Any, policy: ExportPolicy | None = None) -> Records:
+    """Each span of an ``ExportTraceServiceRequest`` as a flat record, its message kept as bytes.
+
+    What a store indexes (ids, service, name, times, status, "blocked the
+    loop") is read as :func:`traces_from_request` reads it; the rest of the
+    span stays in its ``Span`` message, read by :func:`span_from_message`
+    only when someone asks for the trace. Reading every attribute of every
+    span into a dict cost a store three quarters of its ingest time.
+
+    Example:
+        >>> from flowtracker._wire.otlp_proto import request_message
+        >>> trace = {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "service": "orders", "spans": [
+        ...     {"span_id": "00f067aa0ba902b7", "name": "GET /", "status": "cancelled",
+        ...      "start_time": "2026-11-20T10:00:00.000000Z", "end_time": "2026-11-20T10:00:01.000000Z",
+        ...      "duration_ms": 1000.0}]}
+        >>> record = span_records(request_message(otlp_request_dict([trace]))).records[0]
+        >>> record[3:8], span_from_message(record[9]) == trace["spans"][0]
+        (('orders', 'GET /', 1795168800000000000, 1795168801000000000, 'cancelled'), True)
+    """
+    reader = _Reader(policy)
+    records: list[SpanRecord] = []
+    append = records.append
+    fields: dict[tuple[str, bytes], tuple[int, dict[str, Any]]] = {}
+    for service, span in reader.valid_spans(request):
+        message = span.SerializeToString()
+        status = "ok"
+        if b"flowtracker." in message:  # only then can an attribute say more (a cheap test in C)
+            key = (service, span.trace_id)
+            if key not in fields:
+                fields[key] = (len(records), {})
+            status = reader.marks(span, fields[key][1])
+        if span.status.code == STATUS_ERROR:
+            status = "error"
+        parent = span.parent_span_id
+        start = span.start_time_unix_nano
+        end = span.end_time_unix_nano
+        append((
+            span.trace_id.hex(), span.span_id.hex(), parent.hex() if parent else None, service,
+            reader.name(span.name), start, end if end > start else start, status,
+            1 if span.events and any(event.name == BLOCKED_EVENT for event in span.events) else 0,
+            message, None,
+        ))  # fmt: skip
+    for index, found in fields.values():
+        if found:  # on the span that carried them (flowtracker puts them on a record's first span)
+            records[index] = (*records[index][:10], orjson.dumps(found))
+    return Records(records, reader.rejected, reader.error)
+
+
+def span_from_message(message: bytes, policy: ExportPolicy | None = None) -> dict[str, Any]:
+    """The wire-format span of one ``Span`` message (a :data:`SpanRecord`'s), without its service.
+
+    Trace fields it carries are left out: its record kept them.
+
+    Raises:
+        google.protobuf.message.DecodeError: the bytes are not a ``Span`` message.
+    """
+    from .otlp_proto import proto
+
+    return _Reader(policy).span(proto().Span.FromString(message), {})
 
 
 _ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
@@ -428,6 +479,30 @@ class _Reader:
         self.rejected = 0
         self.error = ""
 
+    def valid_spans(self, request: Any) -> Iterator[tuple[str, Any]]:
+        """Each span of the request with well-formed ids, and its resource's service; the rest rejected."""
+        for resource_spans in request.resource_spans:
+            service = UNKNOWN_SERVICE
+            for item in resource_spans.resource.attributes:
+                if item.key == "service.name":
+                    service = self.text(str(self.value(item.value))) or UNKNOWN_SERVICE
+                    break
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    trace_id = span.trace_id
+                    span_id = span.span_id
+                    parent = span.parent_span_id
+                    if (
+                        len(trace_id) != 16
+                        or trace_id == _ZERO_TRACE
+                        or len(span_id) != 8
+                        or span_id == _ZERO_SPAN
+                        or (parent and (len(parent) != 8 or parent == _ZERO_SPAN))
+                    ):
+                        self.reject(_id_problem(trace_id, span_id, parent))
+                        continue
+                    yield service, span
+
     def reject(self, problem: str) -> None:
         if not self.rejected:
             self.error = f"span rejected: {problem}"
@@ -437,6 +512,9 @@ class _Reader:
         if len(value) > self.limit:
             return safe_value(value, self.policy)  # type: ignore[no-any-return]
         return value
+
+    def name(self, name: str) -> str:
+        return (name if len(name) <= self.limit else self.text(name)) or "<unnamed>"
 
     def value(self, value: Any) -> Any:
         which = value.WhichOneof("value")
@@ -456,6 +534,35 @@ class _Reader:
             return base64.b64encode(value.bytes_value).decode()  # as OTLP/JSON writes bytes
         return None
 
+    def mark(self, key: str, value: Any, out: dict[str, Any], trace: dict[str, Any], status: str) -> str:
+        """One ``flowtracker.*`` attribute read into the span ``out`` or its ``trace``; the status after it.
+
+        A span field (``busy_ms``), the status (``cancelled``, ``unfinished``)
+        or a trace field; any other is a tag.
+        """
+        if key in _SPAN_KEYS and isinstance(value, (int, float)):
+            out[_SPAN_KEYS[key]] = float(value)
+        elif key == STATUS_KEY and value in ("cancelled", "unfinished"):
+            return value  # type: ignore[no-any-return]
+        elif key in _TRACE_FIELDS:
+            _lift(trace, _TRACE_FIELDS[key], value)
+        else:
+            out.setdefault("tags", {})[self.text(key)] = value
+        return status
+
+    def marks(self, span: Any, trace: dict[str, Any]) -> str:
+        """The status the span's ``flowtracker.*`` attributes give (its status code not yet read).
+
+        Trace fields among them go to ``trace``.
+        """
+        status = "ok"
+        scratch: dict[str, Any] = {}
+        for item in span.attributes:
+            key = item.key
+            if key.startswith("flowtracker."):
+                status = self.mark(key, self.value(item.value), scratch, trace, status)
+        return status
+
     def span(self, span: Any, trace: dict[str, Any]) -> dict[str, Any]:
         start = span.start_time_unix_nano
         end = max(span.end_time_unix_nano, start)
@@ -465,8 +572,7 @@ class _Reader:
         out: dict[str, Any] = {"span_id": span.span_id.hex()}
         if span.parent_span_id:
             out["parent_id"] = span.parent_span_id.hex()
-        name = span.name
-        out["name"] = (name if len(name) <= self.limit else self.text(name)) or "<unnamed>"
+        out["name"] = self.name(span.name)
         out["start_time"] = start_time
         out["end_time"] = end_time
         out["duration_ms"] = (end - start) / 1e6
@@ -474,22 +580,17 @@ class _Reader:
         kind = _KIND_NAMES.get(span.kind)
         if kind is not None:
             out["kind"] = kind
+        out["tags"] = tags
         value_of = self.value
         for item in span.attributes:
             key = item.key
             value = value_of(item.value)
             if not key.startswith("flowtracker."):  # the common case: one check, not three
                 tags[key if len(key) <= self.limit else self.text(key)] = value
-            elif key in _SPAN_KEYS and isinstance(value, (int, float)):
-                out[_SPAN_KEYS[key]] = float(value)
-            elif key == STATUS_KEY and value in ("cancelled", "unfinished"):
-                status = value
-            elif key in _TRACE_FIELDS:
-                _lift(trace, _TRACE_FIELDS[key], value)
             else:
-                tags[self.text(key)] = value
-        if tags:
-            out["tags"] = tags
+                status = self.mark(key, value, out, trace, status)
+        if not tags:
+            del out["tags"]
         if span.dropped_attributes_count:
             out["dropped_tags"] = span.dropped_attributes_count
         messages = span.events

@@ -32,10 +32,9 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from .._wire.otlp import traces_from_request
+from .._wire.otlp import span_records
 from .._wire.otlp_proto import BodyError, parse_request
-from .._wire.policy import ExportPolicy
-from .rows import Row, rows_of
+from .rows import POLICY, Row, rows_of
 from .store import Store
 
 __all__ = (
@@ -52,8 +51,6 @@ __all__ = (
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 #: Most spans in one request (the SDKs send at most 512 by default, the Collector 8192).
 DEFAULT_MAX_SPANS = 100_000
-#: Longest string kept whole (names, attribute values), as flowtracker's own export cuts them.
-MAX_STRING = 4096
 
 
 class BodyTooLarge(Exception):
@@ -87,8 +84,6 @@ class Ingest:
         self.store = store
         self.max_body = max_body
         self.max_spans = max_spans
-        # Strings are cut as flowtracker's export cuts them; keys are not redacted (a local viewer).
-        self._policy = ExportPolicy(redact_keys=(), max_string=MAX_STRING)
         self._decoders = concurrent.futures.ThreadPoolExecutor(
             2, thread_name_prefix="flowtracker-serve-decode"
         )
@@ -116,9 +111,8 @@ class Ingest:
         count = sum(len(scope.spans) for resource in message.resource_spans for scope in resource.scope_spans)
         if count > self.max_spans:
             raise TooManySpans(f"{count} spans in one request; at most {self.max_spans} are taken")
-        decoded = traces_from_request(message, self._policy)
-        rows, bad = rows_of(decoded.traces, decoded.times)
-        return rows, decoded.rejected + bad, decoded.error
+        decoded = span_records(message, POLICY)
+        return decoded.records, decoded.rejected, decoded.error
 
     async def traces(self, traces: Iterable[Mapping[str, Any]]) -> Accepted:
         """Stores wire-format traces (``FILE``s given on the command line)."""

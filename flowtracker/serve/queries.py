@@ -21,11 +21,10 @@ from typing import Any
 import orjson
 
 from .._core.clock import format_rfc3339
+from .rows import STATUSES, span_json
 
 __all__ = ("STATUSES", "SUMMARY_COLUMNS", "Filters", "get_trace", "list_traces", "summary_dict")
 
-#: The span statuses of the wire format (and the values ``status=`` accepts).
-STATUSES = ("ok", "error", "cancelled", "unfinished")
 #: The ``traces`` columns a summary is made of, in :func:`summary_dict`'s order.
 SUMMARY_COLUMNS = "trace_id, name, service, services, start_ns, end_ns, span_count, status, blocked"
 
@@ -148,15 +147,15 @@ def get_trace(connection: sqlite3.Connection, trace_id: str) -> bytes | None:
     Spans come in start order. The trace fields of its records (``dropped_spans``,
     ``unfinished_spans``, ``loop_monitor``) are joined: counts add up.
     """
-    found = connection.execute("SELECT extra FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
+    found = connection.execute("SELECT extra, seq FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
     if found is None:
         return None
+    extra, seq = found
     bodies = [
-        row[0]
-        for row in connection.execute(
-            "SELECT body FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id", (trace_id,)
+        span_json(body, service)
+        for service, body in connection.execute(
+            "SELECT service, body FROM spans WHERE trace_seq = ? ORDER BY start_ns, span_id", (seq,)
         )
     ]
-    extra = found[0]
     tail = b"," + extra[1:-1] if extra and extra != b"{}" else b""
     return b'{"trace_id":"' + trace_id.encode() + b'","spans":[' + b",".join(bodies) + b"]" + tail + b"}"

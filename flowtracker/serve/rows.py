@@ -1,4 +1,10 @@
-"""Store rows from wire-format traces: one tuple per span, what the ``spans`` table holds.
+"""Store rows: one tuple per span, what the ``spans`` table holds, and the span bodies they keep.
+
+A row's body is the span as it came: the ``Span`` message of an OTLP request
+(:func:`~flowtracker._wire.otlp.span_records` makes those rows), or the
+wire-format JSON of a span from a JSON Lines file (:func:`rows_of`). The first
+byte tells which (``{`` for JSON; a ``Span`` message starts with its trace id's
+tag, 0x0a), and :func:`span_json` reads either back as wire JSON.
 
 Example:
     >>> rows, bad = rows_of([{"trace_id": "ab" * 16, "service": "web", "spans": [
@@ -10,34 +16,37 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 
 from .._wire.names import BLOCKED_EVENT
-from .._wire.otlp import TRACE_KEYS, UNKNOWN_SERVICE, span_times
-from .queries import STATUSES
+from .._wire.otlp import TRACE_KEYS, UNKNOWN_SERVICE, SpanRecord, span_from_message, span_times
+from .._wire.policy import ExportPolicy
 
-__all__ = ("Row", "rows_of")
+__all__ = ("MAX_STRING", "POLICY", "STATUSES", "Row", "rows_of", "span_json")
 
 #: One span as stored: trace_id, span_id, parent_id, service, name, start_ns,
-#: end_ns, status, blocked, body (wire JSON), extra (the record's trace fields, JSON).
-Row = tuple[str, str, "str | None", str, str, int, int, str, int, bytes, "bytes | None"]
+#: end_ns, status, blocked, body (see the module docstring), extra (the record's trace fields, JSON).
+Row = SpanRecord
+#: The span statuses of the wire format (and the values ``status=`` accepts).
+STATUSES = ("ok", "error", "cancelled", "unfinished")
+#: Longest string kept whole (names, attribute values), as flowtracker's own export cuts them.
+MAX_STRING = 4096
+#: How serve reads spans: strings cut as flowtracker's export cuts them; keys not redacted (a local viewer).
+POLICY = ExportPolicy(redact_keys=(), max_string=MAX_STRING)
 
 _HEX = frozenset("0123456789abcdef")
 
 
-def rows_of(
-    traces: Iterable[Mapping[str, Any]], times: Sequence[Sequence[tuple[int, int]]] | None = None
-) -> tuple[list[Row], int]:
+def rows_of(traces: Iterable[Mapping[str, Any]]) -> tuple[list[Row], int]:
     """Store rows for wire-format traces, and how many spans were not storable.
 
     A span keeps its own ``service`` when it has one, else takes the trace's
     (``unknown_service`` when neither says). A span without a valid id, name,
     status or times is counted, not stored. The span dicts get ``service`` set
-    in place. ``times`` (from the OTLP decoder, which has checked the ids) are
-    each span's start and end in nanoseconds: given, nothing is parsed again.
+    in place.
 
     Example:
         >>> rows, bad = rows_of([{"trace_id": "ab" * 16, "service": "web", "spans": [
@@ -49,7 +58,7 @@ def rows_of(
     """
     rows: list[Row] = []
     bad = 0
-    for index, trace in enumerate(traces):
+    for trace in traces:
         spans = trace.get("spans")
         if not isinstance(spans, list):
             continue
@@ -60,11 +69,6 @@ def rows_of(
         default_service = str(trace.get("service") or UNKNOWN_SERVICE)
         fields = {field: trace[field] for field in TRACE_KEYS if trace.get(field)}
         extra = orjson.dumps(fields) if fields else None
-        if times is not None:
-            for span, (start, end) in zip(spans, times[index], strict=True):
-                rows.append(_decoded_row(trace_id, span, default_service, start, end, extra))  # type: ignore[arg-type]
-                extra = None
-            continue
         for span in spans:
             row = _row(trace_id, span, default_service, extra)  # type: ignore[arg-type]
             if row is None:
@@ -73,16 +77,6 @@ def rows_of(
             rows.append(row)
             extra = None  # the record's trace fields ride on its first stored span only
     return rows, bad
-
-
-def _decoded_row(
-    trace_id: str, span: dict[str, Any], service: str, start: int, end: int, extra: bytes | None
-) -> Row:
-    span["service"] = service
-    events = span.get("events")
-    blocked = events is not None and any(event["name"] == BLOCKED_EVENT for event in events)
-    return (trace_id, span["span_id"], span.get("parent_id"), service, span["name"], start, end,
-            span["status"], int(blocked), orjson.dumps(span), extra)  # fmt: skip
 
 
 def _row(trace_id: str, span: Any, default_service: str, extra: bytes | None) -> Row | None:
@@ -112,3 +106,17 @@ def _row(trace_id: str, span: Any, default_service: str, extra: bytes | None) ->
 
 def _is_id(value: Any, size: int) -> bool:
     return isinstance(value, str) and len(value) == size and _HEX.issuperset(value) and value != "0" * size
+
+
+def span_json(body: bytes, service: str) -> bytes:
+    """A stored span body as wire JSON, ``service`` on it.
+
+    Example:
+        >>> span_json(b'{"span_id":"cdcdcdcdcdcdcdcd","service":"web"}', "web")
+        b'{"span_id":"cdcdcdcdcdcdcdcd","service":"web"}'
+    """
+    if body[:1] == b"{":
+        return body  # a JSON Lines span, stored with its service
+    span = span_from_message(body, POLICY)
+    span["service"] = service
+    return orjson.dumps(span)

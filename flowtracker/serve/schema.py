@@ -1,7 +1,8 @@
 """The store's SQLite schema, its version, and opening a file safely.
 
-One row per span (``spans``), keyed by trace id and span id, one summary row
-per trace (``traces``) for the list, indexed by start time, status and name,
+One row per span (``spans``), keyed by its trace's number (``traces.seq``,
+given as traces arrive) and its span id, one summary row per trace
+(``traces``, keyed by trace id) for the list, indexed by start time, status and name,
 the services of each trace (``trace_services``) for the list's ``service=``
 filter, and the distinct trace names (``names``) for its ``name=`` filter.
 Every index serves a query: the list filters traces, never spans, so spans
@@ -47,11 +48,11 @@ __all__ = (
 #: ``PRAGMA application_id`` of a flowtracker store: b"FTRC" as a big-endian int.
 APPLICATION_ID = int.from_bytes(b"FTRC", "big")
 #: The schema this flowtracker writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE spans (
-    trace_id  TEXT    NOT NULL,
+    trace_seq INTEGER NOT NULL,  -- its trace's traces.seq: new traces append to the key, not insert at random
     span_id   TEXT    NOT NULL,
     parent_id TEXT,
     service   TEXT    NOT NULL,
@@ -60,9 +61,9 @@ CREATE TABLE spans (
     end_ns    INTEGER NOT NULL,
     status    TEXT    NOT NULL,
     blocked   INTEGER NOT NULL,
-    body      BLOB    NOT NULL,  -- the span in the wire format, "service" included
+    body      BLOB    NOT NULL,  -- the span as it came: its OTLP Span message, or wire JSON (rows.py)
     extra     BLOB,              -- trace fields of the record this span came in (JSON), on its first span
-    UNIQUE (trace_id, span_id)  -- finds a trace's spans (get, summary, eviction), keeps a span once
+    UNIQUE (trace_seq, span_id)  -- finds a trace's spans (get, summary, eviction), keeps a span once
 );
 CREATE TABLE traces (
     trace_id   TEXT    PRIMARY KEY,
@@ -74,7 +75,8 @@ CREATE TABLE traces (
     span_count INTEGER NOT NULL,
     status     TEXT    NOT NULL,  -- error when any span failed, else the root's
     blocked    INTEGER NOT NULL,  -- any span blocked the event loop
-    extra      BLOB               -- the trace fields of its records, joined (JSON)
+    extra      BLOB,              -- the trace fields of its records, joined (JSON)
+    seq        INTEGER NOT NULL   -- when it was first stored, in order: its spans' trace_seq
 ) WITHOUT ROWID;
 -- The list reads newest first and filters inside this index (no table lookups for rows it skips).
 CREATE INDEX traces_list ON traces (start_ns, status, blocked, end_ns, name);
@@ -98,9 +100,40 @@ def _drop_unused_span_indexes(connection: sqlite3.Connection) -> None:
         connection.execute(f"DROP INDEX IF EXISTS {index}")
 
 
+def _trace_seq(connection: sqlite3.Connection) -> None:
+    """2 -> 3: spans name their trace by ``traces.seq``, a number given in order, not by its random id.
+
+    A new trace's spans then append to the end of the spans key instead of
+    landing at random places in it (a third of each span's insert). Bodies
+    may be OTLP ``Span`` messages from now on; the JSON ones stay as they are.
+    """
+    connection.execute("ALTER TABLE traces ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+    connection.execute(
+        "UPDATE traces SET seq = numbered.seq FROM (SELECT trace_id, row_number() OVER "
+        "(ORDER BY start_ns, trace_id) AS seq FROM traces) AS numbered "
+        "WHERE traces.trace_id = numbered.trace_id"
+    )
+    connection.execute("ALTER TABLE spans RENAME TO spans_2")
+    connection.execute(_spans_table())
+    connection.execute(
+        "INSERT INTO spans SELECT traces.seq, span_id, parent_id, spans_2.service, spans_2.name, "
+        "spans_2.start_ns, spans_2.end_ns, spans_2.status, spans_2.blocked, body, spans_2.extra "
+        "FROM spans_2 JOIN traces USING (trace_id)"
+    )
+    connection.execute("DROP TABLE spans_2")
+
+
+def _spans_table() -> str:
+    """The ``CREATE TABLE spans`` statement of this schema."""
+    return next(statement for statement in SCHEMA.split(";") if "CREATE TABLE spans" in statement)
+
+
 #: Schema version -> the function that migrates a connection from it to the next.
 #: Each runs inside the opening transaction, so a failure leaves the file as it was.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _drop_unused_span_indexes}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _drop_unused_span_indexes,
+    2: _trace_seq,
+}
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
