@@ -281,9 +281,14 @@ def run_ingest(settings: Settings, phoenix: bool) -> tuple[dict[str, Any], str]:
 
 
 def populate(db: Path, traces: int) -> None:
-    """A store with ``traces`` traces of 5 spans, of 4 services, 1 in 50 failed, 1 in 100 blocked."""
+    """A store with ``traces`` traces of 5 spans, of 4 services, 1 in 50 failed, 1 in 100 blocked.
+
+    The spans are stored as OTLP ingest stores them (each kept as its ``Span`` message).
+    """
     from flowtracker._core.clock import format_rfc3339
-    from flowtracker.serve.rows import rows_of
+    from flowtracker._wire.otlp import otlp_request_dict, span_records
+    from flowtracker._wire.otlp_proto import request_message
+    from flowtracker.serve.rows import POLICY
     from flowtracker.serve.store import Store
 
     async def fill() -> None:
@@ -296,7 +301,7 @@ def populate(db: Path, traces: int) -> None:
                 for number in range(start, min(start + 5_000, traces)):
                     at = base + number * 1_000_000
                     length = (5 + number % 300) * 1_000_000
-                    spans = []
+                    by_service: dict[str, list[dict[str, Any]]] = {}
                     for index in range(5):
                         span: dict[str, Any] = {
                             "span_id": f"{number + 1:08x}{index + 1:08x}",
@@ -304,16 +309,15 @@ def populate(db: Path, traces: int) -> None:
                             "start_time": format_rfc3339(at + index * 1000), "duration_ms": length / 1e6,
                             "end_time": format_rfc3339(at + index * 1000 + length),
                             "status": "error" if index == 4 and number % 50 == 0 else "ok",
-                            "service": f"svc{index % 4}",
                         }  # fmt: skip
                         if index:
                             span["parent_id"] = f"{number + 1:08x}{1:08x}"
                         if index == 2 and number % 100 == 0:
                             span["events"] = [{"name": "event_loop.blocked", "time": span["start_time"]}]
-                        spans.append(span)
-                    batch.append({"trace_id": f"{number + 1:032x}", "service": "svc0", "spans": spans})
-                rows, _ = rows_of(batch)
-                await store.write(rows)
+                        by_service.setdefault(f"svc{index % 4}", []).append(span)
+                    for service, spans in by_service.items():  # one record per service, as OTLP sends them
+                        batch.append({"trace_id": f"{number + 1:032x}", "service": service, "spans": spans})
+                await store.write(span_records(request_message(otlp_request_dict(batch)), POLICY).records)
         finally:
             store.close()
 

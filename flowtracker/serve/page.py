@@ -49,7 +49,7 @@ from .._graph.model import STATUSES
 from .._wire.encode import encode
 from ..viz import report_aggregates, report_data, report_page
 from .api import BadRequest, filters_of
-from .queries import Filters, get_trace, list_traces
+from .queries import Filters, list_traces, read_trace
 from .store import Store
 
 __all__ = ("AGGREGATE_SPANS", "LIST_LIMIT", "page_body", "page_routes")
@@ -117,10 +117,10 @@ def page_routes(store: Store) -> list[web.RouteDef]:
 
 def _trace_rows(connection: Any, trace_id: str) -> bytes | None:
     """One trace as the report's data (its summary and its span rows), or ``None``."""
-    body = get_trace(connection, trace_id)
-    if body is None:
+    trace = read_trace(connection, trace_id)
+    if trace is None:
         return None
-    return encode(report_data([orjson.loads(body)]))
+    return encode(report_data([trace]))
 
 
 def _aggregates(connection: Any, filters: Filters) -> bytes:
@@ -131,9 +131,8 @@ def _aggregates(connection: Any, filters: Filters) -> bytes:
     for summary in list_traces(connection, filters):
         if traces and spans + summary["span_count"] > AGGREGATE_SPANS:
             break
-        body = get_trace(connection, summary["trace_id"])
-        if body is not None:  # evicted since the list was read
-            trace = orjson.loads(body)
+        trace = read_trace(connection, summary["trace_id"])
+        if trace is not None:  # evicted since the list was read
             traces.append(trace)
             spans += len(trace["spans"])
     return encode({**report_aggregates(traces), "traces": len(traces), "spans": spans})

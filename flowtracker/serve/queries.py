@@ -21,9 +21,17 @@ from typing import Any
 import orjson
 
 from .._core.clock import format_rfc3339
-from .rows import STATUSES, span_json
+from .rows import STATUSES, span_dict
 
-__all__ = ("STATUSES", "SUMMARY_COLUMNS", "Filters", "get_trace", "list_traces", "summary_dict")
+__all__ = (
+    "STATUSES",
+    "SUMMARY_COLUMNS",
+    "Filters",
+    "get_trace",
+    "list_traces",
+    "read_trace",
+    "summary_dict",
+)
 
 #: The ``traces`` columns a summary is made of, in :func:`summary_dict`'s order.
 SUMMARY_COLUMNS = "trace_id, name, service, services, start_ns, end_ns, span_count, status, blocked"
@@ -141,8 +149,8 @@ def _like(needle: str) -> str:
     return f"%{escaped}%"
 
 
-def get_trace(connection: sqlite3.Connection, trace_id: str) -> bytes | None:
-    """The trace in the wire format, as JSON bytes, ``service`` on every span; ``None`` if unknown.
+def read_trace(connection: sqlite3.Connection, trace_id: str) -> dict[str, Any] | None:
+    """The trace in the wire format, ``service`` on every span; ``None`` if unknown.
 
     Spans come in start order. The trace fields of its records (``dropped_spans``,
     ``unfinished_spans``, ``loop_monitor``) are joined: counts add up.
@@ -151,11 +159,19 @@ def get_trace(connection: sqlite3.Connection, trace_id: str) -> bytes | None:
     if found is None:
         return None
     extra, seq = found
-    bodies = [
-        span_json(body, service)
+    spans = [
+        span_dict(body, service)
         for service, body in connection.execute(
             "SELECT service, body FROM spans WHERE trace_seq = ? ORDER BY start_ns, span_id", (seq,)
         )
     ]
-    tail = b"," + extra[1:-1] if extra and extra != b"{}" else b""
-    return b'{"trace_id":"' + trace_id.encode() + b'","spans":[' + b",".join(bodies) + b"]" + tail + b"}"
+    trace: dict[str, Any] = {"trace_id": trace_id, "spans": spans}
+    if extra:
+        trace.update(orjson.loads(extra))
+    return trace
+
+
+def get_trace(connection: sqlite3.Connection, trace_id: str) -> bytes | None:
+    """:func:`read_trace` as JSON bytes (what ``GET /api/traces/{trace_id}`` answers)."""
+    trace = read_trace(connection, trace_id)
+    return None if trace is None else orjson.dumps(trace)

@@ -4,7 +4,7 @@ A row's body is the span as it came: the ``Span`` message of an OTLP request
 (:func:`~flowtracker._wire.otlp.span_records` makes those rows), or the
 wire-format JSON of a span from a JSON Lines file (:func:`rows_of`). The first
 byte tells which (``{`` for JSON; a ``Span`` message starts with its trace id's
-tag, 0x0a), and :func:`span_json` reads either back as wire JSON.
+tag, 0x0a), and :func:`span_dict` reads either back as a wire-format span.
 
 Example:
     >>> rows, bad = rows_of([{"trace_id": "ab" * 16, "service": "web", "spans": [
@@ -25,7 +25,7 @@ from .._wire.names import BLOCKED_EVENT
 from .._wire.otlp import TRACE_KEYS, UNKNOWN_SERVICE, SpanRecord, span_from_message, span_times
 from .._wire.policy import ExportPolicy
 
-__all__ = ("MAX_STRING", "POLICY", "STATUSES", "Row", "rows_of", "span_json")
+__all__ = ("MAX_STRING", "POLICY", "STATUSES", "Row", "rows_of", "span_dict")
 
 #: One span as stored: trace_id, span_id, parent_id, service, name, start_ns,
 #: end_ns, status, blocked, body (see the module docstring), extra (the record's trace fields, JSON).
@@ -108,15 +108,15 @@ def _is_id(value: Any, size: int) -> bool:
     return isinstance(value, str) and len(value) == size and _HEX.issuperset(value) and value != "0" * size
 
 
-def span_json(body: bytes, service: str) -> bytes:
-    """A stored span body as wire JSON, ``service`` on it.
+def span_dict(body: bytes, service: str) -> dict[str, Any]:
+    """A stored span body as a wire-format span, ``service`` on it.
 
     Example:
-        >>> span_json(b'{"span_id":"cdcdcdcdcdcdcdcd","service":"web"}', "web")
-        b'{"span_id":"cdcdcdcdcdcdcdcd","service":"web"}'
+        >>> span_dict(b'{"span_id":"cdcdcdcdcdcdcdcd","service":"web"}', "web")
+        {'span_id': 'cdcdcdcdcdcdcdcd', 'service': 'web'}
     """
     if body[:1] == b"{":
-        return body  # a JSON Lines span, stored with its service
+        return orjson.loads(body)  # type: ignore[no-any-return]  # a JSON Lines span, stored with its service
     span = span_from_message(body, POLICY)
     span["service"] = service
-    return orjson.dumps(span)
+    return span
