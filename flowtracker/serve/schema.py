@@ -108,10 +108,10 @@ def _trace_seq(connection: sqlite3.Connection) -> None:
     may be OTLP ``Span`` messages from now on; the JSON ones stay as they are.
     """
     connection.execute("ALTER TABLE traces ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
-    connection.execute(
-        "UPDATE traces SET seq = numbered.seq FROM (SELECT trace_id, row_number() OVER "
-        "(ORDER BY start_ns, trace_id) AS seq FROM traces) AS numbered "
-        "WHERE traces.trace_id = numbered.trace_id"
+    oldest_first = connection.execute("SELECT trace_id FROM traces ORDER BY start_ns, trace_id").fetchall()
+    connection.executemany(  # not UPDATE ... FROM: SQLite before 3.33 (Ubuntu 20.04's) lacks it
+        "UPDATE traces SET seq = ? WHERE trace_id = ?",
+        [(number, trace_id) for number, (trace_id,) in enumerate(oldest_first, 1)],
     )
     connection.execute("ALTER TABLE spans RENAME TO spans_2")
     connection.execute(_spans_table())

@@ -47,8 +47,6 @@ DEFAULT_MAX_TRACES = 10_000
 DEFAULT_MAX_PENDING = 200_000
 #: Spans the writer puts in one transaction at most.
 BATCH_SPANS = 20_000
-#: The writer connection's page cache, in KiB.
-WRITER_CACHE_KIB = 64 * 1024
 
 
 _T = TypeVar("_T")
@@ -120,9 +118,6 @@ class Store:
             directory = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(directory, exist_ok=True)
         self._connection = open_database(self._file)
-        # The writer's page cache: 64 MiB, not SQLite's 2 MiB, so the keys it inserts into stay in
-        # memory instead of being read back from the file (a fifth of the writer's system time).
-        self._connection.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         self._count, self._seq = self._connection.execute(
             "SELECT count(*), coalesce(max(seq), 0) FROM traces"
         ).fetchone()
