@@ -7,7 +7,9 @@
   once (timed), the server pinned to CPU 0 and this load generator to CPU 1.
   flowtracker answers 200 only once a request's spans are committed, so the
   clock stops at the last answer; Phoenix stores after it answers, so its
-  clock stops when its database holds every span. Phoenix (``arize-phoenix``,
+  clock stops when its database holds every span. Beside the rate: the
+  server process's CPU time (user and system, from ``/proc``) per span
+  stored, over the same interval. Phoenix (``arize-phoenix``,
   a pip-installable OTLP trace server with a UI) is far too big for any extra
   CI installs: the suite installs it into ``.venv-phoenix`` on first use.
   Phoenix gets fewer spans (it stores a few hundred per second; the same
@@ -231,6 +233,7 @@ def ingest_once(server: Any, bodies: Sequence[bytes], spans: int, timeout: float
     database is watched until it holds them all (or ``timeout`` passes).
     """
     try:
+        cpu_before = cpu_seconds(server.process.pid)
         started, finished, answered = asyncio.run(post_all(server.url, bodies))
         stored = server.stored()
         deadline = finished + timeout
@@ -238,10 +241,18 @@ def ingest_once(server: Any, bodies: Sequence[bytes], spans: int, timeout: float
             time.sleep(0.05)
             stored = server.stored()
             finished = time.perf_counter()
+        cpu = cpu_seconds(server.process.pid) - cpu_before
         return {"spans_per_s": stored / (finished - started), "stored": stored, "sent": spans,
-                "answered": answered}  # fmt: skip
+                "answered": answered, "server_cpu_us_per_span": cpu / max(stored, 1) * 1e6}  # fmt: skip
     finally:
         server.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used (its own threads; children not counted)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_ingest(settings: Settings, phoenix: bool) -> tuple[dict[str, Any], str]:
@@ -265,16 +276,17 @@ def run_ingest(settings: Settings, phoenix: bool) -> tuple[dict[str, Any], str]:
     samples = interleaved(variants, reps, measure)
     rows = [
         [name, f"{median(samples[name]):,.0f}", f"{median([d['stored'] for d in details[name]]):,.0f}",
-         f"{details[name][0]['sent']:,.0f}"]
+         f"{details[name][0]['sent']:,.0f}",
+         f"{median([d['server_cpu_us_per_span'] for d in details[name]]):,.1f}"]
         for name in variants
     ]  # fmt: skip
     if phoenix:
         ratio = median([a / b for a, b in zip(samples["flowtracker"], samples["phoenix"], strict=False)])
-        rows.append(["flowtracker / phoenix", f"{ratio:,.0f}x", "", ""])
+        rows.append(["flowtracker / phoenix", f"{ratio:,.0f}x", "", "", ""])
     table = format_table(
         f"OTLP/HTTP protobuf ingest, spans stored and queryable per second (median of {reps}; "
         f"{SPANS_PER_REQUEST} spans per request, {CONNECTIONS} connections)",
-        ["server", "spans/s", "stored", "sent"],
+        ["server", "spans/s", "stored", "sent", "server CPU us/span"],
         rows,
     )
     return {"samples": samples, "details": details}, table
