@@ -401,13 +401,16 @@ def span_records(request: Any, policy: ExportPolicy | None = None) -> Records:
 
     Example:
         >>> from flowtracker._wire.otlp_proto import request_message
-        >>> trace = {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "service": "orders", "spans": [
-        ...     {"span_id": "00f067aa0ba902b7", "name": "GET /", "status": "cancelled",
-        ...      "start_time": "2026-11-20T10:00:00.000000Z", "end_time": "2026-11-20T10:00:01.000000Z",
-        ...      "duration_ms": 1000.0}]}
-        >>> record = span_records(request_message(otlp_request_dict([trace]))).records[0]
-        >>> record[3:8], span_from_message(record[9]) == trace["spans"][0]
-        (('orders', 'GET /', 1795168800000000000, 1795168801000000000, 'cancelled'), True)
+        >>> span = {"span_id": "00f067aa0ba902b7", "name": "charge", "status": "error", "duration_ms": 5.0,
+        ...         "start_time": "2026-11-20T10:00:00.000000Z", "end_time": "2026-11-20T10:00:00.005000Z",
+        ...         "error": {"type": "ValueError", "message": "card declined"}}
+        >>> trace = {"trace_id": "ab" * 16, "service": "pay", "spans": [span]}
+        >>> request = request_message(otlp_request_dict([trace]))
+        >>> record = span_records(request).records[0]
+        >>> record[1:8]
+        ('00f067aa0ba902b7', None, 'pay', 'charge', 1795168800000000000, 1795168800005000000, 'error')
+        >>> span_from_message(record[9]) == span
+        True
     """
     reader = _Reader(policy)
     records: list[SpanRecord] = []
