@@ -8,7 +8,9 @@ ports the OS picked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +36,7 @@ from flowtracker._wire.otlp import EXPORT_METHOD, otlp_request_dict
 from flowtracker._wire.otlp_proto import request_message
 from flowtracker.exporters.otlp import OTLPExporter
 from flowtracker.serve.command import Server
+from flowtracker.serve.rows import MAX_MESSAGE
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -429,13 +432,22 @@ class TestBadBodies:
         assert [span["name"] for span in trace["spans"]] == ["good"]
 
     async def test_huge_attributes_are_cut_and_marked(self, server: Server) -> None:
-        """A 5 MB attribute value is stored cut to 4096 characters, marked as flowtracker marks cuts."""
+        """A 5 MB attribute value is stored cut to 4096 characters, marked as flowtracker marks cuts.
+
+        A span of ordinary size is kept as its message, cut when read, the same.
+        """
+        small = wire_span("b" * 16, "y", "a" * 16, tags={"blob": "z" * 5_000})
         span = wire_span("a" * 16, "x", tags={"blob": "y" * 5_000_000})
-        assert (await post(server.port, protobuf_body([{"trace_id": TRACE, "spans": [span]}])))[0] == 200
+        body = protobuf_body([{"trace_id": TRACE, "spans": [span, small]}])
+        assert (await post(server.port, body))[0] == 200
         _, trace = await get_json(server.port, f"/api/traces/{TRACE}")
-        blob = trace["spans"][0]["tags"]["blob"]
+        blob, cut = (span["tags"]["blob"] for span in trace["spans"])
         assert blob.startswith("y" * 4096)
         assert blob.endswith("…[truncated 4995904 chars]")
+        assert cut == "z" * 4096 + "…[truncated 904 chars]"
+        with contextlib.closing(sqlite3.connect(server.options.db)) as connection:
+            sizes = [row[0] for row in connection.execute("SELECT length(body) FROM spans ORDER BY span_id")]
+        assert sizes[0] < 5_000 < sizes[1] < MAX_MESSAGE  # the huge one stored cut, the small one whole
 
     async def test_grpc_bad_requests_get_their_codes(self, server: Server) -> None:
         """Over gRPC: garbage is INVALID_ARGUMENT, a message over the limit RESOURCE_EXHAUSTED."""

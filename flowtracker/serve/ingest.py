@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 from .._wire.otlp import span_records
 from .._wire.otlp_proto import BodyError, parse_request
-from .rows import POLICY, Row, rows_of
+from .rows import POLICY, Row, bounded, rows_of
 from .store import Store
 
 __all__ = (
@@ -112,7 +112,7 @@ class Ingest:
         if count > self.max_spans:
             raise TooManySpans(f"{count} spans in one request; at most {self.max_spans} are taken")
         decoded = span_records(message, POLICY)
-        return decoded.records, decoded.rejected, decoded.error
+        return bounded(decoded.records), decoded.rejected, decoded.error
 
     async def traces(self, traces: Iterable[Mapping[str, Any]]) -> Accepted:
         """Stores wire-format traces (``FILE``s given on the command line)."""

@@ -25,7 +25,7 @@ from .._wire.names import BLOCKED_EVENT
 from .._wire.otlp import TRACE_KEYS, UNKNOWN_SERVICE, SpanRecord, span_from_message, span_times
 from .._wire.policy import ExportPolicy
 
-__all__ = ("MAX_STRING", "POLICY", "STATUSES", "Row", "rows_of", "span_dict")
+__all__ = ("MAX_MESSAGE", "MAX_STRING", "POLICY", "STATUSES", "Row", "bounded", "rows_of", "span_dict")
 
 #: One span as stored: trace_id, span_id, parent_id, service, name, start_ns,
 #: end_ns, status, blocked, body (see the module docstring), extra (the record's trace fields, JSON).
@@ -36,6 +36,8 @@ STATUSES = ("ok", "error", "cancelled", "unfinished")
 MAX_STRING = 4096
 #: How serve reads spans: strings cut as flowtracker's export cuts them; keys not redacted (a local viewer).
 POLICY = ExportPolicy(redact_keys=(), max_string=MAX_STRING)
+#: A ``Span`` message larger than this (bytes) is stored as its wire JSON, strings cut.
+MAX_MESSAGE = 64 * 1024
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -120,3 +122,20 @@ def span_dict(body: bytes, service: str) -> dict[str, Any]:
     span = span_from_message(body, POLICY)
     span["service"] = service
     return span
+
+
+def bounded(rows: list[Row]) -> list[Row]:
+    """The rows, each ``Span`` message over :data:`MAX_MESSAGE` bytes replaced by its wire JSON, strings cut.
+
+    Messages are kept as they came and cut only when read; this keeps a
+    huge attribute from sitting whole in the store. The list is changed in place.
+
+    Example:
+        >>> rows = [("ab" * 16, "cd" * 8, None, "web", "x", 0, 0, "ok", 0, b"{}", None)]
+        >>> bounded(rows) == rows
+        True
+    """
+    for index, row in enumerate(rows):
+        if len(row[9]) > MAX_MESSAGE:
+            rows[index] = (*row[:9], orjson.dumps(span_dict(row[9], row[3])), row[10])
+    return rows
