@@ -93,6 +93,29 @@ class TestStore:
         finally:
             store.close()
 
+    async def test_two_servers_on_one_file_keep_their_traces_apart(self, tmp_path: Path) -> None:
+        """Two stores writing one file in turns (two ``serve``s on the default ``--db``) never share a number.
+
+        Each trace reads back with its own spans only, and the numbers are unique.
+        """
+        path = str(tmp_path / "s.db")
+        first, second = Store(path), Store(path)
+        first.open()
+        second.open()
+        try:
+            for number in range(1, 9):
+                await store_traces(first if number % 2 else second, [trace(number, spans=number)])
+            for number in range(1, 9):
+                body = await first.query(get_trace, f"{number:032x}")
+                assert body is not None
+                owners = [span["span_id"][:8] for span in orjson.loads(body)["spans"]]
+                assert owners == [f"{number:08x}"] * number
+        finally:
+            first.close()
+            second.close()
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            assert sorted(row[0] for row in connection.execute("SELECT seq FROM traces")) == list(range(1, 9))
+
     async def test_max_traces_evicts_the_oldest_whole_traces(self, tmp_path: Path) -> None:
         """Past ``max_traces`` the oldest traces (by start time) go, all their spans, after a restart too."""
         path = str(tmp_path / "s.db")

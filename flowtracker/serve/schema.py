@@ -82,6 +82,8 @@ CREATE TABLE traces (
 CREATE INDEX traces_list ON traces (start_ns, status, blocked, end_ns, name);
 -- name= finds the matching names first (few: they are routes and operations), then their traces.
 CREATE INDEX traces_name ON traces (name, start_ns);
+-- The writer reads the last number given in each transaction (another process may write this file).
+CREATE UNIQUE INDEX traces_seq ON traces (seq);
 CREATE TABLE names (name TEXT PRIMARY KEY) WITHOUT ROWID;
 -- service= reads this index newest first: a rare service costs its own traces, not a scan of all.
 CREATE TABLE trace_services (
@@ -113,8 +115,9 @@ def _trace_seq(connection: sqlite3.Connection) -> None:
         "UPDATE traces SET seq = ? WHERE trace_id = ?",
         [(number, trace_id) for number, (trace_id,) in enumerate(oldest_first, 1)],
     )
+    connection.execute(_statement("CREATE UNIQUE INDEX traces_seq"))
     connection.execute("ALTER TABLE spans RENAME TO spans_2")
-    connection.execute(_spans_table())
+    connection.execute(_statement("CREATE TABLE spans"))
     connection.execute(
         "INSERT INTO spans SELECT traces.seq, span_id, parent_id, spans_2.service, spans_2.name, "
         "spans_2.start_ns, spans_2.end_ns, spans_2.status, spans_2.blocked, body, spans_2.extra "
@@ -123,9 +126,13 @@ def _trace_seq(connection: sqlite3.Connection) -> None:
     connection.execute("DROP TABLE spans_2")
 
 
-def _spans_table() -> str:
-    """The ``CREATE TABLE spans`` statement of this schema."""
-    return next(statement for statement in SCHEMA.split(";") if "CREATE TABLE spans" in statement)
+def _statement(start: str) -> str:
+    """The statement of :data:`SCHEMA` that begins with ``start`` (its comment lines aside)."""
+    for statement in SCHEMA.split(";"):
+        lines = [line for line in statement.strip().splitlines() if not line.startswith("--")]
+        if lines and lines[0].startswith(start):
+            return statement
+    raise LookupError(start)
 
 
 #: Schema version -> the function that migrates a connection from it to the next.

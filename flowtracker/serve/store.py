@@ -101,7 +101,6 @@ class Store:
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection  # the writer's, from open()
         self._count = 0
-        self._seq = 0  # the last traces.seq given
 
     # ---- life ------------------------------------------------------------------------------
 
@@ -118,9 +117,7 @@ class Store:
             directory = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(directory, exist_ok=True)
         self._connection = open_database(self._file)
-        self._count, self._seq = self._connection.execute(
-            "SELECT count(*), coalesce(max(seq), 0) FROM traces"
-        ).fetchone()
+        self._count = int(self._connection.execute("SELECT count(*) FROM traces").fetchone()[0])
         self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="flowtracker-serve-query")
         self._writer = threading.Thread(target=self._write_loop, name="flowtracker-serve-writer", daemon=True)
         self._writer.start()
@@ -242,11 +239,14 @@ class Store:
         for row in rows:
             by_trace.setdefault(row[0], {})[row[1]] = row  # a span sent twice: the last wins, as in the table
         known = self._known(list(by_trace))
+        # Numbered after the last number in the file, read in this transaction: another serve may
+        # write this file too (the index on seq makes it one step).
+        last: int = connection.execute("SELECT coalesce(max(seq), 0) FROM traces").fetchone()[0]
         seqs = dict(known)
         for trace_id in by_trace:
             if trace_id not in seqs:
-                self._seq += 1
-                seqs[trace_id] = self._seq
+                last += 1
+                seqs[trace_id] = last
         connection.executemany(
             "INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             [(seqs[row[0]], *row[1:]) for row in rows],
