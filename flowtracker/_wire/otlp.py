@@ -377,8 +377,8 @@ def traces_from_request(request: Any, policy: ExportPolicy | None = None) -> Dec
 
 #: One span as :func:`span_records` indexes it: trace_id, span_id, parent_id (hex; the parent
 #: ``None`` for a root), service, name, start_ns, end_ns, status, blocked (0 or 1), the span's
-#: own ``Span`` message (bytes), and the trace fields its record carries (JSON; on the first
-#: span of each service's record of a trace, else ``None``).
+#: own ``Span`` message (bytes), and the trace fields of its service's record of the trace
+#: (JSON; once per record, on the first span with a ``flowtracker.*`` attribute, else ``None``).
 SpanRecord = tuple[str, str, "str | None", str, str, int, int, str, int, bytes, "bytes | None"]
 
 
@@ -537,11 +537,14 @@ class _Reader:
             return base64.b64encode(value.bytes_value).decode()  # as OTLP/JSON writes bytes
         return None
 
-    def mark(self, key: str, value: Any, out: dict[str, Any], trace: dict[str, Any], status: str) -> str:
-        """One ``flowtracker.*`` attribute read into the span ``out`` or its ``trace``; the status after it.
+    def mark(
+        self, key: str, value: Any, out: dict[str, Any], tags: dict[str, Any], trace: dict[str, Any],
+        status: str,
+    ) -> str:  # fmt: skip
+        """One ``flowtracker.*`` attribute read into the span ``out``, its ``tags`` or its ``trace``.
 
-        A span field (``busy_ms``), the status (``cancelled``, ``unfinished``)
-        or a trace field; any other is a tag.
+        A span field (``busy_ms``), the status (``cancelled``, ``unfinished``;
+        returned: the status after it) or a trace field; any other is a tag.
         """
         if key in _SPAN_KEYS and isinstance(value, (int, float)):
             out[_SPAN_KEYS[key]] = float(value)
@@ -550,7 +553,7 @@ class _Reader:
         elif key in _TRACE_FIELDS:
             _lift(trace, _TRACE_FIELDS[key], value)
         else:
-            out.setdefault("tags", {})[self.text(key)] = value
+            tags[self.text(key)] = value
         return status
 
     def marks(self, span: Any, trace: dict[str, Any]) -> str:
@@ -559,11 +562,11 @@ class _Reader:
         Trace fields among them go to ``trace``.
         """
         status = "ok"
-        scratch: dict[str, Any] = {}
+        unread: dict[str, Any] = {}  # span fields and tags: read with the rest of the span, when asked
         for item in span.attributes:
             key = item.key
             if key.startswith("flowtracker."):
-                status = self.mark(key, self.value(item.value), scratch, trace, status)
+                status = self.mark(key, self.value(item.value), unread, unread, trace, status)
         return status
 
     def span(self, span: Any, trace: dict[str, Any]) -> dict[str, Any]:
@@ -583,7 +586,6 @@ class _Reader:
         kind = _KIND_NAMES.get(span.kind)
         if kind is not None:
             out["kind"] = kind
-        out["tags"] = tags
         value_of = self.value
         for item in span.attributes:
             key = item.key
@@ -591,9 +593,9 @@ class _Reader:
             if not key.startswith("flowtracker."):  # the common case: one check, not three
                 tags[key if len(key) <= self.limit else self.text(key)] = value
             else:
-                status = self.mark(key, value, out, trace, status)
-        if not tags:
-            del out["tags"]
+                status = self.mark(key, value, out, tags, trace, status)
+        if tags:
+            out["tags"] = tags
         if span.dropped_attributes_count:
             out["dropped_tags"] = span.dropped_attributes_count
         messages = span.events

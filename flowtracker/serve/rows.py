@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from .._graph.model import STATUSES
 from .._wire.names import BLOCKED_EVENT
 from .._wire.otlp import TRACE_KEYS, UNKNOWN_SERVICE, SpanRecord, span_from_message, span_times
 from .._wire.policy import ExportPolicy
@@ -30,8 +31,6 @@ __all__ = ("MAX_MESSAGE", "MAX_STRING", "POLICY", "STATUSES", "Row", "bounded", 
 #: One span as stored: trace_id, span_id, parent_id, service, name, start_ns,
 #: end_ns, status, blocked, body (see the module docstring), extra (the record's trace fields, JSON).
 Row = SpanRecord
-#: The span statuses of the wire format (and the values ``status=`` accepts).
-STATUSES = ("ok", "error", "cancelled", "unfinished")
 #: Longest string kept whole (names, attribute values), as flowtracker's own export cuts them.
 MAX_STRING = 4096
 #: How serve reads spans: strings cut as flowtracker's export cuts them; keys not redacted (a local viewer).

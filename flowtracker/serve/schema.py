@@ -122,7 +122,7 @@ def _trace_seq(connection: sqlite3.Connection) -> None:
         "INSERT INTO spans SELECT traces.seq, span_id, parent_id, spans_2.service, spans_2.name, "
         "spans_2.start_ns, spans_2.end_ns, spans_2.status, spans_2.blocked, body, spans_2.extra "
         "FROM spans_2 JOIN traces USING (trace_id)"
-    )
+    )  # every stored span has its trace's row (the writer writes both in one transaction)
     connection.execute("DROP TABLE spans_2")
 
 
